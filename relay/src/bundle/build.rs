@@ -1,0 +1,272 @@
+//! Builds a bundle from a feeds directory: validate every file for its kind, write the
+//! manifest, sign it, and write a deterministic `.tar.gz` (sorted entries, fixed owner,
+//! mode and mtime, canonical gzip header), so the same inputs give the same bytes.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::{Compression, GzBuilder};
+
+use super::feeds::{FeedError, validate_feed};
+use super::keys::SecretKey;
+use super::manifest::{FileEntry, check_path};
+use super::types::HashingReader;
+use super::{
+    FEEDS_DIR, FORMAT_VERSION, FeedKind, MANIFEST_PATH, Manifest, SIGNATURE_PATH, Sequence, Sha256,
+    Signature, Timestamp,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}:{}", .source)]
+    BadFeed { path: PathBuf, source: FeedError },
+    #[error("{path}: {reason}")]
+    Layout { path: PathBuf, reason: String },
+    #[error("{path} changed while the bundle was being built")]
+    Changed { path: PathBuf },
+    #[error("no feed files under {dir}")]
+    Empty { dir: PathBuf },
+    #[error("expires ({expires}) must be after created ({created})")]
+    ExpiresBeforeCreated {
+        created: Timestamp,
+        expires: Timestamp,
+    },
+    #[error("origin must be 1-255 characters without control characters")]
+    BadOrigin,
+    #[error("writing the bundle: {0}")]
+    Write(io::Error),
+}
+
+/// What goes into the manifest besides the files.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    pub sequence: Sequence,
+    pub origin: String,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+}
+
+/// Builds a bundle from `feeds_dir` (files under `<kind>/`) into `out` and returns its
+/// manifest. Files named `README*` or starting with `.` are documentation and skipped.
+pub fn build(
+    feeds_dir: &Path,
+    key: &SecretKey,
+    options: &BuildOptions,
+    out: impl Write,
+) -> Result<Manifest, BuildError> {
+    if options.expires <= options.created {
+        return Err(BuildError::ExpiresBeforeCreated {
+            created: options.created,
+            expires: options.expires,
+        });
+    }
+    if options.origin.is_empty()
+        || options.origin.len() > 255
+        || options.origin.chars().any(char::is_control)
+    {
+        return Err(BuildError::BadOrigin);
+    }
+    let sources = collect(feeds_dir)?;
+    if sources.is_empty() {
+        return Err(BuildError::Empty {
+            dir: feeds_dir.to_owned(),
+        });
+    }
+    let mut files = Vec::with_capacity(sources.len());
+    for source in &sources {
+        files.push(describe(source)?);
+    }
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        sequence: options.sequence,
+        created: options.created,
+        expires: options.expires,
+        origin: options.origin.clone(),
+        key_id: key.key_id(),
+        files,
+    };
+    let manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BuildError::Write(io::Error::other(e)))?;
+    let signature = Signature::new(key.key_id(), &key.sign(&manifest_bytes));
+    let signature_bytes = serde_json::to_vec_pretty(&signature)
+        .map_err(|e| BuildError::Write(io::Error::other(e)))?;
+
+    let mtime = u64::try_from(options.created.unix()).unwrap_or(0);
+    let gz = GzBuilder::new().write(out, Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    append(&mut tar, MANIFEST_PATH, mtime, &manifest_bytes).map_err(BuildError::Write)?;
+    append(&mut tar, SIGNATURE_PATH, mtime, &signature_bytes).map_err(BuildError::Write)?;
+    for (source, entry) in sources.iter().zip(&manifest.files) {
+        let file = File::open(&source.path).map_err(|e| io_err(&source.path, e))?;
+        let len = file.metadata().map_err(|e| io_err(&source.path, e))?.len();
+        if len != entry.size {
+            return Err(BuildError::Changed {
+                path: source.path.clone(),
+            });
+        }
+        // Hash what is actually written, so a file changed between the two reads
+        // cannot end up in a bundle whose manifest describes other bytes.
+        let mut reader = HashingReader::new(file.take(entry.size));
+        append_stream(&mut tar, &entry.path, mtime, entry.size, &mut reader)
+            .map_err(BuildError::Write)?;
+        if Sha256::from_hasher(reader.hasher) != entry.sha256 {
+            return Err(BuildError::Changed {
+                path: source.path.clone(),
+            });
+        }
+    }
+    let gz = tar.into_inner().map_err(BuildError::Write)?;
+    gz.finish()
+        .map_err(BuildError::Write)?
+        .flush()
+        .map_err(BuildError::Write)?;
+    Ok(manifest)
+}
+
+/// A feed file found under the feeds directory.
+struct Source {
+    path: PathBuf,
+    kind: FeedKind,
+    bundle_path: String,
+    stem: String,
+}
+
+/// Lists the feed files, sorted by their path in the bundle.
+fn collect(feeds_dir: &Path) -> Result<Vec<Source>, BuildError> {
+    let mut sources = Vec::new();
+    for dir_entry in read_dir_sorted(feeds_dir)? {
+        let name = file_name(&dir_entry)?;
+        if is_documentation(&name) {
+            continue;
+        }
+        let file_type = std::fs::symlink_metadata(&dir_entry)
+            .map_err(|e| io_err(&dir_entry, e))?
+            .file_type();
+        let kind: FeedKind = name.parse().map_err(|reason| BuildError::Layout {
+            path: dir_entry.clone(),
+            reason,
+        })?;
+        if !file_type.is_dir() {
+            return Err(BuildError::Layout {
+                path: dir_entry,
+                reason: "expected a directory named after a feed kind".into(),
+            });
+        }
+        for path in read_dir_sorted(&dir_entry)? {
+            let name = file_name(&path)?;
+            if is_documentation(&name) {
+                continue;
+            }
+            let file_type = std::fs::symlink_metadata(&path)
+                .map_err(|e| io_err(&path, e))?
+                .file_type();
+            if !file_type.is_file() {
+                return Err(BuildError::Layout {
+                    path,
+                    reason: "feed entries must be regular files (no directories or links)".into(),
+                });
+            }
+            let bundle_path = format!("{FEEDS_DIR}/{kind}/{name}");
+            check_path(&bundle_path).map_err(|reason| BuildError::Layout {
+                path: path.clone(),
+                reason: format!("file name not allowed in a bundle: {reason}"),
+            })?;
+            let stem = name.split('.').next().unwrap_or(&name).to_owned();
+            sources.push(Source {
+                path,
+                kind,
+                bundle_path,
+                stem,
+            });
+        }
+    }
+    sources.sort_by(|a, b| a.bundle_path.cmp(&b.bundle_path));
+    Ok(sources)
+}
+
+/// Validates a feed file and hashes it in the same pass.
+fn describe(source: &Source) -> Result<FileEntry, BuildError> {
+    let file = File::open(&source.path).map_err(|e| io_err(&source.path, e))?;
+    let mut reader = HashingReader::new(file);
+    let validated = validate_feed(
+        source.kind,
+        &source.stem,
+        BufReader::with_capacity(1 << 16, &mut reader),
+    )
+    .map_err(|source_err| BuildError::BadFeed {
+        path: source.path.clone(),
+        source: source_err,
+    })?;
+    // The validator may stop before the end (apps read everything; line readers stop at
+    // EOF), so drain what is left to hash the whole file.
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| io_err(&source.path, e))?;
+    Ok(FileEntry {
+        path: source.bundle_path.clone(),
+        sha256: Sha256::from_hasher(reader.hasher),
+        size: reader.count,
+        kind: source.kind,
+        records: validated.records,
+    })
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    mtime: u64,
+    data: &[u8],
+) -> io::Result<()> {
+    append_stream(tar, path, mtime, data.len() as u64, data)
+}
+
+/// Appends a regular file entry with fixed owner, mode and mtime. `data` must yield
+/// exactly `size` bytes; the caller checks what it hashed.
+fn append_stream<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    mtime: u64,
+    size: u64,
+    data: impl Read,
+) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    header.set_size(size);
+    tar.append_data(&mut header, path, data)
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let mut paths = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io_err(dir, e))?;
+    paths.sort();
+    Ok(paths)
+}
+
+fn file_name(path: &Path) -> Result<String, BuildError> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_owned)
+        .ok_or_else(|| BuildError::Layout {
+            path: path.to_owned(),
+            reason: "file name is not UTF-8".into(),
+        })
+}
+
+fn is_documentation(name: &str) -> bool {
+    name.starts_with('.') || name.starts_with("README")
+}
+
+fn io_err(path: &Path, source: io::Error) -> BuildError {
+    BuildError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,457 @@
+//! Validation of feed files, one rule set per kind, run when a bundle is built.
+//!
+//! Each validator reads the file once and stops at the first bad line, naming it. The
+//! verifier does not re-run these rules: a signed bundle is trusted to hold what its
+//! origin validated, and verification must stay as fast as hashing.
+
+use std::io::BufRead;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::FeedKind;
+use super::apps::AppSpec;
+
+/// The first bad line of a feed file.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct FeedError {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// What validation learned about a good feed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedFeed {
+    /// Records: OSV records, domains, addresses or ranges, or apps (always 1).
+    pub records: u64,
+}
+
+/// Validates one feed file of `kind`. `stem` is the file name without its extension
+/// (an app's id must equal it).
+pub fn validate_feed(
+    kind: FeedKind,
+    stem: &str,
+    mut input: impl BufRead,
+) -> Result<ValidatedFeed, FeedError> {
+    match kind {
+        FeedKind::Osv => each_line(input, |line| {
+            check_osv(line.trim_end_matches('\r')).map(|()| true)
+        }),
+        FeedKind::Domains => each_line(input, |line| match strip_comment(line) {
+            "" => Ok(false),
+            name => check_domain(name).map(|()| true),
+        }),
+        FeedKind::Ips => each_line(input, |line| match strip_comment(line) {
+            "" => Ok(false),
+            addr => check_ip(addr).map(|()| true),
+        }),
+        FeedKind::Apps => {
+            let mut text = String::new();
+            input.read_to_string(&mut text).map_err(|e| FeedError {
+                line: 0,
+                reason: format!("not UTF-8 text: {e}"),
+            })?;
+            check_app(stem, &text)
+        }
+    }
+}
+
+/// Runs `check` on every line; it returns whether the line held a record.
+fn each_line(
+    mut input: impl BufRead,
+    mut check: impl FnMut(&str) -> Result<bool, String>,
+) -> Result<ValidatedFeed, FeedError> {
+    let mut buf = String::new();
+    let mut line_no = 0;
+    let mut records = 0;
+    loop {
+        buf.clear();
+        line_no += 1;
+        let n = input.read_line(&mut buf).map_err(|e| FeedError {
+            line: line_no,
+            reason: format!("not UTF-8 text or unreadable: {e}"),
+        })?;
+        if n == 0 {
+            return Ok(ValidatedFeed { records });
+        }
+        let line = buf.strip_suffix('\n').unwrap_or(&buf);
+        if check(line).map_err(|reason| FeedError {
+            line: line_no,
+            reason,
+        })? {
+            records += 1;
+        }
+    }
+}
+
+fn strip_comment(line: &str) -> &str {
+    line.split('#').next().unwrap_or("").trim()
+}
+
+/// A domain name: lower case, labels of `a-z 0-9 -` (no leading or trailing `-`),
+/// 1-63 bytes each, at least two labels, 253 bytes at most, not ending in a numeric
+/// label (that would be an address).
+fn check_domain(name: &str) -> Result<(), String> {
+    if name.len() > 253 {
+        return Err(format!("domain {name:?} is longer than 253 characters"));
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(format!("domain {name:?} must be lower case"));
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() < 2 {
+        return Err(format!(
+            "domain {name:?} needs at least two labels (like example.com)"
+        ));
+    }
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(format!(
+                "domain {name:?}: label {label:?} must be 1-63 characters of a-z, 0-9 and - (not at either end)"
+            ));
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "domain {name:?} ends in a numeric label; addresses belong in the ips feed"
+        ));
+    }
+    Ok(())
+}
+
+/// An IPv4/IPv6 address, or a CIDR range written with its network address.
+fn check_ip(text: &str) -> Result<(), String> {
+    if text.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv4/IPv6 address or CIDR range"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{text:?} has host bits set; the range is {}",
+            net.trunc()
+        ));
+    }
+    Ok(())
+}
+
+fn check_app(stem: &str, text: &str) -> Result<ValidatedFeed, FeedError> {
+    let app: AppSpec = serde_json::from_str(text).map_err(|e| FeedError {
+        line: e.line() as u64,
+        reason: e.to_string(),
+    })?;
+    if app.id.as_str() != stem {
+        return Err(FeedError {
+            line: 1,
+            reason: format!(
+                "app id {:?} must equal the file name {stem:?}",
+                app.id.as_str()
+            ),
+        });
+    }
+    app.check()
+        .map_err(|reason| FeedError { line: 1, reason })?;
+    Ok(ValidatedFeed { records: 1 })
+}
+
+/// The parts of an OSV record (https://ossf.github.io/osv-schema/) that a scanner relies
+/// on. Other fields are allowed and carried as they are.
+#[derive(Deserialize)]
+struct OsvRecord {
+    id: String,
+    modified: String,
+    #[serde(default)]
+    affected: Vec<OsvAffected>,
+}
+
+#[derive(Deserialize)]
+struct OsvAffected {
+    package: Option<OsvPackage>,
+    #[serde(default)]
+    ranges: Vec<OsvRange>,
+    versions: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct OsvPackage {
+    ecosystem: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct OsvRange {
+    #[serde(rename = "type")]
+    kind: OsvRangeType,
+    events: Vec<OsvEvent>,
+    repo: Option<String>,
+}
+
+#[derive(Deserialize, PartialEq)]
+#[serde(rename_all = "UPPERCASE")]
+enum OsvRangeType {
+    Ecosystem,
+    Semver,
+    Git,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum OsvEvent {
+    Introduced(String),
+    Fixed(String),
+    LastAffected(String),
+    Limit(String),
+}
+
+fn check_osv(line: &str) -> Result<(), String> {
+    if line.trim().is_empty() {
+        return Err("empty line (one OSV record per line)".into());
+    }
+    let rec: OsvRecord =
+        serde_json::from_str(line).map_err(|e| format!("not an OSV record: {e}"))?;
+    if rec.id.trim().is_empty() {
+        return Err("OSV record with an empty id".into());
+    }
+    let id = &rec.id;
+    if rec.modified.parse::<super::Timestamp>().is_err() {
+        return Err(format!(
+            "{id}: modified {:?} is not an RFC 3339 timestamp",
+            rec.modified
+        ));
+    }
+    if rec.affected.is_empty() {
+        return Err(format!("{id}: no affected packages"));
+    }
+    for (i, affected) in rec.affected.iter().enumerate() {
+        let Some(pkg) = &affected.package else {
+            return Err(format!("{id}: affected[{i}] has no package"));
+        };
+        if pkg.ecosystem.trim().is_empty() || pkg.name.trim().is_empty() {
+            return Err(format!(
+                "{id}: affected[{i}].package needs an ecosystem and a name"
+            ));
+        }
+        if affected.ranges.is_empty() && affected.versions.as_ref().is_none_or(Vec::is_empty) {
+            return Err(format!(
+                "{id}: affected[{i}] has neither ranges nor versions"
+            ));
+        }
+        for (j, range) in affected.ranges.iter().enumerate() {
+            check_osv_range(range)
+                .map_err(|reason| format!("{id}: affected[{i}].ranges[{j}]: {reason}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_osv_range(range: &OsvRange) -> Result<(), String> {
+    if !matches!(range.events.first(), Some(OsvEvent::Introduced(_))) {
+        return Err("the first event must be `introduced`".into());
+    }
+    if range.kind == OsvRangeType::Git && range.repo.as_deref().is_none_or(str::is_empty) {
+        return Err("a GIT range needs a repo".into());
+    }
+    for event in &range.events {
+        let v = match event {
+            OsvEvent::Introduced(v)
+            | OsvEvent::Fixed(v)
+            | OsvEvent::LastAffected(v)
+            | OsvEvent::Limit(v) => v,
+        };
+        if v.trim().is_empty() {
+            return Err("empty version in an event".into());
+        }
+        if range.kind == OsvRangeType::Semver && v != "0" && semver::Version::parse(v).is_err() {
+            return Err(format!("{v:?} is not a semantic version"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Validates `input` as `kind` and compares the outcome: `Ok(records)` or the error.
+    fn check(kind: FeedKind, input: &str, expected: Result<u64, &str>) {
+        let got = validate_feed(kind, "redis", input.as_bytes())
+            .map(|v| v.records)
+            .map_err(|e| e.to_string());
+        match (&got, expected) {
+            (Ok(n), Ok(m)) => assert_eq!(*n, m, "{input}"),
+            (Err(e), Err(needle)) => assert!(e.contains(needle), "{e:?} lacks {needle:?}"),
+            _ => panic!("{input:?}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    const OSV_OK: &str = r#"{"id":"GHSA-x","modified":"2024-01-01T00:00:00Z","affected":[{"package":{"ecosystem":"npm","name":"lodash"},"ranges":[{"type":"SEMVER","events":[{"introduced":"0"},{"fixed":"4.17.21"}]}]}]}"#;
+
+    #[test]
+    fn osv() {
+        check(FeedKind::Osv, OSV_OK, Ok(1));
+        check(FeedKind::Osv, &format!("{OSV_OK}\n{OSV_OK}\n"), Ok(2));
+        check(
+            FeedKind::Osv,
+            &format!("{OSV_OK}\n\n"),
+            Err("line 2: empty line"),
+        );
+        check(FeedKind::Osv, "{", Err("line 1: not an OSV record"));
+        check(
+            FeedKind::Osv,
+            &OSV_OK.replace(r#""id":"GHSA-x","#, ""),
+            Err("missing field `id`"),
+        );
+        check(
+            FeedKind::Osv,
+            &OSV_OK.replace("2024-01-01T00:00:00Z", "yesterday"),
+            Err("not an RFC 3339"),
+        );
+        check(
+            FeedKind::Osv,
+            &OSV_OK.replace("4.17.21", "4.17"),
+            Err("not a semantic version"),
+        );
+        check(
+            FeedKind::Osv,
+            &OSV_OK.replace(r#"{"introduced":"0"},"#, ""),
+            Err("first event must be `introduced`"),
+        );
+        check(
+            FeedKind::Osv,
+            &OSV_OK.replace(r#""SEMVER""#, r#""RANGE""#),
+            Err("not an OSV record"),
+        );
+        check(
+            FeedKind::Osv,
+            &OSV_OK.replace(r#""name":"lodash""#, r#""name":"""#),
+            Err("needs an ecosystem and a name"),
+        );
+        check(
+            FeedKind::Osv,
+            &OSV_OK.replace(
+                r#"{"fixed":"4.17.21"}"#,
+                r#"{"fixed":"1.0.0","limit":"2.0.0"}"#,
+            ),
+            Err("not an OSV record"),
+        );
+    }
+
+    #[test]
+    fn domains() {
+        check(
+            FeedKind::Domains,
+            "# bad\nevil.example\n\nc2.evil.test # x\n",
+            Ok(2),
+        );
+        check(
+            FeedKind::Domains,
+            "evil.example\nEvil.example\n",
+            Err("line 2: domain \"Evil.example\" must be lower case"),
+        );
+        check(FeedKind::Domains, "localhost\n", Err("at least two labels"));
+        check(FeedKind::Domains, "-a.example\n", Err("label \"-a\""));
+        check(FeedKind::Domains, "a..example\n", Err("label \"\""));
+        check(FeedKind::Domains, "10.0.0.1\n", Err("numeric label"));
+        check(FeedKind::Domains, "ev il.example\n", Err("label \"ev il\""));
+    }
+
+    #[test]
+    fn ips() {
+        check(
+            FeedKind::Ips,
+            "192.0.2.1\n2001:db8::/32\n198.51.100.0/24 # x\n",
+            Ok(3),
+        );
+        check(
+            FeedKind::Ips,
+            "192.0.2.1/24\n",
+            Err("host bits set; the range is 192.0.2.0/24"),
+        );
+        check(
+            FeedKind::Ips,
+            "ok\n",
+            Err("line 1: \"ok\" is not an IPv4/IPv6"),
+        );
+        check(FeedKind::Ips, "192.0.2.300\n", Err("not an IPv4/IPv6"));
+        check(FeedKind::Ips, "192.0.2.0/33\n", Err("not an IPv4/IPv6"));
+    }
+
+    const APP_OK: &str = r#"{
+  "id": "redis",
+  "name": "Redis",
+  "executables": ["redis-server"],
+  "configs": [
+    {
+      "format": "keyword",
+      "paths": ["/etc/redis/*.conf"],
+      "includes": ["include"],
+      "ports": [{ "key": "port", "default": 6379 }]
+    }
+  ],
+  "flags": [{ "flag": "--port" }]
+}"#;
+
+    #[test]
+    fn apps() {
+        check(FeedKind::Apps, APP_OK, Ok(1));
+        check(FeedKind::Apps, &APP_OK.replace("6379", "0"), Err("line 10"));
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("6379", "70000"),
+            Err("line 10"),
+        );
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("/etc/redis", "etc/redis"),
+            Err("must be absolute"),
+        );
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("/etc/redis", "/etc/../redis"),
+            Err(".. components"),
+        );
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("\"keyword\"", "\"toml\""),
+            Err("unknown variant `toml`"),
+        );
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("\"key\": \"port\"", "\"element\": \"port\""),
+            Err("unknown field `element`"),
+        );
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("\"id\": \"redis\"", "\"id\": \"nginx\""),
+            Err("must equal the file name"),
+        );
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("[\"redis-server\"]", "[]"),
+            Err("at least one executable"),
+        );
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("\"--port\"", "\"port\""),
+            Err("must start with -"),
+        );
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("\"name\": \"Redis\",", "\"name\": \"Redis\", \"extra\": 1,"),
+            Err("unknown field `extra`"),
+        );
+    }
+}

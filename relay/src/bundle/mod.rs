@@ -1,0 +1,33 @@
+//! The bundle: one `.tar.gz` that verifies itself (see `relay/FORMAT.md`).
+//!
+//! This module holds the vocabulary (digests, sequences, timestamps, the manifest);
+//! `keys` loads and makes ed25519 keys, `feeds` validates feed files by kind, `build`
+//! writes bundles, `verify` is the only way to obtain a [`VerifiedBundle`], and `unpack`
+//! writes one into a directory atomically. Nothing here touches the network or sled.
+
+mod apps;
+mod build;
+mod feeds;
+mod keys;
+mod manifest;
+mod types;
+mod unpack;
+mod verify;
+
+pub use apps::{AppSpec, ConfigSource, FlagSpec, IniPort, KeyPort, PortProtocol, XmlPort};
+pub use build::{BuildError, BuildOptions, build};
+pub use feeds::{FeedError, ValidatedFeed, validate_feed};
+pub use keys::{KeyError, PublicKey, SecretKey, TrustStore};
+pub use manifest::{FORMAT_VERSION, FeedKind, FileEntry, Manifest, Signature};
+pub use types::{KeyId, Sequence, Sha256, Timestamp};
+pub use unpack::{UnpackError, unpack};
+pub use verify::{
+    EntrySink, ExpiryCheck, Limits, VerifiedBundle, VerifyError, inspect, verify, verify_with_sink,
+};
+
+/// Name of the first entry of every bundle.
+pub const MANIFEST_PATH: &str = "manifest.json";
+/// Name of the second entry of every bundle.
+pub const SIGNATURE_PATH: &str = "manifest.sig";
+/// Every feed file lives under this directory, in a subdirectory named after its kind.
+pub const FEEDS_DIR: &str = "feeds";

@@ -1,0 +1,208 @@
+//! `relay bundle build|verify|inspect`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::{Outcome, TrustArgs};
+use crate::bundle::{
+    self, BuildOptions, Limits, Manifest, SecretKey, Sequence, Signature, Timestamp, TrustStore,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Build a signed bundle from a feeds directory.
+    ///
+    /// Feed files live under DIR/<kind>/ (kinds: osv, domains, ips, apps); each is
+    /// validated for its kind and the first bad line is reported as file:line. Files named
+    /// README* or starting with "." are skipped. The same inputs and --created give
+    /// byte-identical output.
+    Build {
+        /// Directory holding osv/, domains/, ips/ and apps/.
+        #[arg(long, value_name = "DIR")]
+        feeds: PathBuf,
+        /// Secret signing key (PKCS#8 PEM from `relay keys generate`).
+        #[arg(long, value_name = "SECRET")]
+        key: PathBuf,
+        /// Sequence number: must be higher than any bundle this origin published before.
+        #[arg(long, value_name = "N")]
+        sequence: u64,
+        /// Name of the publishing origin.
+        #[arg(long, value_name = "NAME")]
+        origin: String,
+        /// How long the bundle stays valid after --created (e.g. 30d, 12h).
+        #[arg(long, value_name = "DURATION", default_value = "30d", value_parser = humantime::parse_duration)]
+        expires_in: std::time::Duration,
+        /// Creation time (RFC 3339); default now.
+        #[arg(long, value_name = "RFC3339")]
+        created: Option<Timestamp>,
+        /// Output file (written atomically).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Verify a bundle: signature by a trusted key, every file's hash and size, the
+    /// layout, the caps and expiry. Exit 0 with a summary, or 1 with the rule broken.
+    Verify {
+        /// Bundle file (`-` for standard input).
+        file: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Sequence already held: refuse bundles that are not newer.
+        #[arg(long, value_name = "N")]
+        held_sequence: Option<u64>,
+    },
+    /// Show a bundle's manifest WITHOUT verifying it (use `verify` to trust it).
+    Inspect {
+        /// Bundle file (`-` for standard input).
+        file: PathBuf,
+        /// Print the manifest and signature as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
+    match cmd {
+        BundleCommand::Build {
+            feeds,
+            key,
+            sequence,
+            origin,
+            expires_in,
+            created,
+            output,
+        } => {
+            let key = SecretKey::load(&key)?;
+            let created = created.unwrap_or_else(Timestamp::now);
+            let options = BuildOptions {
+                sequence: Sequence(sequence),
+                origin,
+                created,
+                expires: created.saturating_add(expires_in),
+            };
+            let manifest = write_atomically(&output, |out| {
+                Ok(bundle::build(&feeds, &key, &options, out)?)
+            })?;
+            let records: u64 = manifest.files.iter().map(|f| f.records).sum();
+            println!(
+                "built {}: sequence {}, {} files, {} records, key {}, expires {}",
+                output.display(),
+                manifest.sequence,
+                manifest.files.len(),
+                records,
+                manifest.key_id,
+                manifest.expires
+            );
+            Ok(Outcome::Success)
+        }
+        BundleCommand::Verify {
+            file,
+            trust,
+            held_sequence,
+        } => {
+            let trust = TrustStore::load(&trust.trust)?;
+            let input = open(&file)?;
+            match bundle::verify(
+                input,
+                &trust,
+                &Limits::default(),
+                Timestamp::now(),
+                held_sequence.map(Sequence),
+            ) {
+                Ok(v) => {
+                    let m = v.manifest();
+                    println!(
+                        "OK {}: sequence {} from {}, {} files, signed by {}, expires {}, sha256 {}",
+                        file.display(),
+                        m.sequence,
+                        m.origin,
+                        m.files.len(),
+                        m.key_id,
+                        m.expires,
+                        v.sha256()
+                    );
+                    Ok(Outcome::Success)
+                }
+                Err(bundle::VerifyError::Read(e)) => {
+                    Err(e).with_context(|| format!("reading {}", file.display()))
+                }
+                Err(e) => {
+                    println!("FAILED {}: {e}", file.display());
+                    Ok(Outcome::CheckFailed)
+                }
+            }
+        }
+        BundleCommand::Inspect { file, json } => {
+            let (manifest, signature) = bundle::inspect(open(&file)?, &Limits::default())
+                .with_context(|| format!("reading {}", file.display()))?;
+            if json {
+                let out = serde_json::json!({
+                    "verified": false,
+                    "manifest": manifest,
+                    "signature": signature,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print_manifest(&manifest, &signature);
+            }
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+fn print_manifest(m: &Manifest, sig: &Signature) {
+    println!("NOT VERIFIED: run `relay bundle verify` to check signature and contents");
+    println!("format    {}", m.format);
+    println!("sequence  {}", m.sequence);
+    println!("origin    {}", m.origin);
+    println!("created   {}", m.created);
+    println!("expires   {}", m.expires);
+    println!("key id    {} (signature names {})", m.key_id, sig.key_id);
+    println!("files     {}", m.files.len());
+    for f in &m.files {
+        println!(
+            "  {:<8} {:>10} bytes {:>8} records  {}  {}",
+            f.kind, f.size, f.records, f.sha256, f.path
+        );
+    }
+}
+
+fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(Box::new(file))
+}
+
+/// Writes `path` through a temp file in the same directory, renamed into place only
+/// when `write` succeeds; on failure nothing is left behind.
+fn write_atomically<T>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<&mut File>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    let value = {
+        let mut out = BufWriter::new(tmp.as_file_mut());
+        let value = write(&mut out)?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing {}", path.display()))?;
+        value
+    };
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(value)
+}

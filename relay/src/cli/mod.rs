@@ -1,0 +1,87 @@
+//! The operator CLI: argument definitions and dispatch, one file per subcommand.
+//! Glue only: every decision lives in the library modules it calls.
+
+mod bundle;
+mod keys;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Moves signed intelligence bundles into networks that cannot reach the internet.
+#[derive(Debug, Parser)]
+#[command(name = "relay", version, about, long_about = None)]
+pub struct Cli {
+    /// Log output format (logs go to stderr; filter with RUST_LOG).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make and manage ed25519 signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Build, verify and inspect bundles.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+}
+
+/// How a command ended, for the exit code: 0 success, 1 a failed check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    CheckFailed,
+}
+
+impl From<Outcome> for std::process::ExitCode {
+    fn from(o: Outcome) -> Self {
+        match o {
+            Outcome::Success => Self::SUCCESS,
+            Outcome::CheckFailed => Self::from(1),
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::Bundle(cmd) => bundle::run(cmd),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling run twice) is harmless; ignore it.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Paths of public-key files to trust, shared by every command that verifies.
+#[derive(Debug, clap::Args)]
+pub struct TrustArgs {
+    /// Public-key file(s) whose signatures are accepted (`ed25519 <key-id> <base64>`);
+    /// repeat or separate with commas.
+    #[arg(
+        long = "trust",
+        value_name = "KEY",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub trust: Vec<PathBuf>,
+}

@@ -1,0 +1,18 @@
+//! The `relay` binary: parse the command line, set up logging, call the library.
+//! Exit codes: 0 success, 1 a check failed (a bundle did not verify), 2 an error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = relay::cli::Cli::parse();
+    relay::cli::init_tracing(cli.log_format);
+    match relay::cli::run(cli) {
+        Ok(code) => code.into(),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
