@@ -1,20 +1,22 @@
-//! Builds a bundle from a feeds directory: validate every file for its kind, write the
-//! manifest, sign it, and write a deterministic `.tar.gz` (sorted entries, fixed owner,
-//! mode and mtime, canonical gzip header), so the same inputs give the same bytes.
+//! Builds a bundle from a feeds directory: validate every file for its kind, compress the
+//! payload, write the manifest that records it, sign it, and write the file (layout in
+//! `framing`). Deterministic: sorted entries, fixed owner, mode and mtime, canonical gzip
+//! headers, so the same inputs and `created` give the same bytes.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::{Compression, GzBuilder};
 
 use super::feeds::{FeedError, validate_feed};
+use super::framing;
 use super::keys::SecretKey;
 use super::manifest::{FileEntry, check_path};
-use super::types::HashingReader;
+use super::types::{HashingReader, HashingWriter};
 use super::{
-    FEEDS_DIR, FORMAT_VERSION, FeedKind, MANIFEST_PATH, Manifest, SIGNATURE_PATH, Sequence, Sha256,
-    Signature, Timestamp,
+    FEEDS_DIR, FORMAT_VERSION, FeedKind, MANIFEST_PATH, Manifest, Payload, SIGNATURE_PATH,
+    Sequence, Sha256, Signature, Timestamp,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +81,13 @@ pub fn build(
     for source in &sources {
         files.push(describe(source)?);
     }
+    let mtime = u64::try_from(options.created.unix()).unwrap_or(0);
+
+    // The payload member comes second in the file but first in the making: the manifest
+    // records its digest. It goes to an anonymous temp file, so any size works.
+    let spool = tempfile::tempfile().map_err(BuildError::Write)?;
+    let (mut spool, payload) = write_payload(spool, &sources, &files, mtime)?;
+
     let manifest = Manifest {
         format: FORMAT_VERSION,
         sequence: options.sequence,
@@ -87,6 +96,7 @@ pub fn build(
         origin: options.origin.clone(),
         key_id: key.key_id(),
         files,
+        payload,
     };
     let manifest_bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| BuildError::Write(io::Error::other(e)))?;
@@ -94,12 +104,36 @@ pub fn build(
     let signature_bytes = serde_json::to_vec_pretty(&signature)
         .map_err(|e| BuildError::Write(io::Error::other(e)))?;
 
-    let mtime = u64::try_from(options.created.unix()).unwrap_or(0);
-    let gz = GzBuilder::new().write(out, Compression::default());
+    let mut head =
+        framing::tar_entry(MANIFEST_PATH, &manifest_bytes, mtime).map_err(BuildError::Write)?;
+    head.extend(
+        framing::tar_entry(SIGNATURE_PATH, &signature_bytes, mtime).map_err(BuildError::Write)?,
+    );
+    let mut out = out;
+    framing::write_head(&mut out, &head).map_err(BuildError::Write)?;
+    spool.seek(SeekFrom::Start(0)).map_err(BuildError::Write)?;
+    let copied = io::copy(&mut spool, &mut out).map_err(BuildError::Write)?;
+    if copied != payload.size {
+        return Err(BuildError::Write(io::Error::other(
+            "payload spool changed size",
+        )));
+    }
+    out.flush().map_err(BuildError::Write)?;
+    Ok(manifest)
+}
+
+/// Writes the payload member (feed entries, end-of-archive marker) to `spool`, returning
+/// its size and digest.
+fn write_payload(
+    spool: File,
+    sources: &[Source],
+    files: &[FileEntry],
+    mtime: u64,
+) -> Result<(File, Payload), BuildError> {
+    let hashing = HashingWriter::new(BufWriter::new(spool));
+    let gz = GzBuilder::new().write(hashing, Compression::default());
     let mut tar = tar::Builder::new(gz);
-    append(&mut tar, MANIFEST_PATH, mtime, &manifest_bytes).map_err(BuildError::Write)?;
-    append(&mut tar, SIGNATURE_PATH, mtime, &signature_bytes).map_err(BuildError::Write)?;
-    for (source, entry) in sources.iter().zip(&manifest.files) {
+    for (source, entry) in sources.iter().zip(files) {
         let file = File::open(&source.path).map_err(|e| io_err(&source.path, e))?;
         let len = file.metadata().map_err(|e| io_err(&source.path, e))?.len();
         if len != entry.size {
@@ -119,11 +153,12 @@ pub fn build(
         }
     }
     let gz = tar.into_inner().map_err(BuildError::Write)?;
-    gz.finish()
-        .map_err(BuildError::Write)?
-        .flush()
-        .map_err(BuildError::Write)?;
-    Ok(manifest)
+    let hashing = gz.finish().map_err(BuildError::Write)?;
+    let (buffered, sha256, size) = hashing.into_parts();
+    let spool = buffered
+        .into_inner()
+        .map_err(|e| BuildError::Write(e.into_error()))?;
+    Ok((spool, Payload { sha256, size }))
 }
 
 /// A feed file found under the feeds directory.
@@ -210,15 +245,6 @@ fn describe(source: &Source) -> Result<FileEntry, BuildError> {
         kind: source.kind,
         records: validated.records,
     })
-}
-
-fn append<W: Write>(
-    tar: &mut tar::Builder<W>,
-    path: &str,
-    mtime: u64,
-    data: &[u8],
-) -> io::Result<()> {
-    append_stream(tar, path, mtime, data.len() as u64, data)
 }
 
 /// Appends a regular file entry with fixed owner, mode and mtime. `data` must yield

@@ -149,9 +149,15 @@ fn check_ip(text: &str) -> Result<(), String> {
 }
 
 fn check_app(stem: &str, text: &str) -> Result<ValidatedFeed, FeedError> {
-    let app: AppSpec = serde_json::from_str(text).map_err(|e| FeedError {
-        line: e.line() as u64,
-        reason: e.to_string(),
+    let app: AppSpec = serde_json::from_str(text).map_err(|e| {
+        // serde_json appends the position to its message; the line goes in front instead.
+        // Errors inside a config source point at the end of that source's object.
+        let message = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        FeedError {
+            line: e.line() as u64,
+            reason: message.strip_suffix(&suffix).unwrap_or(&message).to_owned(),
+        }
     })?;
     if app.id.as_str() != stem {
         return Err(FeedError {
@@ -407,11 +413,16 @@ mod tests {
     #[test]
     fn apps() {
         check(FeedKind::Apps, APP_OK, Ok(1));
-        check(FeedKind::Apps, &APP_OK.replace("6379", "0"), Err("line 10"));
         check(
             FeedKind::Apps,
-            &APP_OK.replace("6379", "70000"),
-            Err("line 10"),
+            &APP_OK.replace("6379", "0"),
+            Err("line 12: invalid value: integer `0`, expected a nonzero u16"),
+        );
+        check(FeedKind::Apps, &APP_OK.replace("6379", "70000"), Err("line 12"));
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("\"Redis\"", "7"),
+            Err("line 3: invalid type"),
         );
         check(
             FeedKind::Apps,

@@ -24,6 +24,17 @@ pub struct Manifest {
     pub origin: String,
     pub key_id: KeyId,
     pub files: Vec<FileEntry>,
+    /// The exact bytes of the payload gzip member (feeds and end of archive), so that
+    /// the signature covers every byte of the bundle file, not only its content.
+    pub payload: Payload,
+}
+
+/// Size and digest of the payload gzip member, header and trailer included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    pub sha256: Sha256,
+    pub size: u64,
 }
 
 /// One feed file of a bundle.

@@ -8,6 +8,7 @@
 mod apps;
 mod build;
 mod feeds;
+mod framing;
 mod keys;
 mod manifest;
 mod types;
@@ -17,8 +18,9 @@ mod verify;
 pub use apps::{AppSpec, ConfigSource, FlagSpec, IniPort, KeyPort, PortProtocol, XmlPort};
 pub use build::{BuildError, BuildOptions, build};
 pub use feeds::{FeedError, ValidatedFeed, validate_feed};
+pub use framing::CANONICAL_GZIP_HEADER;
 pub use keys::{KeyError, PublicKey, SecretKey, TrustStore};
-pub use manifest::{FORMAT_VERSION, FeedKind, FileEntry, Manifest, Signature};
+pub use manifest::{FORMAT_VERSION, FeedKind, FileEntry, Manifest, Payload, Signature};
 pub use types::{KeyId, Sequence, Sha256, Timestamp};
 pub use unpack::{UnpackError, unpack};
 pub use verify::{

@@ -227,6 +227,40 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     }
 }
 
+/// Counts and hashes the bytes written through it.
+pub(crate) struct HashingWriter<W> {
+    inner: W,
+    pub(crate) hasher: sha2::Sha256,
+    pub(crate) count: u64,
+}
+
+impl<W> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: sha2::Sha256::new(),
+            count: 0,
+        }
+    }
+
+    pub(crate) fn into_parts(self) -> (W, Sha256, u64) {
+        (self.inner, Sha256::from_hasher(self.hasher), self.count)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,13 @@
 //! The streaming verifier: the only way to obtain a [`VerifiedBundle`].
 //!
-//! One pass over the input: the gzip stream is inflated under size and ratio caps, the
-//! first tar entry is the manifest, the second its signature, which is checked against
-//! the trust store before the manifest is even parsed; every following entry must be a
-//! regular file listed in the manifest, whose size and SHA-256 are checked as it streams
-//! by. The pass ends only at the end of the input, so the gzip CRC, the length and the
-//! absence of trailing bytes are checked too. Any failure is one [`VerifyError`] naming
-//! the rule broken; nothing is trusted before the whole input has been read.
+//! One pass over the input (layout in `framing`): the head member gives the manifest and
+//! its signature, which is checked against the trust store before the manifest is even
+//! parsed; the payload member is inflated under size and ratio caps, and every entry in
+//! it must be a regular file listed in the manifest, whose size and SHA-256 are checked
+//! as it streams by. The pass ends only at the end of the input: the payload member's
+//! own size and digest must match the manifest, and no byte may follow it. Any failure is
+//! one [`VerifyError`] naming the rule broken; nothing is trusted before the whole input
+//! has been read.
 //!
 //! What a caller does with entry bytes while they stream ([`verify_with_sink`]) is
 //! unverified until this function returns `Ok`; `unpack` writes them to a temp dir.
@@ -18,6 +19,7 @@ use std::rc::Rc;
 
 use sha2::Digest;
 
+use super::framing::{self, HeadError};
 use super::keys::TrustStore;
 use super::manifest::{check_path, kind_of_path};
 use super::types::HashingReader;
@@ -25,11 +27,6 @@ use super::{
     FORMAT_VERSION, FeedKind, FileEntry, KeyId, MANIFEST_PATH, Manifest, SIGNATURE_PATH, Sequence,
     Sha256, Signature, Timestamp,
 };
-
-/// The gzip header `relay bundle build` writes: no flags, mtime 0, default level, OS
-/// unknown. Anything else is refused, so a bundle has exactly one byte form for its
-/// content and a flipped header bit cannot pass.
-pub const CANONICAL_GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 /// `manifest.sig` is tiny; anything larger is not one.
 const MAX_SIGNATURE_BYTES: u64 = 4096;
@@ -117,8 +114,8 @@ pub enum VerifyError {
     Read(io::Error),
     #[error("not a gzip file")]
     NotGzip,
-    #[error("gzip header is not the canonical one (flags, mtime, extra fields or OS byte set)")]
-    NonCanonicalGzip,
+    #[error("not in canonical form: {0}")]
+    NonCanonical(&'static str),
     #[error("bundle is truncated")]
     Truncated,
     #[error("bundle is corrupt: {0}")]
@@ -177,6 +174,15 @@ pub enum VerifyError {
         expected: Sha256,
         actual: Sha256,
     },
+    #[error(
+        "payload member does not match the manifest (size {expected_size}, sha256 {expected}; found size {actual_size}, sha256 {actual})"
+    )]
+    PayloadMismatch {
+        expected: Sha256,
+        expected_size: u64,
+        actual: Sha256,
+        actual_size: u64,
+    },
     #[error("writing entry {path} failed: {source}")]
     Sink { path: String, source: io::Error },
 }
@@ -217,16 +223,21 @@ pub fn verify_with_sink(
     sink: &mut EntrySink<'_>,
 ) -> Result<VerifiedBundle, VerifyError> {
     let state = Rc::new(State::default());
-    let mut stream = Stream::open(input, limits, &state)?;
-    let result = verify_entries(&mut stream, trust, limits, now, held, expiry, sink);
-    let (manifest, manifest_bytes, signature) = result.map_err(|e| state.explain(e))?;
-    stream.finish().map_err(|e| state.explain(e))?;
+    let mut input = Input::new(input, &state);
+    let mut run = || {
+        let (manifest_bytes, signature) = read_head(&mut input, limits)?;
+        let manifest = authenticate(&manifest_bytes, &signature, trust, now, held, expiry)?;
+        verify_payload(&mut input, &manifest, limits, sink)?;
+        input.finish()?;
+        Ok((manifest, manifest_bytes, signature))
+    };
+    let (manifest, manifest_bytes, signature) = run().map_err(|e| state.explain(e))?;
     Ok(VerifiedBundle {
         manifest,
         manifest_bytes,
         signature,
-        sha256: state.digest(),
-        size: state.compressed.get(),
+        sha256: Sha256::from_hasher(input.file_hasher),
+        size: input.file_count,
         uncompressed: state.uncompressed.get(),
     })
 }
@@ -235,15 +246,11 @@ pub fn verify_with_sink(
 /// `relay bundle inspect`. Nothing returned here is trusted.
 pub fn inspect(input: impl Read, limits: &Limits) -> Result<(Manifest, Signature), VerifyError> {
     let state = Rc::new(State::default());
-    let mut stream = Stream::open(input, limits, &state)?;
-    let result = (|| {
-        let mut entries = stream.archive.entries().map_err(Failure::Io)?;
-        let manifest_bytes = read_manifest(&mut entries, limits)?;
-        let signature = read_signature(&mut entries)?;
-        let manifest = parse_manifest(&manifest_bytes)?;
-        Ok((manifest, signature))
-    })();
-    result.map_err(|e| state.explain(e))
+    let mut input = Input::new(input, &state);
+    let (manifest_bytes, signature) =
+        read_head(&mut input, limits).map_err(|e| state.explain(e))?;
+    let manifest = parse_manifest(&manifest_bytes)?;
+    Ok((manifest, signature))
 }
 
 /// A failure inside the pass: a rule broken, or an I/O error whose meaning depends on
@@ -261,20 +268,51 @@ impl From<VerifyError> for Failure {
 
 type Entries<'a, R> = tar::Entries<'a, R>;
 
-#[allow(clippy::too_many_arguments)]
-fn verify_entries<R: Read>(
-    stream: &mut Stream<R>,
-    trust: &TrustStore,
+/// Reads the head member and its two entries: the manifest bytes and the signature.
+fn read_head<R: Read>(
+    input: &mut Input<R>,
     limits: &Limits,
+) -> Result<(Vec<u8>, Signature), Failure> {
+    // Two tar headers, the manifest, the signature and their padding.
+    let cap = limits.max_manifest + MAX_SIGNATURE_BYTES + 4 * 512;
+    let head = framing::read_head(input, cap).map_err(|e| match e {
+        HeadError::NotGzip => Failure::Rule(VerifyError::NotGzip),
+        HeadError::NonCanonical(why) => Failure::Rule(VerifyError::NonCanonical(why)),
+        HeadError::TooLarge { size } => Failure::Rule(VerifyError::ManifestTooLarge {
+            size,
+            limit: limits.max_manifest,
+        }),
+        HeadError::Corrupt(why) => Failure::Rule(VerifyError::Corrupt(why.into())),
+        HeadError::Io(e) => Failure::Io(e),
+    })?;
+    let head_len = head.len() as u64;
+    input.count_uncompressed(head_len, limits)?;
+    let mut archive = tar::Archive::new(&head[..]);
+    let mut entries = archive.entries().map_err(Failure::Io)?;
+    let manifest_bytes = read_manifest(&mut entries, limits)?;
+    let (signature, signature_len) = read_signature(&mut entries)?;
+    // The head holds exactly these two entries and nothing else, not even padding.
+    let expected = 2 * 512
+        + (manifest_bytes.len() as u64).next_multiple_of(512)
+        + signature_len.next_multiple_of(512);
+    if head_len != expected {
+        return Err(VerifyError::NonCanonical(
+            "head holds more than manifest.json and manifest.sig",
+        )
+        .into());
+    }
+    Ok((manifest_bytes, signature))
+}
+
+/// Checks the signature, then parses the manifest and applies the rules it alone decides.
+fn authenticate(
+    manifest_bytes: &[u8],
+    signature: &Signature,
+    trust: &TrustStore,
     now: Timestamp,
     held: Option<Sequence>,
     expiry: ExpiryCheck,
-    sink: &mut EntrySink<'_>,
-) -> Result<(Manifest, Vec<u8>, Signature), Failure> {
-    let mut entries = stream.archive.entries().map_err(Failure::Io)?;
-    let manifest_bytes = read_manifest(&mut entries, limits)?;
-    let signature = read_signature(&mut entries)?;
-
+) -> Result<Manifest, Failure> {
     // Authenticate before parsing: untrusted JSON is never interpreted.
     let key = trust
         .get(&signature.key_id)
@@ -285,12 +323,12 @@ fn verify_entries<R: Read>(
         .decode()
         .map_err(VerifyError::SignatureMalformed)?;
     key.verifying_key()
-        .verify_strict(&manifest_bytes, &sig)
+        .verify_strict(manifest_bytes, &sig)
         .map_err(|_| VerifyError::BadSignature {
             key_id: signature.key_id.clone(),
         })?;
 
-    let manifest = parse_manifest(&manifest_bytes)?;
+    let manifest = parse_manifest(manifest_bytes)?;
     if manifest.key_id != signature.key_id {
         return Err(VerifyError::KeyIdMismatch {
             manifest: manifest.key_id.clone(),
@@ -314,14 +352,31 @@ fn verify_entries<R: Read>(
         }
         .into());
     }
+    Ok(manifest)
+}
 
+/// Streams the payload member: every entry listed, regular, of the listed size and
+/// digest; then the end-of-archive padding, the gzip trailer and the member's own size
+/// and digest.
+fn verify_payload<R: Read>(
+    input: &mut Input<R>,
+    manifest: &Manifest,
+    limits: &Limits,
+    sink: &mut EntrySink<'_>,
+) -> Result<(), Failure> {
+    input.start_member();
+    let gz = flate2::bufread::GzDecoder::new(&mut *input);
+    let mut archive = tar::Archive::new(Capped {
+        inner: gz,
+        limits: *limits,
+    });
     let mut pending: HashMap<&str, &FileEntry> = manifest
         .files
         .iter()
         .map(|f| (f.path.as_str(), f))
         .collect();
     let mut seen = 2u64;
-    for entry in entries.by_ref() {
+    for entry in archive.entries().map_err(Failure::Io)? {
         let mut entry = entry.map_err(Failure::Io)?;
         seen += 1;
         if seen > limits.max_entries {
@@ -382,8 +437,33 @@ fn verify_entries<R: Read>(
         }
         .into());
     }
-    drop(pending);
-    Ok((manifest, manifest_bytes, signature))
+    // The rest of the tar stream must be zero padding; reading to the end also makes
+    // the decoder check the gzip CRC and length.
+    let mut rest = archive.into_inner();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match rest.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::Io(e)),
+        };
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(VerifyError::TrailingData.into());
+        }
+    }
+    drop(rest);
+    let (actual, actual_size) = input.member_digest();
+    if actual != manifest.payload.sha256 || actual_size != manifest.payload.size {
+        return Err(VerifyError::PayloadMismatch {
+            expected: manifest.payload.sha256,
+            expected_size: manifest.payload.size,
+            actual,
+            actual_size,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// A sink's own write errors are the caller's; errors reading the entry are the bundle's.
@@ -430,7 +510,7 @@ fn read_manifest<R: Read>(
     read_small(&mut entry, size)
 }
 
-fn read_signature<R: Read>(entries: &mut Entries<'_, R>) -> Result<Signature, Failure> {
+fn read_signature<R: Read>(entries: &mut Entries<'_, R>) -> Result<(Signature, u64), Failure> {
     let Some(entry) = entries.next() else {
         return Err(VerifyError::SignatureMissing {
             found: "the end of the archive".into(),
@@ -447,8 +527,9 @@ fn read_signature<R: Read>(entries: &mut Entries<'_, R>) -> Result<Signature, Fa
         return Err(VerifyError::SignatureMalformed(format!("{size} bytes is too large")).into());
     }
     let bytes = read_small(&mut entry, size)?;
-    Ok(serde_json::from_slice(&bytes)
-        .map_err(|e| VerifyError::SignatureMalformed(e.to_string()))?)
+    let signature = serde_json::from_slice(&bytes)
+        .map_err(|e| VerifyError::SignatureMalformed(e.to_string()))?;
+    Ok((signature, size))
 }
 
 fn read_small(entry: &mut impl Read, size: u64) -> Result<Vec<u8>, Failure> {
@@ -542,9 +623,8 @@ fn check_entry_type<R: Read>(entry: &tar::Entry<'_, R>, path: &str) -> Result<()
 /// What the reader layers observed, shared between them and the error mapping.
 #[derive(Default)]
 struct State {
-    hasher: Cell<Option<sha2::Sha256>>,
-    compressed: Cell<u64>,
     uncompressed: Cell<u64>,
+    compressed: Cell<u64>,
     input_ended: Cell<bool>,
     violation: Cell<Option<Violation>>,
     input_error: Cell<Option<io::Error>>,
@@ -561,13 +641,7 @@ impl State {
     /// then an error of the input itself, then truncation, then corruption.
     fn explain(&self, failure: Failure) -> VerifyError {
         match failure {
-            Failure::Rule(e) => {
-                // A rule detected on bytes cut short by a cap reports the cap.
-                match self.violation.get() {
-                    Some(v) if matches!(e, VerifyError::DigestMismatch { .. }) => v.into(),
-                    _ => e,
-                }
-            }
+            Failure::Rule(e) => e,
             Failure::Io(e) => {
                 if let Some(v) = self.violation.get() {
                     return v.into();
@@ -583,8 +657,19 @@ impl State {
         }
     }
 
-    fn digest(&self) -> Sha256 {
-        Sha256::from_hasher(self.hasher.take().unwrap_or_default())
+    /// Adds inflated bytes to the total and checks the caps.
+    fn count_uncompressed(&self, n: u64, limits: &Limits) -> Result<(), Violation> {
+        let total = self.uncompressed.get() + n;
+        self.uncompressed.set(total);
+        let violation = if total > limits.max_uncompressed {
+            Violation::TooLarge(limits.max_uncompressed)
+        } else if total > RATIO_FLOOR && total / self.compressed.get().max(1) > limits.max_ratio {
+            Violation::Ratio(limits.max_ratio)
+        } else {
+            return Ok(());
+        };
+        self.violation.set(Some(violation));
+        Err(violation)
     }
 }
 
@@ -597,77 +682,92 @@ impl From<Violation> for VerifyError {
     }
 }
 
-/// The reader stack: input -> hash and count -> buffer -> gunzip -> count and cap -> tar.
-struct Stream<R: Read> {
-    archive: tar::Archive<
-        Capped<flate2::bufread::GzDecoder<io::Chain<io::Cursor<[u8; 10]>, BufReader<Source<R>>>>>,
-    >,
+impl From<Violation> for Failure {
+    fn from(v: Violation) -> Self {
+        Failure::Rule(v.into())
+    }
 }
 
-impl<R: Read> Stream<R> {
-    fn open(input: R, limits: &Limits, state: &Rc<State>) -> Result<Self, VerifyError> {
-        state.hasher.set(Some(sha2::Sha256::new()));
+/// The input, buffered, with every byte hashed as it is *consumed* (not as it is read
+/// ahead), so member boundaries are exact: the whole file's digest, and the current
+/// member's digest.
+struct Input<R> {
+    inner: BufReader<Source<R>>,
+    state: Rc<State>,
+    file_hasher: sha2::Sha256,
+    file_count: u64,
+    member_hasher: sha2::Sha256,
+    member_count: u64,
+}
+
+impl<R: Read> Input<R> {
+    fn new(input: R, state: &Rc<State>) -> Self {
         let source = Source {
             inner: input,
             state: Rc::clone(state),
         };
-        let mut buffered = BufReader::with_capacity(1 << 16, source);
-        let mut header = [0u8; 10];
-        let mut got = 0;
-        while got < header.len() {
-            match buffered.read(&mut header[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(state.explain(Failure::Io(e))),
-            }
-        }
-        if got < 2 || header[..2] != CANONICAL_GZIP_HEADER[..2] {
-            return Err(VerifyError::NotGzip);
-        }
-        if got < header.len() {
-            return Err(VerifyError::Truncated);
-        }
-        if header != CANONICAL_GZIP_HEADER {
-            return Err(VerifyError::NonCanonicalGzip);
-        }
-        let gz = flate2::bufread::GzDecoder::new(io::Cursor::new(header).chain(buffered));
-        let capped = Capped {
-            inner: gz,
-            limits: *limits,
+        Self {
+            inner: BufReader::with_capacity(1 << 16, source),
             state: Rc::clone(state),
-        };
-        let mut archive = tar::Archive::new(capped);
-        archive.set_ignore_zeros(false);
-        Ok(Self { archive })
+            file_hasher: sha2::Sha256::new(),
+            file_count: 0,
+            member_hasher: sha2::Sha256::new(),
+            member_count: 0,
+        }
     }
 
-    /// Reads to the very end: the rest of the tar stream must be zero padding, the gzip
-    /// trailer (CRC and length) must check, and no byte may follow it.
-    fn finish(self) -> Result<(), Failure> {
-        let mut capped = self.archive.into_inner();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = match capped.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Failure::Io(e)),
-            };
-            if buf[..n].iter().any(|&b| b != 0) {
-                return Err(VerifyError::TrailingData.into());
-            }
+    fn start_member(&mut self) {
+        self.member_hasher = sha2::Sha256::new();
+        self.member_count = 0;
+    }
+
+    fn member_digest(&mut self) -> (Sha256, u64) {
+        let hasher = std::mem::take(&mut self.member_hasher);
+        (Sha256::from_hasher(hasher), self.member_count)
+    }
+
+    fn count_uncompressed(&self, n: u64, limits: &Limits) -> Result<(), Violation> {
+        self.state.count_uncompressed(n, limits)
+    }
+
+    /// No byte may follow the payload member.
+    fn finish(&mut self) -> Result<(), Failure> {
+        if self.inner.fill_buf().map_err(Failure::Io)?.is_empty() {
+            Ok(())
+        } else {
+            Err(VerifyError::TrailingData.into())
         }
-        let (_, mut buffered) = capped.inner.into_inner().into_inner();
-        let rest = buffered.fill_buf().map_err(Failure::Io)?;
-        if !rest.is_empty() {
-            return Err(VerifyError::TrailingData.into());
-        }
-        Ok(())
     }
 }
 
-/// The input, hashed and counted as it is read.
+impl<R: Read> Read for Input<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for Input<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        let buffered = self.inner.buffer();
+        let amt = amt.min(buffered.len());
+        self.file_hasher.update(&buffered[..amt]);
+        self.member_hasher.update(&buffered[..amt]);
+        self.file_count += amt as u64;
+        self.member_count += amt as u64;
+        self.state.compressed.set(self.file_count);
+        self.inner.consume(amt);
+    }
+}
+
+/// The raw input: records its end and keeps its errors for the report.
 struct Source<R> {
     inner: R,
     state: Rc<State>,
@@ -680,15 +780,7 @@ impl<R: Read> Read for Source<R> {
                 self.state.input_ended.set(true);
                 Ok(0)
             }
-            Ok(n) => {
-                let mut hasher = self.state.hasher.take().unwrap_or_default();
-                hasher.update(&buf[..n]);
-                self.state.hasher.set(Some(hasher));
-                self.state
-                    .compressed
-                    .set(self.state.compressed.get() + n as u64);
-                Ok(n)
-            }
+            Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
             Err(e) => {
                 // Keep the real error for the report; the layers above see a generic one.
@@ -700,31 +792,19 @@ impl<R: Read> Read for Source<R> {
     }
 }
 
-/// The inflated stream, counted and capped in total size and compression ratio.
-struct Capped<R> {
-    inner: R,
+/// The inflated payload, counted and capped in total size and compression ratio.
+struct Capped<'a, R> {
+    inner: flate2::bufread::GzDecoder<&'a mut Input<R>>,
     limits: Limits,
-    state: Rc<State>,
 }
 
-impl<R: Read> Read for Capped<R> {
+impl<R: Read> Read for Capped<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let total = self.state.uncompressed.get() + n as u64;
-        self.state.uncompressed.set(total);
-        let violation = if total > self.limits.max_uncompressed {
-            Some(Violation::TooLarge(self.limits.max_uncompressed))
-        } else if total > RATIO_FLOOR
-            && total / self.state.compressed.get().max(1) > self.limits.max_ratio
-        {
-            Some(Violation::Ratio(self.limits.max_ratio))
-        } else {
-            None
-        };
-        if let Some(v) = violation {
-            self.state.violation.set(Some(v));
-            return Err(io::Error::other("bundle limit exceeded"));
-        }
+        self.inner
+            .get_ref()
+            .count_uncompressed(n as u64, &self.limits)
+            .map_err(|_| io::Error::other("bundle limit exceeded"))?;
         Ok(n)
     }
 }
