@@ -1,1 +1,17 @@
-fn main() {}
+//! The `defender-lite` binary: parse the command line and call the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use defender_lite::cli::{Cli, Outcome, run};
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

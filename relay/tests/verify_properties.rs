@@ -71,6 +71,9 @@ fn every_byte_position_is_bound() {
         bytes[i] ^= 0xff;
         assert!(verify_bytes(&bytes).is_err(), "flip of byte {i} verified");
         bytes[i] ^= 0xfe; // now differs by the lowest bit only
-        assert!(verify_bytes(&bytes).is_err(), "bit flip in byte {i} verified");
+        assert!(
+            verify_bytes(&bytes).is_err(),
+            "bit flip in byte {i} verified"
+        );
     }
 }

@@ -12,7 +12,7 @@ use support::{Entry, Fixture, assemble, verify_bytes, verify_with};
 /// Asserts that `bytes` fails verification with the given variant.
 macro_rules! rejects {
     ($bytes:expr, $pattern:pat) => {{
-        let result = verify_bytes(&$bytes);
+        let result = verify_bytes(&$bytes[..]);
         match result {
             Err($pattern) => {}
             other => panic!(
@@ -34,7 +34,7 @@ fn the_fixture_is_valid() {
 
 #[test]
 fn not_gzip() {
-    rejects!(b"PK\x03\x04 not a tarball".to_vec(), VerifyError::NotGzip);
+    rejects!(*b"PK\x03\x04 not a tarball", VerifyError::NotGzip);
     rejects!(Vec::<u8>::new(), VerifyError::NotGzip);
 }
 

@@ -23,7 +23,7 @@ use super::{
 pub enum BuildError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}:{}", .source)]
+    #[error("{path}:{}: {}", .source.line, .source.reason)]
     BadFeed { path: PathBuf, source: FeedError },
     #[error("{path}: {reason}")]
     Layout { path: PathBuf, reason: String },

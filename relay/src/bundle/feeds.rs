@@ -226,8 +226,13 @@ fn check_osv(line: &str) -> Result<(), String> {
     if line.trim().is_empty() {
         return Err("empty line (one OSV record per line)".into());
     }
-    let rec: OsvRecord =
-        serde_json::from_str(line).map_err(|e| format!("not an OSV record: {e}"))?;
+    let rec: OsvRecord = serde_json::from_str(line).map_err(|e| {
+        // The record is one line: its column is what locates the fault.
+        let message = e.to_string();
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let message = message.strip_suffix(&suffix).unwrap_or(&message);
+        format!("not an OSV record: {message} (column {})", e.column())
+    })?;
     if rec.id.trim().is_empty() {
         return Err("OSV record with an empty id".into());
     }
@@ -418,7 +423,11 @@ mod tests {
             &APP_OK.replace("6379", "0"),
             Err("line 12: invalid value: integer `0`, expected a nonzero u16"),
         );
-        check(FeedKind::Apps, &APP_OK.replace("6379", "70000"), Err("line 12"));
+        check(
+            FeedKind::Apps,
+            &APP_OK.replace("6379", "70000"),
+            Err("line 12"),
+        );
         check(
             FeedKind::Apps,
             &APP_OK.replace("\"Redis\"", "7"),

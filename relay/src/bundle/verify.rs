@@ -105,6 +105,20 @@ impl VerifiedBundle {
     pub fn uncompressed_size(&self) -> u64 {
         self.uncompressed
     }
+
+    /// One line for operators: what was verified and who vouches for it.
+    pub fn summary(&self) -> String {
+        let m = &self.manifest;
+        format!(
+            "sequence {} from {}, {} files, signed by {}, expires {}, sha256 {}",
+            m.sequence,
+            m.origin,
+            m.files.len(),
+            m.key_id,
+            m.expires,
+            self.sha256
+        )
+    }
 }
 
 /// Every rule a bundle can break.

@@ -113,17 +113,7 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 held_sequence.map(Sequence),
             ) {
                 Ok(v) => {
-                    let m = v.manifest();
-                    println!(
-                        "OK {}: sequence {} from {}, {} files, signed by {}, expires {}, sha256 {}",
-                        file.display(),
-                        m.sequence,
-                        m.origin,
-                        m.files.len(),
-                        m.key_id,
-                        m.expires,
-                        v.sha256()
-                    );
+                    println!("OK {}: {}", file.display(), v.summary());
                     Ok(Outcome::Success)
                 }
                 Err(bundle::VerifyError::Read(e)) => {

@@ -1,0 +1,7 @@
+//! defender-lite: the agent that applies mirrored intelligence bundles.
+//!
+//! For now it verifies bundles with the same library the relay uses
+//! (`relay::bundle`, built without the server); feed sync, scanning, app knowledge and
+//! runtime defense follow.
+
+pub mod cli;

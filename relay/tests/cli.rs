@@ -1,0 +1,256 @@
+//! The `relay` binary as an operator runs it: keys, bundle build, verify, inspect, and
+//! the documented exit codes (0 ok, 1 a failed check, 2 an error).
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn relay(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn samples() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("samples/feeds")
+        .display()
+        .to_string()
+}
+
+/// A temp dir holding a key pair `k.pem`/`k.pub`.
+fn with_keys() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let out = relay(&[
+        "keys",
+        "generate",
+        "--secret",
+        &p("k.pem"),
+        "--public",
+        &p("k.pub"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    dir
+}
+
+fn build(dir: &Path, sequence: &str, extra: &[&str]) -> Output {
+    let p = |n: &str| dir.join(n).display().to_string();
+    let (feeds, key, out) = (samples(), p("k.pem"), p("b.tgz"));
+    let mut args = vec![
+        "bundle",
+        "build",
+        "--feeds",
+        &feeds,
+        "--key",
+        &key,
+        "--sequence",
+        sequence,
+        "--origin",
+        "cli-test",
+        "-o",
+        &out,
+    ];
+    args.extend_from_slice(extra);
+    relay(&args)
+}
+
+#[test]
+fn keys_generate_writes_a_private_secret_and_a_public_line() {
+    let dir = with_keys();
+    let secret = dir.path().join("k.pem");
+    let mode = fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        fs::read_to_string(&secret)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    let public = fs::read_to_string(dir.path().join("k.pub")).unwrap();
+    let fields: Vec<&str> = public.trim_end().split(' ').collect();
+    assert_eq!(fields.len(), 3, "{public}");
+    assert_eq!(fields[0], "ed25519");
+    assert_eq!(fields[1].len(), 16);
+    assert!(public.ends_with('\n') && public.lines().count() == 1);
+}
+
+#[test]
+fn keys_are_never_overwritten_without_force() {
+    let dir = with_keys();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let before = fs::read(dir.path().join("k.pem")).unwrap();
+    let out = relay(&[
+        "keys",
+        "generate",
+        "--secret",
+        &p("k.pem"),
+        "--public",
+        &p("other.pub"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("already exists (use --force"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs::read(dir.path().join("k.pem")).unwrap(), before);
+    assert!(!dir.path().join("other.pub").exists());
+
+    let out = relay(&[
+        "keys",
+        "generate",
+        "--secret",
+        &p("k.pem"),
+        "--public",
+        &p("k.pub"),
+        "--force",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(fs::read(dir.path().join("k.pem")).unwrap(), before);
+    let mode = fs::metadata(dir.path().join("k.pem"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn build_verify_inspect() {
+    let dir = with_keys();
+    let out = build(
+        dir.path(),
+        "5",
+        &["--created", "2026-01-01T00:00:00Z", "--expires-in", "3650d"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("sequence 5, 22 files"),
+        "{}",
+        text(&out)
+    );
+    let bundle = dir.path().join("b.tgz").display().to_string();
+    let public = dir.path().join("k.pub").display().to_string();
+
+    let out = relay(&["bundle", "verify", &bundle, "--trust", &public]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK "));
+
+    let out = relay(&[
+        "bundle",
+        "verify",
+        &bundle,
+        "--trust",
+        &public,
+        "--held-sequence",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("sequence 5 is not newer than the held sequence 5"),
+        "{stdout}"
+    );
+
+    let out = relay(&["bundle", "inspect", &bundle, "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["verified"], false);
+    assert_eq!(json["manifest"]["sequence"], 5);
+    assert_eq!(json["manifest"]["files"].as_array().unwrap().len(), 22);
+
+    let out = relay(&["bundle", "inspect", &bundle]);
+    assert!(text(&out).contains("NOT VERIFIED"), "{}", text(&out));
+}
+
+#[test]
+fn verify_with_another_key_fails_with_one_line() {
+    let dir = with_keys();
+    assert!(build(dir.path(), "1", &[]).status.success());
+    let other = with_keys();
+    let out = relay(&[
+        "bundle",
+        "verify",
+        &dir.path().join("b.tgz").display().to_string(),
+        "--trust",
+        &other.path().join("k.pub").display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("which is not trusted"));
+}
+
+#[test]
+fn errors_exit_2() {
+    let dir = with_keys();
+    let public = dir.path().join("k.pub").display().to_string();
+    let out = relay(&["bundle", "verify", "/nonexistent/b.tgz", "--trust", &public]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = relay(&["bundle", "verify", &public, "--trust", "/nonexistent/k.pub"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn a_bad_feed_fails_the_build_and_leaves_no_output() {
+    let dir = with_keys();
+    let feeds = dir.path().join("feeds/domains");
+    fs::create_dir_all(&feeds).unwrap();
+    fs::write(feeds.join("x.txt"), "ok.example\nNOT OK\n").unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let out = relay(&[
+        "bundle",
+        "build",
+        "--feeds",
+        &p("feeds"),
+        "--key",
+        &p("k.pem"),
+        "--sequence",
+        "1",
+        "--origin",
+        "o",
+        "-o",
+        &p("b.tgz"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("x.txt:2: domain \"NOT OK\" must be lower case"),
+        "{}",
+        text(&out)
+    );
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(!dir.path().join("b.tgz").exists(), "{left:?}");
+    assert_eq!(left.len(), 3, "temp file left behind: {left:?}");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = relay(&["bundle", "build", "--help"]);
+    let help = text(&out);
+    for needle in [
+        "--feeds",
+        "--key",
+        "--sequence",
+        "--origin",
+        "--expires-in",
+        "--created",
+        "--output",
+        "byte-identical",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
+}
