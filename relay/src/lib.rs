@@ -5,11 +5,26 @@
 //!
 //! - [`bundle`]: the bundle format: keys, manifest, feed validation, build, the streaming
 //!   verifier and atomic unpacking. No network, no storage; `now` is always an argument.
+//! - [`store`] (feature `server`): bundle files on disk, metadata in sled.
+//! - [`server`]: the TLS mirror server; [`auth`] who may do what; [`config`] the TOML
+//!   configuration; [`certs`] development certificates.
 //! - [`cli`] (feature `server`): the operator CLI, one file per subcommand.
 //!
 //! With `default-features = false` this crate is only the format (and later the sync
 //! client), which is all `defender-lite` needs.
 
+#[cfg(feature = "server")]
+pub mod auth;
 pub mod bundle;
 #[cfg(feature = "server")]
+pub mod certs;
+#[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+mod fsutil;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod store;

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // One crypto provider for the whole process (server and clients): ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = relay::cli::Cli::parse();
     relay::cli::init_tracing(cli.log_format);
     match relay::cli::run(cli) {

@@ -178,6 +178,22 @@ impl PublicKey {
         )
     }
 
+    /// Checks `signature` over `message` (strict ed25519), e.g. a manifest served on its
+    /// own by a relay.
+    pub fn verify(&self, message: &[u8], signature: &super::Signature) -> Result<(), String> {
+        if signature.key_id != self.key_id() {
+            return Err(format!(
+                "signed by key {}, not {}",
+                signature.key_id,
+                self.key_id()
+            ));
+        }
+        let sig = signature.decode()?;
+        self.0
+            .verify_strict(message, &sig)
+            .map_err(|_| "signature does not match".to_owned())
+    }
+
     pub(crate) fn verifying_key(&self) -> &VerifyingKey {
         &self.0
     }

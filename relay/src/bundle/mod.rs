@@ -21,7 +21,7 @@ pub use feeds::{FeedError, ValidatedFeed, validate_feed};
 pub use framing::CANONICAL_GZIP_HEADER;
 pub use keys::{KeyError, PublicKey, SecretKey, TrustStore};
 pub use manifest::{FORMAT_VERSION, FeedKind, FileEntry, Manifest, Payload, Signature};
-pub use types::{KeyId, Sequence, Sha256, Timestamp};
+pub use types::{HashingSink, KeyId, Sequence, Sha256, Timestamp};
 pub use unpack::{UnpackError, unpack};
 pub use verify::{
     EntrySink, ExpiryCheck, Limits, VerifiedBundle, VerifyError, inspect, verify, verify_with_sink,

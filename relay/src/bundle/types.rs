@@ -227,6 +227,27 @@ impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     }
 }
 
+/// A writer that only hashes: `io::copy` a file into it to get its digest.
+#[derive(Default)]
+pub struct HashingSink(sha2::Sha256);
+
+impl HashingSink {
+    pub fn finish(self) -> Sha256 {
+        Sha256::from_hasher(self.0)
+    }
+}
+
+impl std::io::Write for HashingSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Counts and hashes the bytes written through it.
 pub(crate) struct HashingWriter<W> {
     inner: W,

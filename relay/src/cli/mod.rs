@@ -1,8 +1,10 @@
 //! The operator CLI: argument definitions and dispatch, one file per subcommand.
 //! Glue only: every decision lives in the library modules it calls.
 
+mod admin;
 mod bundle;
 mod keys;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -33,6 +35,18 @@ pub enum Command {
     /// Build, verify and inspect bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Run the relay: serve bundles over TLS with basic auth. With no configuration it
+    /// makes a data directory, a dev CA and certificate, credentials and a sample bundle.
+    Serve(serve::ServeArgs),
+    /// Development certificates.
+    #[command(subcommand)]
+    Certs(admin::CertsCommand),
+    /// Users of the relay (htpasswd with bcrypt, and roles).
+    #[command(subcommand)]
+    Users(admin::UsersCommand),
+    /// Access tokens for upstream-style downloads.
+    #[command(subcommand)]
+    Tokens(admin::TokensCommand),
 }
 
 /// How a command ended, for the exit code: 0 success, 1 a failed check.
@@ -55,6 +69,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
+        Command::Serve(args) => serve::run(args),
+        Command::Certs(cmd) => admin::certs(cmd),
+        Command::Users(cmd) => admin::users(cmd),
+        Command::Tokens(cmd) => admin::tokens(cmd),
     }
 }
 

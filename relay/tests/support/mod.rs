@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod server;
+
 use std::io::Write;
 
 use flate2::{Compression, GzBuilder};

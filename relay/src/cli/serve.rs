@@ -1,0 +1,148 @@
+//! `relay serve`: load the configuration, make what a zero-config start needs, open the
+//! relay, and serve until SIGTERM or SIGINT; SIGHUP reloads the certificate and the
+//! credentials.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use super::Outcome;
+use crate::config::Config;
+use crate::server::{self, Relay};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Without one, every key has its default; RELAY_<SECTION>_<KEY>
+    /// environment variables override either.
+    #[arg(long, env = "RELAY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Listen address (overrides listen.address); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory (overrides storage.data_dir).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Serve plain HTTP, without TLS. Credentials and bundles then cross the network in
+    /// clear: only behind a TLS-terminating proxy on the same host.
+    #[arg(long)]
+    pub insecure_http: bool,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
+    let mut config = Config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(addr) = args.listen {
+        config.listen.address = addr;
+    }
+    if let Some(dir) = args.data_dir {
+        config.storage.data_dir = dir;
+    }
+    if args.insecure_http {
+        config.listen.insecure_http = true;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))?;
+    Ok(Outcome::Success)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.listen.insecure_http {
+        warn!(
+            "PLAIN HTTP: --insecure-http is set; credentials and bundles cross the network unencrypted"
+        );
+        eprintln!(
+            "WARNING: serving plain HTTP without TLS (--insecure-http). Use only behind a TLS-terminating proxy."
+        );
+    }
+    let prepared = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || server::prepare(&config))
+            .await
+            .context("preparing the data directory")??
+    };
+    let (relay, notes) = Relay::open(config.clone(), prepared.trust.clone())
+        .await
+        .context("opening the relay")?;
+    for note in notes {
+        warn!("{note}");
+    }
+    if let Some(key) = &prepared.sample_key
+        && server::install_sample(&relay, key).await?
+    {
+        info!(key_id = %key.key_id(), "serving the built-in sample bundle until a real one arrives");
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen.address)
+        .await
+        .with_context(|| format!("listening on {}", config.listen.address))?;
+    let addr = listener.local_addr()?;
+    print_banner(&config, addr, &prepared);
+
+    let reload_relay = std::sync::Arc::clone(&relay);
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match reload_relay.reload() {
+                Ok(()) => info!("reloaded certificate and credentials"),
+                Err(e) => {
+                    error!(error = %e, "reload failed; keeping the previous certificate and credentials")
+                }
+            }
+        }
+    });
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => info!("SIGTERM"),
+            _ = interrupt.recv() => info!("SIGINT"),
+        }
+    };
+    relay.serve(listener, shutdown).await?;
+    Ok(())
+}
+
+fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) {
+    let scheme = if config.listen.insecure_http {
+        "http"
+    } else {
+        "https"
+    };
+    let host = match addr.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    let url = format!("{scheme}://{host}:{}", addr.port());
+    println!("relay listening on {url}");
+    println!("data directory: {}", config.data_dir().display());
+    if let Some(ca) = &prepared.dev_ca {
+        println!("development CA (trust it in clients): {}", ca.display());
+    }
+    if !prepared.generated_users.is_empty() {
+        println!(
+            "generated credentials (shown once, stored hashed in {}):",
+            config.htpasswd().display()
+        );
+        for (user, password) in &prepared.generated_users {
+            println!("  {user}: {password}");
+        }
+    }
+    let cacert = prepared
+        .dev_ca
+        .as_ref()
+        .map(|ca| format!("--cacert {} ", ca.display()))
+        .unwrap_or_default();
+    let user = prepared.generated_users.first().map_or_else(
+        || "-u USER:PASSWORD".to_owned(),
+        |(u, p)| format!("-u {u}:{p}"),
+    );
+    println!("try: curl {cacert}{user} {url}/api/v1/feeds/bundle -o bundle.tar.gz");
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,455 @@
+//! The relay's configuration: one TOML file, every key defaulted, `RELAY_*` environment
+//! variables on top. Parsed once at start-up into [`Config`]; nothing re-reads the
+//! environment afterwards. `deploy/relay.example.toml` shows every key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::bundle::Limits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration. Sections follow DESIGN.md.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: Listen,
+    pub tls: Tls,
+    pub auth: Auth,
+    pub storage: Storage,
+    pub trust: Trust,
+    pub routes: Routes,
+    pub limits: BundleLimits,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    /// Address and port to listen on.
+    pub address: SocketAddr,
+    /// Serve plain HTTP instead of TLS. Only for a relay behind a TLS-terminating proxy.
+    pub insecure_http: bool,
+    /// Open connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Time allowed for a TLS handshake.
+    pub tls_handshake_timeout: HumanDuration,
+    /// Time allowed to send a request's headers.
+    pub header_read_timeout: HumanDuration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+    /// How long an HTTP/2 connection may stay without a response to a keep-alive ping.
+    pub keep_alive_timeout: HumanDuration,
+    /// How long shutdown waits for open requests (downloads, watchers are told to go).
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 8083)),
+            insecure_http: false,
+            max_connections: 10_000,
+            tls_handshake_timeout: HumanDuration::secs(10),
+            header_read_timeout: HumanDuration::secs(10),
+            max_header_bytes: 16 * 1024,
+            keep_alive_timeout: HumanDuration::secs(20),
+            shutdown_grace: HumanDuration::secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    /// PEM certificate chain; default `<data_dir>/tls/server.pem`, made with a dev CA on
+    /// first start when absent.
+    pub cert: Option<PathBuf>,
+    /// PEM private key; default `<data_dir>/tls/server.key`.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// htpasswd file with bcrypt entries (`htpasswd -B`); default `<data_dir>/htpasswd`,
+    /// made with a generated `reader` and `admin` on first start when absent.
+    pub htpasswd: Option<PathBuf>,
+    /// Bearer access tokens (stored hashed); default `<data_dir>/tokens`.
+    pub tokens: Option<PathBuf>,
+    /// Users who may download. Uploaders and admins may too.
+    pub readers: Vec<String>,
+    /// Users who may upload bundles. Admins may too.
+    pub uploaders: Vec<String>,
+    /// Users who may do everything.
+    pub admins: Vec<String>,
+    /// The realm named in `WWW-Authenticate`.
+    pub realm: String,
+    /// How long a verified credential is remembered, so bcrypt does not run per request.
+    pub cache_ttl: HumanDuration,
+    /// Failed attempts from one address within `failure_window` before it gets 429.
+    pub max_failures: u32,
+    pub failure_window: HumanDuration,
+    /// How long an address that hit `max_failures` is refused.
+    pub lockout: HumanDuration,
+    /// Serve `/metrics` without credentials (for a scraper inside the network).
+    pub metrics_public: bool,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            htpasswd: None,
+            tokens: None,
+            readers: vec!["reader".into()],
+            uploaders: vec![],
+            admins: vec!["admin".into()],
+            realm: "intelligence-relay".into(),
+            cache_ttl: HumanDuration::secs(300),
+            max_failures: 10,
+            failure_window: HumanDuration::secs(60),
+            lockout: HumanDuration::secs(60),
+            metrics_public: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Where bundles, metadata, and generated certificates and credentials live.
+    pub data_dir: PathBuf,
+    /// Bundles kept, the current one included.
+    pub retention: usize,
+    /// Largest accepted upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// The current bundle is served from memory when it is at most this large.
+    pub memory_cache_bytes: u64,
+    /// sled's page cache.
+    pub sled_cache_bytes: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("relay-data"),
+            retention: 3,
+            max_upload_bytes: 2 << 30,
+            memory_cache_bytes: 256 << 20,
+            sled_cache_bytes: 16 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trust {
+    /// Public-key files of the origins whose bundles are accepted. Empty: the relay makes
+    /// a local key (`<data_dir>/keys/local.pub`) and signs its sample bundle with it.
+    pub keys: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routes {
+    /// Path that serves the current bundle to consoles configured with a plain URL.
+    pub custom_location: String,
+    /// Keep-alive comment interval on the watch channel.
+    pub watch_keepalive: HumanDuration,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            custom_location: "/intelligence/bundle.tar.gz".into(),
+            watch_keepalive: HumanDuration::secs(15),
+        }
+    }
+}
+
+/// Caps on bundles the relay verifies (see `relay/FORMAT.md`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundleLimits {
+    pub max_uncompressed_bytes: u64,
+    pub max_entries: u64,
+    pub max_ratio: u64,
+    pub max_manifest_bytes: u64,
+}
+
+impl Default for BundleLimits {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_uncompressed_bytes: l.max_uncompressed,
+            max_entries: l.max_entries,
+            max_ratio: l.max_ratio,
+            max_manifest_bytes: l.max_manifest,
+        }
+    }
+}
+
+impl BundleLimits {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_uncompressed: self.max_uncompressed_bytes,
+            max_entries: self.max_entries,
+            max_ratio: self.max_ratio,
+            max_manifest: self.max_manifest_bytes,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (or only defaults when `None`), then applies `RELAY_<SECTION>_<KEY>`
+    /// variables from `env`, then validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (text, origin) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?,
+                p.display().to_string(),
+            ),
+            None => (String::new(), "built-in defaults".to_owned()),
+        };
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            origin: origin.clone(),
+            message: e.to_string(),
+        })?;
+        apply_env(&mut table, env)?;
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                origin,
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.storage.retention == 0 {
+            return invalid("storage.retention must be at least 1");
+        }
+        if self.listen.max_connections == 0 {
+            return invalid("listen.max_connections must be at least 1");
+        }
+        if !self.routes.custom_location.starts_with('/')
+            || self.routes.custom_location.starts_with("/api/")
+            || self.routes.custom_location == "/"
+            || self.routes.custom_location == "/metrics"
+        {
+            return invalid(
+                "routes.custom_location must be an absolute path outside /api/, / and /metrics",
+            );
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls.cert and tls.key go together");
+        }
+        Ok(())
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.storage.data_dir
+    }
+
+    pub fn tls_cert(&self) -> PathBuf {
+        self.tls
+            .cert
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("tls/server.pem"))
+    }
+
+    pub fn tls_key(&self) -> PathBuf {
+        self.tls
+            .key
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("tls/server.key"))
+    }
+
+    pub fn htpasswd(&self) -> PathBuf {
+        self.auth
+            .htpasswd
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("htpasswd"))
+    }
+
+    pub fn tokens(&self) -> PathBuf {
+        self.auth
+            .tokens
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("tokens"))
+    }
+}
+
+/// `RELAY_LISTEN_ADDRESS=127.0.0.1:9000` sets `listen.address`. A value that parses as a
+/// TOML value (number, boolean, array, quoted string) is taken as that; anything else
+/// as a string. `RELAY_CONFIG` (the file) and `RELAY_LOG*` are not settings.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("RELAY_") else {
+            continue;
+        };
+        if rest == "CONFIG" || rest.starts_with("LOG") {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        let Some((section, key)) = lower.split_once('_') else {
+            return Err(ConfigError::Env {
+                name,
+                message: "expected RELAY_<SECTION>_<KEY>".into(),
+            });
+        };
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let entry = table
+            .entry(section.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section_table) = entry.as_table_mut() else {
+            return Err(ConfigError::Env {
+                name,
+                message: format!("{section} is not a section"),
+            });
+        };
+        section_table.insert(key.to_owned(), parsed);
+    }
+    Ok(())
+}
+
+/// A duration written like `"24h"`, `"15s"`, `"1h 30m"`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+}
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Self).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like \"24h\": {e}"))
+        })
+    }
+}
+
+/// Users by role, for the auth module.
+pub fn roles(auth: &Auth) -> BTreeMap<String, crate::auth::Role> {
+    use crate::auth::Role;
+    let mut roles = BTreeMap::new();
+    for (users, role) in [
+        (&auth.readers, Role::Reader),
+        (&auth.uploaders, Role::Uploader),
+        (&auth.admins, Role::Admin),
+    ] {
+        for user in users {
+            let entry = roles.entry(user.clone()).or_insert(role);
+            *entry = (*entry).max(role);
+        }
+    }
+    roles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(c.listen.address.port(), 8083);
+        assert_eq!(c.storage.retention, 3);
+        let c = Config::load(
+            None,
+            env(&[
+                ("RELAY_LISTEN_ADDRESS", "127.0.0.1:9999"),
+                ("RELAY_STORAGE_RETENTION", "5"),
+                ("RELAY_AUTH_READERS", "[\"a\", \"b\"]"),
+                ("RELAY_ROUTES_WATCH_KEEPALIVE", "2s"),
+                ("RELAY_CONFIG", "ignored.toml"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.address.port(), 9999);
+        assert_eq!(c.storage.retention, 5);
+        assert_eq!(c.auth.readers, vec!["a", "b"]);
+        assert_eq!(c.routes.watch_keepalive, HumanDuration::secs(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let err = Config::load(None, env(&[("RELAY_LISTEN_ADRESS", "x")])).unwrap_err();
+        assert!(err.to_string().contains("unknown field `adress`"), "{err}");
+        let err = Config::load(None, env(&[("RELAY_STORAGE_RETENTION", "0")])).unwrap_err();
+        assert!(err.to_string().contains("retention"), "{err}");
+        let err = Config::load(None, env(&[("RELAY_AUTH_CACHE_TTL", "soon")])).unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
+    }
+
+    #[test]
+    fn roles_take_the_highest() {
+        let auth = Auth {
+            readers: vec!["a".into(), "b".into()],
+            admins: vec!["b".into()],
+            ..Auth::default()
+        };
+        let r = roles(&auth);
+        assert_eq!(r["a"], crate::auth::Role::Reader);
+        assert_eq!(r["b"], crate::auth::Role::Admin);
+    }
+}

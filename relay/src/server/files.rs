@@ -1,0 +1,339 @@
+//! Serving bundle bytes: the current bundle, held bundles by digest, and the small signed
+//! manifest. HTTP semantics live here: `ETag` (the bundle's SHA-256), `Last-Modified`
+//! (its `created` time), `If-None-Match`, `If-Modified-Since`, a single `Range` (206 or
+//! 416), `If-Range`, `HEAD`.
+
+use std::io::SeekFrom;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::Relay;
+use super::routes::{empty, problem};
+use crate::bundle::Sha256;
+use crate::store::BundleRecord;
+
+/// `GET /api/v1/feeds/bundle` and the custom location: the current bundle.
+pub async fn current_bundle(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
+    let Some(current) = relay.store.current() else {
+        return problem(StatusCode::NOT_FOUND, "no bundle held yet");
+    };
+    let source = match &current.body {
+        Some(bytes) => Source::Memory(bytes.clone()),
+        None => Source::File(current.path.clone()),
+    };
+    serve(&headers, &current.record, source, "no-cache").await
+}
+
+/// `GET /api/v1/bundles/{sha256}`: a held bundle; immutable by construction.
+pub async fn held_bundle(
+    State(relay): State<Arc<Relay>>,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(sha256) = sha256.parse::<Sha256>() else {
+        return problem(StatusCode::BAD_REQUEST, "not a sha256 digest");
+    };
+    let held = {
+        let store = Arc::clone(&relay.store);
+        tokio::task::spawn_blocking(move || store.held(&sha256)).await
+    };
+    match held {
+        Ok(Ok(Some((record, path)))) => {
+            let source = match relay.store.current() {
+                Some(c) if c.record.sha256 == sha256 && c.body.is_some() => {
+                    Source::Memory(c.body.clone().unwrap_or_default())
+                }
+                _ => Source::File(path),
+            };
+            serve(
+                &headers,
+                &record,
+                source,
+                "public, max-age=31536000, immutable",
+            )
+            .await
+        }
+        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, "no such bundle held"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reading the store");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store task");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+        }
+    }
+}
+
+/// `GET /api/v1/feeds/manifest`: the cheap "anything new?" check. The body carries the
+/// exact signed manifest text and its signature, so a client can verify it, and the
+/// digest and size of the bundle file to fetch.
+pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
+    let Some(current) = relay.store.current() else {
+        return problem(StatusCode::NOT_FOUND, "no bundle held yet");
+    };
+    let r = &current.record;
+    let etag = etag(&r.sha256);
+    if if_none_match(&headers, &etag) {
+        return not_modified(&etag, r);
+    }
+    let body = manifest_document(r).to_string();
+    let mut response = Response::new(Body::from(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    set_validators(h, &etag, r);
+    response
+}
+
+/// The manifest document, also returned by an upload.
+pub fn manifest_document(r: &BundleRecord) -> serde_json::Value {
+    serde_json::json!({
+        "bundle": {
+            "sha256": r.sha256,
+            "size": r.size,
+            "url": format!("/api/v1/bundles/{}", r.sha256),
+        },
+        "sequence": r.sequence,
+        "manifest": r.manifest,
+        "signature": r.signature,
+    })
+}
+
+/// Where the bytes come from.
+pub enum Source {
+    Memory(bytes::Bytes),
+    File(std::path::PathBuf),
+}
+
+async fn serve(
+    headers: &HeaderMap,
+    record: &BundleRecord,
+    source: Source,
+    cache: &'static str,
+) -> Response {
+    let size = record.size;
+    let etag = etag(&record.sha256);
+    if if_none_match(headers, &etag)
+        || (!headers.contains_key(header::IF_NONE_MATCH) && not_modified_since(headers, record))
+    {
+        return not_modified(&etag, record);
+    }
+    let range = match headers.get(header::RANGE) {
+        Some(value) if if_range_holds(headers, &etag, record) => parse_range(value, size),
+        _ => RangeRequest::Full,
+    };
+    let (status, start, len) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, size),
+        RangeRequest::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            let mut r = empty(StatusCode::RANGE_NOT_SATISFIABLE);
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let body = match source {
+        Source::Memory(bytes) => {
+            let (Ok(from), Ok(to)) = (usize::try_from(start), usize::try_from(start + len)) else {
+                return problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "range out of memory bounds",
+                );
+            };
+            Body::from(bytes.slice(from..to.min(bytes.len())))
+        }
+        Source::File(path) => match open_range(&path, start, len).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "opening a bundle file");
+                return problem(StatusCode::INTERNAL_SERVER_ERROR, "bundle file unavailable");
+            }
+        },
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    );
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"intel_bundle_{}.tar.gz\"",
+        record.sequence
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{size}", start + len - 1))
+    {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    set_validators(h, &etag, record);
+    response
+}
+
+async fn open_range(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Body> {
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(SeekFrom::Start(start)).await?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
+    Ok(Body::from_stream(stream))
+}
+
+fn etag(sha256: &Sha256) -> String {
+    format!("\"{sha256}\"")
+}
+
+fn last_modified(record: &BundleRecord) -> SystemTime {
+    let secs = u64::try_from(record.created.unix()).unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn set_validators(h: &mut HeaderMap, etag: &str, record: &BundleRecord) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified(record))) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+}
+
+fn not_modified(etag: &str, record: &BundleRecord) -> Response {
+    let mut r = empty(StatusCode::NOT_MODIFIED);
+    set_validators(r.headers_mut(), etag, record);
+    r
+}
+
+/// `If-None-Match`: `*` or a list of (possibly weak) tags, one of which is ours.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+fn not_modified_since(headers: &HeaderMap, record: &BundleRecord) -> bool {
+    headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
+        .is_some_and(|since| last_modified(record) <= since)
+}
+
+/// `If-Range`: the range applies only if the representation is still the one named (a
+/// strong tag, or a date no earlier than ours).
+fn if_range_holds(headers: &HeaderMap, etag: &str, record: &BundleRecord) -> bool {
+    let Some(value) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let value = value.trim();
+    if value.starts_with('"') {
+        return value == etag;
+    }
+    if value.starts_with("W/") {
+        return false;
+    }
+    httpdate::parse_http_date(value).is_ok_and(|date| last_modified(record) <= date)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeRequest {
+    Full,
+    Partial { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+/// One `bytes=` range (`a-b`, `a-`, `-n`). Several ranges, or another unit, are served
+/// as the full body, which HTTP allows; a syntactically valid range past the end is
+/// unsatisfiable.
+fn parse_range(value: &HeaderValue, size: u64) -> RangeRequest {
+    let Some(spec) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parse = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => RangeRequest::Full,
+        (true, false) => match parse(b) {
+            Some(0) => RangeRequest::Unsatisfiable,
+            Some(n) if size > 0 => RangeRequest::Partial {
+                start: size.saturating_sub(n),
+                end: size - 1,
+            },
+            Some(_) => RangeRequest::Unsatisfiable,
+            None => RangeRequest::Full,
+        },
+        (false, _) => {
+            let Some(start) = parse(a) else {
+                return RangeRequest::Full;
+            };
+            let end = if b.is_empty() {
+                Some(u64::MAX)
+            } else {
+                parse(b)
+            };
+            match end {
+                None => RangeRequest::Full,
+                Some(end) if end < start => RangeRequest::Full,
+                Some(_) if start >= size => RangeRequest::Unsatisfiable,
+                Some(end) => RangeRequest::Partial {
+                    start,
+                    end: end.min(size - 1),
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(spec: &str, size: u64, expected: RangeRequest) {
+        let value = HeaderValue::from_str(spec).unwrap();
+        assert_eq!(parse_range(&value, size), expected, "{spec}");
+    }
+
+    #[test]
+    fn ranges() {
+        use RangeRequest::*;
+        check("bytes=0-9", 100, Partial { start: 0, end: 9 });
+        check("bytes=90-", 100, Partial { start: 90, end: 99 });
+        check("bytes=90-500", 100, Partial { start: 90, end: 99 });
+        check("bytes=-10", 100, Partial { start: 90, end: 99 });
+        check("bytes=-500", 100, Partial { start: 0, end: 99 });
+        check("bytes=100-", 100, Unsatisfiable);
+        check("bytes=-0", 100, Unsatisfiable);
+        check("bytes=5-1", 100, Full);
+        check("bytes=0-1,5-6", 100, Full);
+        check("items=0-1", 100, Full);
+        check("bytes=x-1", 100, Full);
+    }
+}

@@ -1,0 +1,256 @@
+//! The TLS mirror server: accept -> TLS -> hyper (HTTP/1.1 and HTTP/2) -> tower layers ->
+//! routes. Routes and layers are listed once, in `routes.rs`.
+//!
+//! [`Relay::open`] prepares everything that can fail before a socket is touched (store,
+//! credentials, certificate); [`Relay::serve`] runs the accept loop on a listener the
+//! caller bound, until `shutdown` resolves, so tests run relays on `127.0.0.1:0`.
+//! Storage is `store`, credentials `auth`, the format `bundle`.
+
+mod bootstrap;
+mod files;
+mod metrics;
+mod routes;
+mod status;
+mod tls;
+mod upload;
+mod watch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::{debug, info, warn};
+
+use crate::auth::{AuthSettings, Authenticator, Credentials};
+use crate::bundle::{Limits, Timestamp, TrustStore};
+use crate::config::{self, Config};
+use crate::store::{Store, StoreSettings};
+
+pub use bootstrap::{Prepared, install_sample, local_public_key, prepare};
+pub use metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything a request handler needs.
+pub struct Relay {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<Store>,
+    pub(crate) auth: Authenticator,
+    pub(crate) trust: TrustStore,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+    pub(crate) tls: Option<tls::Reloadable>,
+    /// Cancelled at shutdown: ends the open watch channels so connections can drain.
+    pub(crate) stopping: CancellationToken,
+}
+
+/// The address a connection came from, for per-client limits and logs.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+impl Relay {
+    /// Opens the store, loads credentials and the certificate. `trust` are the keys
+    /// whose bundles this relay accepts.
+    pub async fn open(
+        config: Config,
+        trust: TrustStore,
+    ) -> Result<(Arc<Self>, Vec<String>), ServerError> {
+        let limits = config.limits.limits();
+        let settings = StoreSettings {
+            dir: config.data_dir().join("store"),
+            retention: config.storage.retention,
+            memory_cache_bytes: config.storage.memory_cache_bytes,
+            sled_cache_bytes: config.storage.sled_cache_bytes,
+        };
+        let store_trust = trust.clone();
+        let (store, notes) =
+            tokio::task::spawn_blocking(move || Store::open(settings, &store_trust, &limits))
+                .await
+                .map_err(|e| ServerError::Other(e.to_string()))??;
+        let credentials = load_credentials(&config)?;
+        let auth = Authenticator::new(
+            credentials,
+            AuthSettings {
+                realm: config.auth.realm.clone(),
+                cache_ttl: config.auth.cache_ttl.0,
+                max_failures: config.auth.max_failures,
+                failure_window: config.auth.failure_window.0,
+                lockout: config.auth.lockout.0,
+            },
+        );
+        let tls = if config.listen.insecure_http {
+            None
+        } else {
+            Some(tls::Reloadable::load(config.tls_cert(), config.tls_key())?)
+        };
+        let relay = Arc::new(Self {
+            metrics: Metrics::new(),
+            store: Arc::new(store),
+            auth,
+            trust,
+            limits,
+            tls,
+            stopping: CancellationToken::new(),
+            config,
+        });
+        Ok((relay, notes))
+    }
+
+    /// Re-reads the certificate, key and credentials (SIGHUP). Open connections keep
+    /// the certificate they started with; a file that does not load leaves the old one
+    /// in use and is reported.
+    pub fn reload(&self) -> Result<(), ServerError> {
+        if let Some(tls) = &self.tls {
+            tls.reload()?;
+        }
+        self.auth.replace(load_credentials(&self.config)?);
+        Ok(())
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The Prometheus text `/metrics` serves.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// Open watch channels.
+    pub fn metrics_watchers(&self) -> i64 {
+        self.metrics.watchers.get()
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves, then stops
+    /// accepting, tells watchers to go, and waits up to `listen.shutdown_grace` for open
+    /// requests.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let listen = &self.config.listen;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(listen.header_read_timeout.0)
+            .max_buf_size(listen.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(listen.keep_alive_timeout.0))
+            .keep_alive_timeout(listen.keep_alive_timeout.0)
+            .max_concurrent_streams(256);
+        let router = routes::router(Arc::clone(&self));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(listen.max_connections));
+        let handshake_timeout = listen.tls_handshake_timeout.0;
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                self.metrics.connections_refused.inc();
+                debug!(%peer, "connection cap reached; closing");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let client = ClientAddr(peer);
+            let service = hyper::service::service_fn({
+                let router = router.clone();
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(client);
+                    router.clone().oneshot(req)
+                }
+            });
+            let builder = builder.clone();
+            let watcher = graceful.watcher();
+            let acceptor = self.tls.as_ref().map(tls::Reloadable::acceptor);
+            tokio::spawn(async move {
+                let _slot = slot;
+                let result = match acceptor {
+                    Some(acceptor) => {
+                        let tls =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => {
+                                    debug!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    debug!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                };
+                if let Err(e) = result {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        info!("shutting down: no new connections; draining open ones");
+        self.stopping.cancel();
+        tokio::select! {
+            () = graceful.shutdown() => info!("all connections closed"),
+            () = tokio::time::sleep(self.config.listen.shutdown_grace.0) => {
+                warn!("shutdown grace period over; closing the remaining connections");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load_credentials(config: &Config) -> Result<Credentials, ServerError> {
+    Ok(Credentials::load(
+        &config.htpasswd(),
+        &config.tokens(),
+        &config.data_dir().join("roles.toml"),
+        &config::roles(&config.auth),
+    )?)
+}
+
+/// `now`, for handlers. Kept in one place so the clock is easy to find.
+pub(crate) fn now() -> Timestamp {
+    Timestamp::now()
+}

@@ -1,0 +1,193 @@
+//! Every route and every layer, listed once.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use tower_http::trace::TraceLayer;
+
+use super::{ClientAddr, Relay, files, status, upload, watch};
+use crate::auth::{Decision, Role};
+
+/// The route table. Layers, outermost first:
+/// - trace: one span per request (method, path, status, latency; never headers);
+/// - metrics: requests by route and status, bytes served;
+/// - auth (per group): who is asking, and may they.
+///
+/// Limits on connections, header size and time, and TLS handshakes live in the accept
+/// loop and hyper (`server::Relay::serve`); the upload cap in `upload`.
+pub fn router(relay: Arc<Relay>) -> Router {
+    let public = Router::new().route("/api/v1/_ping", get(ping));
+
+    let readers = Router::new()
+        .route("/api/v1/feeds/manifest", get(files::manifest))
+        .route("/api/v1/feeds/watch", get(watch::watch))
+        .route("/api/v1/bundles/{sha256}", get(files::held_bundle))
+        .route("/api/v1/status", get(status::json))
+        .route("/", get(status::html))
+        .route(
+            &relay.config.routes.custom_location,
+            get(files::current_bundle),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            (Arc::clone(&relay), Role::Reader),
+            require,
+        ));
+
+    // One path, two roles: GET/HEAD for readers, PUT/POST for uploaders.
+    let bundle = Router::new()
+        .route(
+            "/api/v1/feeds/bundle",
+            get(files::current_bundle).route_layer(middleware::from_fn_with_state(
+                (Arc::clone(&relay), Role::Reader),
+                require,
+            )),
+        )
+        .merge(
+            Router::new()
+                .route(
+                    "/api/v1/feeds/bundle",
+                    put(upload::upload).post(upload::upload),
+                )
+                .route_layer(middleware::from_fn_with_state(
+                    (Arc::clone(&relay), Role::Uploader),
+                    require,
+                ))
+                // The upload handler streams the body to disk under its own cap.
+                .layer(DefaultBodyLimit::disable()),
+        );
+
+    let metrics = if relay.config.auth.metrics_public {
+        Router::new().route("/metrics", get(status::metrics))
+    } else {
+        Router::new()
+            .route("/metrics", get(status::metrics))
+            .route_layer(middleware::from_fn_with_state(
+                (Arc::clone(&relay), Role::Reader),
+                require,
+            ))
+    };
+
+    Router::new()
+        .merge(public)
+        .merge(readers)
+        .merge(bundle)
+        .merge(metrics)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&relay), count))
+        .layer(TraceLayer::new_for_http())
+        .with_state(relay)
+}
+
+async fn ping() -> &'static str {
+    "OK"
+}
+
+async fn not_found() -> Response {
+    problem(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// A JSON error body: `{"error": "..."}`. Details beyond it go to the log.
+pub fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": message.into() }).to_string();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Authenticates the request and checks its role.
+async fn require(
+    State((relay, need)): State<(Arc<Relay>, Role)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let client = req
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match relay.auth.check(authorization, client, need).await {
+        Decision::Allowed(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Decision::Unauthorized => {
+            relay.metrics.auth_failures.inc();
+            let mut response = problem(StatusCode::UNAUTHORIZED, "credentials required");
+            let challenge = format!(
+                "Basic realm=\"{}\", charset=\"UTF-8\"",
+                relay.auth.realm().replace('"', "")
+            );
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, value);
+            }
+            response
+        }
+        Decision::Forbidden(principal) => {
+            tracing::info!(user = %principal.name, ?need, "role does not allow this");
+            problem(StatusCode::FORBIDDEN, "your role does not allow this")
+        }
+        Decision::RateLimited { retry_after } => {
+            relay.metrics.rate_limited.inc();
+            let mut response = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed attempts from this address; try later",
+            );
+            let secs = retry_after.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}
+
+/// Counts requests by route and status, and response bytes by route.
+async fn count(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    relay
+        .metrics
+        .requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .inc();
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(len) = declared.or_else(|| axum::body::HttpBody::size_hint(response.body()).exact())
+    {
+        relay
+            .metrics
+            .bytes_served
+            .with_label_values(&[route.as_str()])
+            .inc_by(len);
+    }
+    response
+}
+
+/// An empty body with a status, for 304 and the like.
+pub fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}

@@ -1,0 +1,187 @@
+//! `GET /api/v1/status` (JSON), `GET /` (a small HTML page: the "last streams update"
+//! view) and `GET /metrics` (Prometheus text). Freshness: a bundle created more than 24
+//! hours ago is a warning, more than 36 hours critical.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Json, Response};
+use serde::Serialize;
+
+use super::Relay;
+use crate::bundle::{Sequence, Sha256, Timestamp};
+
+const WARNING_AFTER_SECS: i64 = 24 * 3600;
+const CRITICAL_AFTER_SECS: i64 = 36 * 3600;
+
+#[derive(Serialize)]
+pub struct Status {
+    pub version: &'static str,
+    pub now: Timestamp,
+    pub current: Option<CurrentStatus>,
+    /// When the relay last stored a new bundle, and from where.
+    pub last_streams_update: Option<Timestamp>,
+    pub last_streams_update_source: Option<String>,
+    pub last_check: Option<Timestamp>,
+    pub next_check: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub watchers: i64,
+    pub held: Vec<HeldStatus>,
+    pub supervisors: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+pub struct CurrentStatus {
+    pub sequence: Sequence,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub origin: String,
+    pub key_id: String,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+    pub stored_at: Timestamp,
+    pub source: String,
+    pub age_seconds: i64,
+    /// `ok`, `warning` (older than 24 h) or `critical` (older than 36 h, or expired).
+    pub freshness: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct HeldStatus {
+    pub sequence: Sequence,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub created: Timestamp,
+}
+
+pub fn status(relay: &Relay) -> Status {
+    let now = super::now();
+    let current = relay.store.current().map(|c| {
+        let r = &c.record;
+        let age = now.unix() - r.created.unix();
+        CurrentStatus {
+            sequence: r.sequence,
+            sha256: r.sha256,
+            size: r.size,
+            origin: r.origin.clone(),
+            key_id: r.key_id.to_string(),
+            created: r.created,
+            expires: r.expires,
+            stored_at: r.stored_at,
+            source: r.source.clone(),
+            age_seconds: age,
+            freshness: freshness(age, r.expires <= now),
+        }
+    });
+    let held = relay
+        .store
+        .held_all()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| HeldStatus {
+            sequence: r.sequence,
+            sha256: r.sha256,
+            size: r.size,
+            created: r.created,
+        })
+        .collect();
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        now,
+        last_streams_update: current.as_ref().map(|c| c.stored_at),
+        last_streams_update_source: current.as_ref().map(|c| c.source.clone()),
+        current,
+        last_check: None,
+        next_check: None,
+        last_error: None,
+        watchers: relay.metrics.watchers.get(),
+        held,
+        supervisors: Vec::new(),
+    }
+}
+
+fn freshness(age_seconds: i64, expired: bool) -> &'static str {
+    if expired || age_seconds > CRITICAL_AFTER_SECS {
+        "critical"
+    } else if age_seconds > WARNING_AFTER_SECS {
+        "warning"
+    } else {
+        "ok"
+    }
+}
+
+pub async fn json(State(relay): State<Arc<Relay>>) -> Json<Status> {
+    Json(status(&relay))
+}
+
+pub async fn html(State(relay): State<Arc<Relay>>) -> Html<String> {
+    let s = status(&relay);
+    let row = |k: &str, v: String| format!("<tr><th>{k}</th><td>{}</td></tr>\n", escape(&v));
+    let mut rows = String::new();
+    match &s.current {
+        Some(c) => {
+            rows += &row("Last streams update", c.stored_at.to_string());
+            rows += &row("Source", c.source.clone());
+            rows += &row("Sequence", c.sequence.to_string());
+            rows += &row("Origin", c.origin.clone());
+            rows += &row("Created", c.created.to_string());
+            rows += &row(
+                "Data age",
+                format!(
+                    "{} h {} min",
+                    c.age_seconds / 3600,
+                    (c.age_seconds % 3600) / 60
+                ),
+            );
+            rows += &row("Freshness", c.freshness.to_owned());
+            rows += &row("Expires", c.expires.to_string());
+            rows += &row("SHA-256", c.sha256.to_string());
+            rows += &row("Size", format!("{} bytes", c.size));
+        }
+        None => rows += &row("Current bundle", "none yet".to_owned()),
+    }
+    let or_never = |t: Option<Timestamp>| t.map_or_else(|| "never".to_owned(), |t| t.to_string());
+    rows += &row("Last check", or_never(s.last_check));
+    rows += &row("Next check", or_never(s.next_check));
+    rows += &row(
+        "Last error",
+        s.last_error.clone().unwrap_or_else(|| "none".to_owned()),
+    );
+    rows += &row("Watchers", s.watchers.to_string());
+    let class = s.current.as_ref().map_or("critical", |c| c.freshness);
+    Html(format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Intelligence Relay</title>\
+<style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:2em}}\
+.ok{{color:#176117}}.warning{{color:#8a5a00}}.critical{{color:#a11}}</style></head>\n\
+<body><h1>Intelligence Relay</h1><p class=\"{class}\">Freshness: {class}</p>\n<table>\n{rows}</table>\n\
+<p><a href=\"/api/v1/status\">status as JSON</a></p></body></html>\n"
+    ))
+}
+
+pub async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
+    if let Some(c) = relay.store.current() {
+        let r = &c.record;
+        relay
+            .metrics
+            .current_sequence
+            .set(i64::try_from(r.sequence.0).unwrap_or(i64::MAX));
+        relay
+            .metrics
+            .bundle_age_seconds
+            .set(super::now().unix() - r.created.unix());
+    }
+    let mut response = relay.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,484 @@
+//! The relay's store: bundle files content-addressed on disk, metadata in sled. The only
+//! file that imports sled.
+//!
+//! A bundle is committed in this order: its verified file is renamed into `blobs/<sha256>`
+//! and the directory fsynced; then one sled transaction records it, makes it current and
+//! logs its event; then `flush_async` makes that durable; only then do watchers hear of
+//! it. A crash at any instant leaves the previous current bundle, or the new one, current
+//! and servable: an unreferenced file is removed at start-up, and a current file that is
+//! missing or damaged is replaced by the newest intact one. If sled cannot open its
+//! database at all, the store rebuilds it from the bundle files, which verify themselves.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use tokio::sync::watch;
+
+use crate::bundle::{
+    self, ExpiryCheck, Limits, Sequence, Sha256, Signature, Timestamp, TrustStore, VerifiedBundle,
+};
+use crate::fsutil::sync_dir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("metadata database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("metadata database: {0}")]
+    Corrupt(String),
+    #[error("sequence {sequence} is not newer than the current sequence {held}")]
+    NotNewer { sequence: Sequence, held: Sequence },
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+/// What the store knows of a held bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleRecord {
+    pub sha256: Sha256,
+    pub size: u64,
+    pub sequence: Sequence,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+    pub origin: String,
+    pub key_id: crate::bundle::KeyId,
+    /// When this relay stored it.
+    pub stored_at: Timestamp,
+    /// Where it came from: `upload by NAME`, `sample`, a source URL.
+    pub source: String,
+    /// The exact signed `manifest.json`.
+    pub manifest: String,
+    pub signature: Signature,
+}
+
+impl BundleRecord {
+    fn new(v: &VerifiedBundle, source: &str, now: Timestamp) -> Self {
+        let m = v.manifest();
+        Self {
+            sha256: v.sha256(),
+            size: v.size(),
+            sequence: m.sequence,
+            created: m.created,
+            expires: m.expires,
+            origin: m.origin.clone(),
+            key_id: m.key_id.clone(),
+            stored_at: now,
+            source: source.to_owned(),
+            manifest: String::from_utf8_lossy(v.manifest_bytes()).into_owned(),
+            signature: v.signature().clone(),
+        }
+    }
+}
+
+/// The current bundle, ready to serve.
+#[derive(Debug)]
+pub struct Current {
+    pub record: BundleRecord,
+    pub path: PathBuf,
+    /// The whole file, when it is small enough to keep in memory.
+    pub body: Option<Bytes>,
+}
+
+/// One entry of the watch channel's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub sequence: Sequence,
+    pub sha256: Sha256,
+    pub size: u64,
+}
+
+/// Settings of a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreSettings {
+    pub dir: PathBuf,
+    pub retention: usize,
+    pub memory_cache_bytes: u64,
+    pub sled_cache_bytes: u64,
+}
+
+pub struct Store {
+    settings: StoreSettings,
+    blobs: PathBuf,
+    incoming: PathBuf,
+    db: sled::Db,
+    bundles: sled::Tree,
+    meta: sled::Tree,
+    events: sled::Tree,
+    current: watch::Sender<Option<Arc<Current>>>,
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+const CURRENT_KEY: &[u8] = b"current";
+/// Events kept for `Last-Event-ID` catch-up.
+const EVENTS_KEPT: usize = 1000;
+
+impl Store {
+    /// Opens (or makes) the store under `settings.dir`, checks it, and reports what it
+    /// repaired. Blocking: call from a blocking context.
+    pub fn open(
+        settings: StoreSettings,
+        trust: &TrustStore,
+        limits: &Limits,
+    ) -> Result<(Self, Vec<String>), StoreError> {
+        let dir = &settings.dir;
+        let blobs = dir.join("blobs");
+        let incoming = dir.join("incoming");
+        for d in [dir, &blobs, &incoming] {
+            fs::create_dir_all(d).map_err(|source| io_err(d, source))?;
+        }
+        let mut notes = Vec::new();
+        // Uploads and downloads cut short by a crash are never resumed from here.
+        for entry in fs::read_dir(&incoming).map_err(|e| io_err(&incoming, e))? {
+            let path = entry.map_err(|e| io_err(&incoming, e))?.path();
+            let _ = fs::remove_file(&path);
+        }
+
+        let meta_dir = dir.join("meta");
+        let sled_config = |path: &Path| {
+            sled::Config::new()
+                .path(path)
+                .cache_capacity(settings.sled_cache_bytes)
+                .mode(sled::Mode::LowSpace)
+        };
+        let (db, rebuilt) = match sled_config(&meta_dir).open() {
+            Ok(db) => (db, false),
+            Err(e) => {
+                let aside = dir.join(format!("meta.broken-{}", Timestamp::now().unix()));
+                fs::rename(&meta_dir, &aside).map_err(|source| io_err(&meta_dir, source))?;
+                notes.push(format!(
+                    "metadata database could not be opened ({e}); moved to {} and rebuilt from the bundle files",
+                    aside.display()
+                ));
+                (sled_config(&meta_dir).open()?, true)
+            }
+        };
+        let store = Self {
+            bundles: db.open_tree("bundles")?,
+            meta: db.open_tree("meta")?,
+            events: db.open_tree("events")?,
+            db,
+            blobs,
+            incoming,
+            settings,
+            current: watch::channel(None).0,
+            commit_lock: tokio::sync::Mutex::new(()),
+        };
+        if rebuilt {
+            store.rebuild(trust, limits, &mut notes)?;
+        }
+        store.check(&mut notes)?;
+        store.db.flush()?;
+        Ok((store, notes))
+    }
+
+    /// A temp file for an incoming bundle, on the same filesystem as the blobs so the
+    /// commit is a rename.
+    pub fn incoming_file(&self) -> io::Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new()
+            .prefix("bundle-")
+            .tempfile_in(&self.incoming)
+    }
+
+    /// Makes a verified bundle current (see the module docs for the order of steps).
+    /// Commits run one at a time; a bundle not newer than the current one is refused.
+    pub async fn commit(
+        self: &Arc<Self>,
+        verified: VerifiedBundle,
+        file: tempfile::TempPath,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<Arc<Current>, StoreError> {
+        let _one_at_a_time = self.commit_lock.lock().await;
+        if let Some(current) = self.current()
+            && verified.manifest().sequence <= current.record.sequence
+        {
+            return Err(StoreError::NotNewer {
+                sequence: verified.manifest().sequence,
+                held: current.record.sequence,
+            });
+        }
+        let record = BundleRecord::new(&verified, source, now);
+        let this = Arc::clone(self);
+        let pruned = tokio::task::spawn_blocking(move || this.write_commit(record, file))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        // The durable point: nothing is announced before it.
+        self.db.flush_async().await?;
+        for sha in pruned {
+            let _ = fs::remove_file(self.blob_path(&sha));
+        }
+        let this = Arc::clone(self);
+        let current = tokio::task::spawn_blocking(move || this.load_current())
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??
+            .ok_or_else(|| StoreError::Corrupt("committed bundle vanished".into()))?;
+        self.current.send_replace(Some(Arc::clone(&current)));
+        Ok(current)
+    }
+
+    pub fn current(&self) -> Option<Arc<Current>> {
+        self.current.borrow().clone()
+    }
+
+    /// A receiver that sees every new current bundle.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Current>>> {
+        self.current.subscribe()
+    }
+
+    /// A held bundle by digest, with the path of its file.
+    pub fn held(&self, sha256: &Sha256) -> Result<Option<(BundleRecord, PathBuf)>, StoreError> {
+        Ok(self.record(sha256)?.map(|r| (r, self.blob_path(sha256))))
+    }
+
+    /// Every held bundle, newest first.
+    pub fn held_all(&self) -> Result<Vec<BundleRecord>, StoreError> {
+        let mut all = self
+            .bundles
+            .iter()
+            .values()
+            .map(|v| decode(&v?))
+            .collect::<Result<Vec<BundleRecord>, StoreError>>()?;
+        all.sort_by_key(|r| std::cmp::Reverse(r.sequence));
+        Ok(all)
+    }
+
+    /// Events with a sequence above `after`, oldest first.
+    pub fn events_after(&self, after: u64) -> Result<Vec<Event>, StoreError> {
+        let start = after.saturating_add(1).to_be_bytes();
+        self.events
+            .range(start..)
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.settings.dir
+    }
+
+    fn blob_path(&self, sha256: &Sha256) -> PathBuf {
+        self.blobs.join(sha256.to_hex())
+    }
+
+    fn record(&self, sha256: &Sha256) -> Result<Option<BundleRecord>, StoreError> {
+        self.bundles
+            .get(sha256.to_hex())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Blocking part of a commit: file into place, then the metadata transaction.
+    /// Returns the digests pruned by retention (their files go after the flush).
+    fn write_commit(
+        &self,
+        record: BundleRecord,
+        file: tempfile::TempPath,
+    ) -> Result<Vec<Sha256>, StoreError> {
+        let target = self.blob_path(&record.sha256);
+        file.persist(&target)
+            .map_err(|e| io_err(&target, e.error))?;
+        sync_dir(&self.blobs).map_err(|e| io_err(&self.blobs, e))?;
+
+        let mut held = self.held_all()?;
+        held.retain(|r| r.sha256 != record.sha256);
+        held.push(record.clone());
+        held.sort_by_key(|r| std::cmp::Reverse(r.sequence));
+        let pruned: Vec<Sha256> = held
+            .iter()
+            .skip(self.settings.retention)
+            .map(|r| r.sha256)
+            .collect();
+        let event = Event {
+            sequence: record.sequence,
+            sha256: record.sha256,
+            size: record.size,
+        };
+        let old_events: Vec<sled::IVec> = {
+            let count = self.events.len();
+            self.events
+                .iter()
+                .keys()
+                .take((count + 1).saturating_sub(EVENTS_KEPT))
+                .collect::<Result<_, _>>()?
+        };
+        let record_bytes = encode(&record)?;
+        let event_bytes = encode(&event)?;
+        (&self.bundles, &self.meta, &self.events)
+            .transaction(|(bundles, meta, events)| {
+                bundles.insert(record.sha256.to_hex().as_bytes(), record_bytes.as_slice())?;
+                meta.insert(CURRENT_KEY, record.sha256.to_hex().as_bytes())?;
+                events.insert(&record.sequence.0.to_be_bytes(), event_bytes.as_slice())?;
+                for sha in &pruned {
+                    bundles.remove(sha.to_hex().as_bytes())?;
+                }
+                for key in &old_events {
+                    events.remove(key)?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| {
+                StoreError::Corrupt(format!("commit transaction: {e:?}"))
+            })?;
+        Ok(pruned)
+    }
+
+    /// Reads the current record and, when small enough, its file into memory.
+    fn load_current(&self) -> Result<Option<Arc<Current>>, StoreError> {
+        let Some(sha) = self.meta.get(CURRENT_KEY)? else {
+            return Ok(None);
+        };
+        let sha: Sha256 = std::str::from_utf8(&sha)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| StoreError::Corrupt("current pointer is not a digest".into()))?;
+        let Some(record) = self.record(&sha)? else {
+            return Ok(None);
+        };
+        let path = self.blob_path(&sha);
+        let body = if record.size <= self.settings.memory_cache_bytes {
+            Some(Bytes::from(fs::read(&path).map_err(|e| io_err(&path, e))?))
+        } else {
+            None
+        };
+        Ok(Some(Arc::new(Current { record, path, body })))
+    }
+
+    /// Start-up check: every record has its file; the current file is intact, else the
+    /// newest intact bundle becomes current; files nobody references are removed.
+    fn check(&self, notes: &mut Vec<String>) -> Result<(), StoreError> {
+        let mut records = self.held_all()?;
+        records.retain(|r| {
+            let ok = fs::metadata(self.blob_path(&r.sha256)).is_ok_and(|m| m.len() == r.size);
+            if !ok {
+                notes.push(format!(
+                    "bundle {} (sequence {}) lost its file; forgotten",
+                    r.sha256, r.sequence
+                ));
+                let _ = self.bundles.remove(r.sha256.to_hex());
+            }
+            ok
+        });
+        let current = self
+            .meta
+            .get(CURRENT_KEY)?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<Sha256>().ok());
+        let current_ok = current.is_some_and(|sha| {
+            records.iter().any(|r| r.sha256 == sha) && self.file_digest_is(&sha)
+        });
+        if !current_ok {
+            let replacement = records.iter().find(|r| self.file_digest_is(&r.sha256));
+            match (current, replacement) {
+                (_, Some(r)) => {
+                    if current.is_some() {
+                        notes.push(format!(
+                            "current bundle was missing or damaged; sequence {} ({}) is current now",
+                            r.sequence, r.sha256
+                        ));
+                    }
+                    self.meta
+                        .insert(CURRENT_KEY, r.sha256.to_hex().as_bytes())?;
+                }
+                (Some(_), None) => {
+                    notes.push(
+                        "current bundle was missing or damaged and no intact bundle is held".into(),
+                    );
+                    self.meta.remove(CURRENT_KEY)?;
+                }
+                (None, None) => {}
+            }
+        }
+        let known: HashSet<String> = records.iter().map(|r| r.sha256.to_hex()).collect();
+        for entry in fs::read_dir(&self.blobs).map_err(|e| io_err(&self.blobs, e))? {
+            let entry = entry.map_err(|e| io_err(&self.blobs, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !known.contains(&name) {
+                let _ = fs::remove_file(entry.path());
+                notes.push(format!("removed unreferenced file blobs/{name}"));
+            }
+        }
+        self.current.send_replace(self.load_current()?);
+        Ok(())
+    }
+
+    /// Re-creates the metadata from the bundle files: each is verified again (expiry
+    /// aside: an expired bundle is still what was held).
+    fn rebuild(
+        &self,
+        trust: &TrustStore,
+        limits: &Limits,
+        notes: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let now = Timestamp::now();
+        let mut newest: Option<BundleRecord> = None;
+        for entry in fs::read_dir(&self.blobs).map_err(|e| io_err(&self.blobs, e))? {
+            let path = entry.map_err(|e| io_err(&self.blobs, e))?.path();
+            let verified = fs::File::open(&path)
+                .map_err(|e| io_err(&path, e))
+                .and_then(|f| {
+                    bundle::verify_with_sink(
+                        io::BufReader::new(f),
+                        trust,
+                        limits,
+                        now,
+                        None,
+                        ExpiryCheck::DangerouslySkip,
+                        &mut |_, _| Ok(()),
+                    )
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+                });
+            let name_matches = |v: &VerifiedBundle| {
+                path.file_name().and_then(|n| n.to_str()) == Some(&v.sha256().to_hex())
+            };
+            match verified {
+                Ok(v) if name_matches(&v) => {
+                    let record = BundleRecord::new(&v, "recovered from the bundle files", now);
+                    self.bundles
+                        .insert(record.sha256.to_hex(), encode(&record)?)?;
+                    if newest.as_ref().is_none_or(|n| record.sequence > n.sequence) {
+                        newest = Some(record);
+                    }
+                }
+                _ => {
+                    notes.push(format!("{} does not verify; removed", path.display()));
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        if let Some(r) = newest {
+            self.meta
+                .insert(CURRENT_KEY, r.sha256.to_hex().as_bytes())?;
+        }
+        Ok(())
+    }
+
+    fn file_digest_is(&self, sha256: &Sha256) -> bool {
+        let path = self.blob_path(sha256);
+        let Ok(mut file) = fs::File::open(&path) else {
+            return false;
+        };
+        let mut hasher = crate::bundle::HashingSink::default();
+        io::copy(&mut file, &mut hasher).is_ok() && hasher.finish() == *sha256
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn io_err(path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,163 @@
+//! A real relay for tests: in-process on 127.0.0.1:0, real TLS with a dev CA made now,
+//! a real sled store in a temp dir, and users `reader`, `uploader`, `admin` (password:
+//! the user name followed by `-pw`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use relay::bundle::{Timestamp, TrustStore};
+use relay::config::Config;
+use relay::server::Relay;
+use serde_json::json;
+
+use super::Fixture;
+
+pub struct StoppedRelay {
+    pub dir: tempfile::TempDir,
+}
+
+pub struct TestRelay {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub relay: Arc<Relay>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Writes the test users with a low bcrypt cost (the hashes are still real bcrypt).
+pub fn write_users(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("htpasswd");
+    let mut text = String::new();
+    for user in ["reader", "uploader", "admin"] {
+        let hash = bcrypt::hash(format!("{user}-pw"), 4).unwrap();
+        text.push_str(&format!("{user}:{hash}\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A config for a test relay in `dir` (certificates and users must exist there).
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.storage.data_dir = dir.to_owned();
+    config.listen.address = "127.0.0.1:0".parse().unwrap();
+    config.tls.cert = Some(dir.join("tls/server.pem"));
+    config.tls.key = Some(dir.join("tls/server.key"));
+    config.auth.htpasswd = Some(dir.join("htpasswd"));
+    config.auth.readers = vec!["reader".into()];
+    config.auth.uploaders = vec!["uploader".into()];
+    config.auth.admins = vec!["admin".into()];
+    config.trust.keys = vec![dir.join("origin.pub")];
+    config
+}
+
+/// Makes the files a test relay needs in `dir`.
+pub fn prepare_dir(dir: &std::path::Path) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    relay::certs::init(&dir.join("tls"), &relay::certs::default_names(), 30, true).unwrap();
+    write_users(dir);
+    super::origin_key()
+        .public()
+        .save(&dir.join("origin.pub"), true)
+        .unwrap();
+}
+
+impl TestRelay {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_dir(dir.path());
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        Self::start_in(dir, config).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, config: Config) -> Self {
+        let trust = TrustStore::new([super::origin_key().public()]);
+        let (relay, _notes) = Relay::open(config, trust).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(Arc::clone(&relay).serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            url: format!("https://127.0.0.1:{}", addr.port()),
+            addr,
+            ca: dir.path().join("tls/ca.pem"),
+            dir,
+            relay,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// A client that trusts the test CA and ignores proxy settings.
+    pub fn client(&self) -> reqwest::Client {
+        let ca = std::fs::read(&self.ca).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client()
+            .get(format!("{}{path}", self.url))
+            .basic_auth("reader", Some("reader-pw"))
+    }
+
+    pub async fn upload(&self, bytes: Vec<u8>) -> reqwest::Response {
+        self.client()
+            .put(format!("{}/api/v1/feeds/bundle", self.url))
+            .basic_auth("uploader", Some("uploader-pw"))
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn current_bytes(&self) -> Vec<u8> {
+        let r = self.get("/api/v1/feeds/bundle").send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    pub fn relay_watchers(&self) -> i64 {
+        self.relay.metrics_watchers()
+    }
+
+    /// Stops the relay and hands back its data directory, for a restart.
+    pub async fn stop_keep_dir(mut self) -> StoppedRelay {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        StoppedRelay { dir: self.dir }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// A valid bundle with `sequence`, created an hour ago and expiring in 30 days.
+pub fn fresh_bundle(sequence: u64) -> Vec<u8> {
+    let now = Timestamp::now();
+    let created = Timestamp::from_unix(now.unix() - 3600).unwrap();
+    let expires = now.saturating_add(std::time::Duration::from_secs(30 * 86400));
+    Fixture::new()
+        .set("sequence", json!(sequence))
+        .set("created", json!(created.to_string()))
+        .set("expires", json!(expires.to_string()))
+        .bundle()
+}
