@@ -254,3 +254,25 @@ fn help_explains_the_commands() {
         assert!(help.contains(needle), "{needle} missing from:\n{help}");
     }
 }
+
+#[test]
+fn the_example_config_parses_and_matches_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/relay.example.toml");
+    let example = relay::config::Config::load(Some(&path), Vec::new()).unwrap();
+    assert_eq!(example, relay::config::Config::default());
+    // Every key is written out (nothing left to a default the reader cannot see),
+    // except the optional paths shown commented.
+    let text = fs::read_to_string(&path).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let defaults = toml::Table::try_from(relay::config::Config::default()).unwrap();
+    for (section, keys) in &defaults {
+        for key in keys.as_table().unwrap().keys() {
+            let written = table.get(section).and_then(|s| s.get(key)).is_some();
+            let commented = text.contains(&format!("# {key} = "));
+            assert!(
+                written || commented,
+                "{section}.{key} missing from the example"
+            );
+        }
+    }
+}

@@ -1,27 +1,39 @@
 //! Helpers for the end-to-end tests: the real `relay` and `defender-lite` binaries,
 //! built from this workspace, run as separate processes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::SystemTime;
 
-/// Path of a workspace binary (`relay`, `defender-lite`), built on first use.
+/// Path of a workspace binary (`relay`, `defender-lite`).
 ///
-/// `cargo test --workspace` builds every member's binaries already; running this
-/// package alone (`cargo test -p end-to-end`) would not, so the helper builds what is
-/// missing with the same cargo and profile instead of failing or skipping.
+/// `cargo test --workspace` builds both already (their packages have integration tests).
+/// When a binary is missing or older than any source file (this package run alone after
+/// an edit), the helper builds them with the same cargo rather than fail, skip, or test
+/// stale code.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let path = target_dir().join(name);
-    BUILT.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--bin", "relay", "--bin", "defender-lite"])
-            .current_dir(workspace_root())
-            .status()
-            .expect("run cargo build for the workspace binaries");
-        assert!(status.success(), "building the workspace binaries failed");
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    let dir = target_dir();
+    CHECKED.get_or_init(|| {
+        let newest_source = newest_mtime(&workspace_root().join("relay/src"))
+            .max(newest_mtime(&workspace_root().join("defender-lite/src")));
+        let stale = ["relay", "defender-lite"].iter().any(|bin| {
+            std::fs::metadata(dir.join(bin))
+                .and_then(|m| m.modified())
+                .map_or(true, |built| built < newest_source)
+        });
+        if stale {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--bin", "relay", "--bin", "defender-lite"])
+                .current_dir(workspace_root())
+                .status()
+                .expect("run cargo build for the workspace binaries");
+            assert!(status.success(), "building the workspace binaries failed");
+        }
     });
+    let path = dir.join(name);
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }
@@ -34,6 +46,26 @@ fn target_dir() -> PathBuf {
         .and_then(|deps| deps.parent())
         .expect("test executable lives in target/<profile>/deps")
         .to_path_buf()
+}
+
+fn newest_mtime(dir: &Path) -> SystemTime {
+    let mut newest = SystemTime::UNIX_EPOCH;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return newest;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let t = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        newest = newest.max(t);
+    }
+    newest
 }
 
 pub fn workspace_root() -> PathBuf {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod process;
 pub mod server;
 
 use std::io::Write;

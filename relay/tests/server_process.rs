@@ -1,0 +1,655 @@
+//! The `relay serve` binary as operators run it: zero-config start, curl and wget as
+//! clients, an htpasswd file made by Apache's `htpasswd -B`, crash safety under SIGKILL,
+//! slow-header clients, logs free of secrets, SIGHUP certificate reload, SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use relay::bundle::{self, Limits, Sha256, Timestamp, TrustStore};
+use support::process::{RelayProcess, curl, write_config};
+use support::server::{fresh_bundle, prepare_dir};
+
+fn started(extra: &str) -> (tempfile::TempDir, RelayProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    prepare_dir(dir.path());
+    let config = write_config(dir.path(), extra);
+    let process = RelayProcess::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    (dir, process)
+}
+
+fn ca(dir: &Path) -> String {
+    dir.join("tls/ca.pem").display().to_string()
+}
+
+fn upload_with_curl(dir: &Path, url: &str, bundle: &[u8]) -> i32 {
+    let file = dir.join(format!("upload-{}.tar.gz", Sha256::of(bundle)));
+    std::fs::write(&file, bundle).unwrap();
+    let (code, body) = curl(&[
+        "--cacert",
+        &ca(dir),
+        "-u",
+        "uploader:uploader-pw",
+        "-T",
+        file.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{url}/api/v1/feeds/bundle"),
+    ]);
+    assert_eq!(code, 0);
+    String::from_utf8(body).unwrap().parse().unwrap()
+}
+
+#[test]
+fn zero_config_start_serves_a_verifiable_sample() {
+    let cwd = tempfile::tempdir().unwrap();
+    let process = RelayProcess::start(cwd.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let out = process.output();
+    let password = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("reader: "))
+        .unwrap_or_else(|| panic!("no reader credential printed:\n{out}"))
+        .to_owned();
+    assert!(
+        out.lines().any(|l| l.trim().starts_with("admin: ")),
+        "{out}"
+    );
+    let try_line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("try: "))
+        .unwrap()
+        .to_owned();
+    // Run the printed curl line as printed, in the directory it was printed for.
+    let mut words: Vec<String> = try_line.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(words.remove(0), "curl");
+    let status = Command::new("curl")
+        .args(["--silent", "--show-error", "--noproxy", "*"])
+        .args(&words)
+        .current_dir(cwd.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(cwd.path().join("bundle.tar.gz")).unwrap();
+    let trust = TrustStore::load(&[cwd.path().join("relay-data/keys/local.pub")]).unwrap();
+    let v = bundle::verify(
+        &bytes[..],
+        &trust,
+        &Limits::default(),
+        Timestamp::now(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        v.manifest()
+            .files
+            .iter()
+            .filter(|f| f.kind == bundle::FeedKind::Apps)
+            .count(),
+        14
+    );
+    let ca = cwd
+        .path()
+        .join("relay-data/tls/ca.pem")
+        .display()
+        .to_string();
+    let (_, ping) = curl(&["--cacert", &ca, &format!("{}/api/v1/_ping", process.url)]);
+    assert_eq!(ping, b"OK", "{}", String::from_utf8_lossy(&ping));
+    let hashed = std::fs::read_to_string(cwd.path().join("relay-data/htpasswd")).unwrap();
+    assert!(!hashed.contains(&password), "password stored in clear");
+    drop(process);
+
+    // A second start keeps the credentials and the sample: nothing printed again.
+    let again = RelayProcess::start(cwd.path(), &["--listen", "127.0.0.1:0"], &[]);
+    let out = again.output();
+    assert!(!out.contains("generated credentials"), "{out}");
+    let (code, bytes2) = curl(&[
+        "--cacert",
+        &cwd.path()
+            .join("relay-data/tls/ca.pem")
+            .display()
+            .to_string(),
+        "-u",
+        &format!("reader:{password}"),
+        &format!("{}/api/v1/feeds/bundle", again.url),
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(bytes2, bytes);
+}
+
+#[test]
+fn curl_and_wget_download_resume_and_revalidate() {
+    let (dir, process) = started("");
+    let url = &process.url;
+    let bundle = fresh_bundle(11);
+    assert_eq!(upload_with_curl(dir.path(), url, &bundle), 201);
+    let ca = ca(dir.path());
+    let out = dir.path().join("f");
+    let out_s = out.to_str().unwrap();
+
+    let (code, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "reader:reader-pw",
+        &format!("{url}/api/v1/feeds/bundle"),
+        "-o",
+        out_s,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), bundle);
+
+    let (code, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "reader:reader-pw",
+        &format!("{url}/intelligence/bundle.tar.gz"),
+        "-o",
+        out_s,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), bundle, "custom location");
+
+    // A download cut short: curl -C - asks for the rest and completes it.
+    std::fs::write(&out, &bundle[..bundle.len() / 3]).unwrap();
+    let (code, _) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "reader:reader-pw",
+        "-C",
+        "-",
+        &format!("{url}/api/v1/feeds/bundle"),
+        "-o",
+        out_s,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), bundle, "resumed");
+
+    let (code, body) = curl(&["--cacert", &ca, &format!("{url}/api/v1/_ping")]);
+    assert_eq!((code, body.as_slice()), (0, &b"OK"[..]));
+
+    let etag = format!("If-None-Match: \"{}\"", Sha256::of(&bundle));
+    let (_, status) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "reader:reader-pw",
+        "-H",
+        &etag,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{url}/api/v1/feeds/bundle"),
+    ]);
+    assert_eq!(status, b"304");
+
+    let wget_out = dir.path().join("w");
+    let status = Command::new("wget")
+        .args([
+            "-q",
+            "--no-proxy",
+            &format!("--ca-certificate={ca}"),
+            "--user=reader",
+            "--password=reader-pw",
+            "-O",
+        ])
+        .arg(&wget_out)
+        .arg(format!("{url}/api/v1/feeds/bundle"))
+        .status()
+        .expect("wget is installed (tests/run installs it)");
+    assert!(status.success());
+    assert_eq!(std::fs::read(&wget_out).unwrap(), bundle, "wget");
+}
+
+#[test]
+fn an_htpasswd_file_from_apache_htpasswd_b_is_accepted_as_is() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare_dir(dir.path());
+    let file = dir.path().join("apache.htpasswd");
+    for (i, (user, pw)) in [("alice", "s3cret-alice"), ("bob", "s3cret-bob")]
+        .iter()
+        .enumerate()
+    {
+        let mut cmd = Command::new("htpasswd");
+        cmd.arg("-B").arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd
+            .arg(&file)
+            .arg(user)
+            .arg(pw)
+            .status()
+            .expect("htpasswd (apache2-utils)");
+        assert!(status.success());
+    }
+    assert!(std::fs::read_to_string(&file).unwrap().contains(":$2y$"));
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            &format!("{}/htpasswd", dir.path().display()),
+            file.to_str().unwrap(),
+        )
+        .replace("readers = [\"reader\"]", "readers = [\"alice\", \"bob\"]");
+    std::fs::write(&config, text).unwrap();
+    let process = RelayProcess::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    let status_url = format!("{}/api/v1/status", process.url);
+    let check = |cred: &str| {
+        let (_, code) = curl(&[
+            "--cacert",
+            &ca(dir.path()),
+            "-u",
+            cred,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &status_url,
+        ]);
+        String::from_utf8(code).unwrap()
+    };
+    assert_eq!(check("alice:s3cret-alice"), "200");
+    assert_eq!(check("bob:s3cret-bob"), "200");
+    assert_eq!(check("alice:s3cret-bob"), "401");
+}
+
+#[test]
+fn other_hash_kinds_are_refused_at_load_with_the_line_named() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare_dir(dir.path());
+    let file = dir.path().join("htpasswd");
+    let status = Command::new("htpasswd")
+        .args(["-m", "-b"])
+        .arg(&file)
+        .args(["carol", "pw"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config = write_config(dir.path(), "");
+    let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("htpasswd:4: only bcrypt hashes are accepted"),
+        "{stderr}"
+    );
+}
+
+/// A small deterministic generator, so a failing round can be replayed from its seed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Bundles large enough (a few MiB) that upload, verification and commit take long
+/// enough to be interrupted at many different points.
+fn big_bundles(n: u64) -> Vec<Vec<u8>> {
+    let feeds = tempfile::tempdir().unwrap();
+    let osv = feeds.path().join("osv");
+    std::fs::create_dir_all(&osv).unwrap();
+    let mut text = String::new();
+    let mut rng = Lcg(7);
+    for i in 0..40_000 {
+        text.push_str(&format!(
+            r#"{{"id":"CRASH-{i}","modified":"2026-01-01T00:00:00Z","summary":"{:016x}{:016x}","affected":[{{"package":{{"ecosystem":"PyPI","name":"p{}"}},"versions":["1.{}"]}}]}}"#,
+            rng.below(u64::MAX), rng.below(u64::MAX), rng.below(100_000), rng.below(100)
+        ));
+        text.push('\n');
+    }
+    std::fs::write(osv.join("big.jsonl"), text).unwrap();
+    let now = Timestamp::now();
+    (1..=n)
+        .map(|seq| {
+            let mut out = Vec::new();
+            let options = bundle::BuildOptions {
+                sequence: bundle::Sequence(seq),
+                origin: "crash-test".into(),
+                created: Timestamp::from_unix(now.unix() - 60).unwrap(),
+                expires: now.saturating_add(Duration::from_secs(86400)),
+            };
+            bundle::build(feeds.path(), &support::origin_key(), &options, &mut out).unwrap();
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_during_upload_and_commit_never_loses_the_current_bundle() {
+    let rounds = 20;
+    let bundles = big_bundles(rounds + 1);
+    let dir = tempfile::tempdir().unwrap();
+    prepare_dir(dir.path());
+    let config = write_config(dir.path(), "");
+    let args = ["--config", config.to_str().unwrap()];
+    let trust = TrustStore::new([support::origin_key().public()]);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    let mut rng = Lcg(seed);
+
+    let first = RelayProcess::start(dir.path(), &args, &[]);
+    assert_eq!(upload_with_curl(dir.path(), &first.url, &bundles[0]), 201);
+    drop(first);
+    let mut current = Sha256::of(&bundles[0]);
+    let (mut kept, mut replaced) = (0, 0);
+    for (round, next) in bundles.iter().enumerate().skip(1) {
+        let mut relay = RelayProcess::start(dir.path(), &args, &[]);
+        let file = dir.path().join("next.tar.gz");
+        std::fs::write(&file, next).unwrap();
+        let uploader = Command::new("curl")
+            .args([
+                "--silent",
+                "--noproxy",
+                "*",
+                "--cacert",
+                &ca(dir.path()),
+                "-u",
+                "uploader:uploader-pw",
+                "-T",
+            ])
+            .arg(&file)
+            .arg(format!("{}/api/v1/feeds/bundle", relay.url))
+            .args(["-o", "/dev/null"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(150)));
+        relay.child.kill().unwrap(); // SIGKILL
+        relay.child.wait().unwrap();
+        let _ = uploader.wait_with_output();
+        drop(relay);
+
+        let relay = RelayProcess::start(dir.path(), &args, &[]);
+        let (code, served) = curl(&[
+            "--cacert",
+            &ca(dir.path()),
+            "-u",
+            "reader:reader-pw",
+            &format!("{}/api/v1/feeds/bundle", relay.url),
+        ]);
+        assert_eq!(
+            code,
+            0,
+            "round {round} (seed {seed}): no bundle served\n{}",
+            relay.output()
+        );
+        let v = bundle::verify(
+            &served[..],
+            &trust,
+            &Limits::default(),
+            Timestamp::now(),
+            None,
+        )
+        .unwrap_or_else(|e| {
+            panic!("round {round} (seed {seed}): served bundle does not verify: {e}")
+        });
+        let new = Sha256::of(next);
+        assert!(
+            v.sha256() == current || v.sha256() == new,
+            "round {round} (seed {seed}): neither old nor new"
+        );
+        if v.sha256() == new {
+            replaced += 1;
+        } else {
+            kept += 1;
+        }
+        current = v.sha256();
+    }
+    println!("{rounds} rounds: {kept} kept the old bundle, {replaced} committed the new one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_clients_do_not_stop_others() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let relay = support::server::TestRelay::start_with(|c| {
+        c.listen.header_read_timeout = relay::config::HumanDuration::secs(2);
+    })
+    .await;
+    let ca = std::fs::read(&relay.ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = std::sync::Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let mut dribblers = Vec::new();
+    for _ in 0..200 {
+        let connector = connector.clone();
+        let addr = relay.addr;
+        dribblers.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            tls.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: localhost\r\n")
+                .await
+                .unwrap();
+            // One header byte every 100 ms, until the server gives up on us.
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if tls.write_all(b"X").await.is_err() {
+                    return true;
+                }
+                let mut buf = [0u8; 1];
+                if let Ok(Ok(0) | Err(_)) =
+                    tokio::time::timeout(Duration::from_millis(1), tls.read(&mut buf)).await
+                {
+                    return true;
+                }
+            }
+            false
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A normal client is served while 200 connections dribble.
+    let r = relay.get("/api/v1/status").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for d in dribblers {
+        assert!(
+            d.await.unwrap(),
+            "a slow-header connection was never closed"
+        );
+    }
+    relay.stop().await;
+}
+
+#[test]
+fn logs_hold_no_password_token_or_authorization_header() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare_dir(dir.path());
+    let token = relay::auth::add_token(&dir.path().join("tokens"), "downstream").unwrap();
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[storage]",
+        &format!("tokens = \"{}/tokens\"\n\n[storage]", dir.path().display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut process = RelayProcess::start(
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        &[("RUST_LOG", "debug")],
+    );
+    let url = process.url.clone();
+    let ca = ca(dir.path());
+    let status = format!("{url}/api/v1/status");
+    curl(&["--cacert", &ca, "-u", "reader:wrong-secret-1", &status]);
+    curl(&["--cacert", &ca, "-u", "nobody:wrong-secret-2", &status]);
+    curl(&["--cacert", &ca, "-u", "reader:reader-pw", &status]);
+    curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &status,
+    ]);
+    curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        "Authorization: Bearer rt_wrong-token-3",
+        &status,
+    ]);
+    upload_with_curl(dir.path(), &url, &fresh_bundle(1));
+    process.signal("TERM");
+    assert!(process.wait_exit(10).is_some());
+    let logs = process.output();
+    assert!(
+        logs.contains("bundle stored"),
+        "the logs are captured:\n{logs}"
+    );
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for secret in [
+        "wrong-secret-1".to_owned(),
+        "wrong-secret-2".to_owned(),
+        "reader-pw".to_owned(),
+        "uploader-pw".to_owned(),
+        token.clone(),
+        "rt_wrong-token-3".to_owned(),
+        b64("reader:reader-pw"),
+        b64("uploader:uploader-pw"),
+    ] {
+        assert!(!logs.contains(&secret), "{secret} appears in the logs");
+    }
+    assert!(
+        !logs.to_ascii_lowercase().contains("authorization"),
+        "an Authorization header appears in the logs"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificate_without_dropping_connections() {
+    let (dir, process) = started("[routes]\nwatch_keepalive = \"1s\"\n");
+    let old_ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = |ca: &[u8]| {
+            reqwest::Client::builder()
+                .tls_certs_only([reqwest::Certificate::from_pem(ca).unwrap()])
+                .http1_only()
+                .no_proxy()
+                .build()
+                .unwrap()
+        };
+        let url = process.url.clone();
+        let watch = client(&old_ca)
+            .get(format!("{url}/api/v1/feeds/watch"))
+            .basic_auth("reader", Some("reader-pw"))
+            .send()
+            .await
+            .unwrap();
+        // New CA, new certificate, in place; then SIGHUP.
+        relay::certs::init(
+            &dir.path().join("tls"),
+            &relay::certs::default_names(),
+            30,
+            true,
+        )
+        .unwrap();
+        let new_ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+        process.signal("HUP");
+        let mut ok = false;
+        for _ in 0..100 {
+            let r = client(&new_ca)
+                .get(format!("{url}/api/v1/_ping"))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(ok, "the new certificate is never served");
+        assert!(
+            client(&old_ca)
+                .get(format!("{url}/api/v1/_ping"))
+                .send()
+                .await
+                .is_err(),
+            "old certificate still served to new connections"
+        );
+        // The watch channel opened before the reload still delivers.
+        let r = client(&new_ca)
+            .put(format!("{url}/api/v1/feeds/bundle"))
+            .basic_auth("uploader", Some("uploader-pw"))
+            .body(fresh_bundle(5))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        use futures_util::StreamExt;
+        let mut stream = watch.bytes_stream();
+        let mut seen = String::new();
+        while !seen.contains("\"sequence\":5") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    });
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let (_dir, mut process) = started("");
+    process.signal("TERM");
+    let status = process
+        .wait_exit(10)
+        .expect("relay did not exit after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", process.output());
+    assert!(process.output().contains("shutting down"));
+}
+
+#[test]
+fn insecure_http_is_explicit_and_loud() {
+    let (dir, _) = {
+        let dir = tempfile::tempdir().unwrap();
+        prepare_dir(dir.path());
+        (dir, ())
+    };
+    let config = write_config(dir.path(), "");
+    let process = RelayProcess::start(
+        dir.path(),
+        &["--config", config.to_str().unwrap(), "--insecure-http"],
+        &[],
+    );
+    assert!(process.url.starts_with("http://"), "{}", process.url);
+    assert!(
+        process.output().contains("WARNING: serving plain HTTP"),
+        "{}",
+        process.output()
+    );
+    let (code, body) = curl(&[&format!("{}/api/v1/_ping", process.url)]);
+    assert_eq!((code, body.as_slice()), (0, &b"OK"[..]));
+}
