@@ -55,6 +55,9 @@ pub struct Listen {
     pub header_read_timeout: HumanDuration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// A connection on which nothing moves, in either direction, for this long is
+    /// closed (idle HTTP/2 connections, clients that stop reading).
+    pub idle_timeout: HumanDuration,
     /// How long an HTTP/2 connection may stay without a response to a keep-alive ping.
     pub keep_alive_timeout: HumanDuration,
     /// How long shutdown waits for open requests (downloads, watchers are told to go).
@@ -70,6 +73,7 @@ impl Default for Listen {
             tls_handshake_timeout: HumanDuration::secs(10),
             header_read_timeout: HumanDuration::secs(10),
             max_header_bytes: 16 * 1024,
+            idle_timeout: HumanDuration::secs(120),
             keep_alive_timeout: HumanDuration::secs(20),
             shutdown_grace: HumanDuration::secs(10),
         }

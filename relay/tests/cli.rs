@@ -276,3 +276,114 @@ fn the_example_config_parses_and_matches_the_defaults() {
         }
     }
 }
+
+/// A config file pointing at a data dir of its own.
+fn config_in(dir: &Path) -> String {
+    let path = dir.join("relay.toml");
+    fs::write(
+        &path,
+        format!("[storage]\ndata_dir = \"{}\"\n", dir.join("data").display()),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn users_add_writes_bcrypt_and_the_role() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args([
+            "users",
+            "add",
+            "alice",
+            "--role",
+            "uploader",
+            "--password-stdin",
+            "--config",
+            &config,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let htpasswd = fs::read_to_string(dir.path().join("data/htpasswd")).unwrap();
+    let (user, hash) = htpasswd.trim().split_once(':').unwrap();
+    assert_eq!(user, "alice");
+    assert!(hash.starts_with("$2b$"));
+    assert!(bcrypt::verify("correct horse", hash).unwrap());
+    let roles = fs::read_to_string(dir.path().join("data/roles.toml")).unwrap();
+    assert!(roles.contains("alice = \"uploader\""), "{roles}");
+
+    // Without --password-stdin a password is made and shown once.
+    let out = relay(&[
+        "users", "add", "bob", "--role", "reader", "--config", &config,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("password (shown once): "));
+    let out = relay(&["users", "add", "eve", "--role", "root", "--config", &config]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn tokens_add_prints_once_and_stores_a_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let out = relay(&["tokens", "add", "site-b", "--config", &config]);
+    assert!(out.status.success(), "{}", text(&out));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("rt_") && token.len() > 40, "{token}");
+    let stored = fs::read_to_string(dir.path().join("data/tokens")).unwrap();
+    assert!(!stored.contains(&token));
+    assert!(stored.contains(&format!(
+        "site-b:{}",
+        relay::bundle::Sha256::of(token.as_bytes())
+    )));
+    let mode = fs::metadata(dir.path().join("data/tokens"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn certs_init_makes_a_ca_and_a_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let out = relay(&[
+        "certs",
+        "init",
+        "--dir",
+        tls.to_str().unwrap(),
+        "--name",
+        "relay.example",
+        "--name",
+        "127.0.0.1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    for f in ["ca.pem", "server.pem", "server.key"] {
+        assert!(tls.join(f).is_file(), "{f}");
+    }
+    let mode = fs::metadata(tls.join("server.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = relay(&["certs", "init", "--dir", tls.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refuses to overwrite without --force"
+    );
+}

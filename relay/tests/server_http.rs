@@ -604,3 +604,102 @@ async fn the_store_survives_a_restart() {
     assert_eq!(again.current_bytes().await, bundle);
     again.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_refused() {
+    let relay = TestRelay::start().await;
+    let r = relay
+        .client()
+        .get(format!("{}/api/v1/_ping", relay.url))
+        .header("x-padding", "a".repeat(40 * 1024))
+        .send()
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 431),
+        Err(e) => assert!(
+            e.is_request() || e.is_connect() || e.to_string().contains("error"),
+            "{e}"
+        ),
+    }
+    // The relay is fine afterwards.
+    assert_eq!(
+        relay.get("/api/v1/_ping").send().await.unwrap().status(),
+        200
+    );
+    relay.stop().await;
+}
+
+/// A TLS connection to the relay that sends nothing.
+async fn idle_tls(
+    relay: &TestRelay,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    let ca = std::fs::read(&relay.ca).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(relay.addr).await?;
+    connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+}
+
+/// Whether the server closes `conn` within `secs`.
+async fn closed_within(
+    conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    secs: u64,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(secs), conn.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_closes_extra_connections() {
+    let relay = TestRelay::start_with(|c| c.listen.max_connections = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(idle_tls(&relay).await.unwrap());
+    }
+    // The fourth is closed at once: its handshake fails or it is closed unread.
+    match idle_tls(&relay).await {
+        Err(_) => {}
+        Ok(mut extra) => assert!(
+            closed_within(&mut extra, 5).await,
+            "fourth connection kept open"
+        ),
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        relay.get("/api/v1/_ping").send().await.unwrap().status(),
+        200
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let relay = TestRelay::start_with(|c| {
+        c.listen.idle_timeout = relay::config::HumanDuration::secs(1);
+        c.listen.header_read_timeout = relay::config::HumanDuration::secs(60);
+    })
+    .await;
+    let mut conn = idle_tls(&relay).await.unwrap();
+    assert!(
+        closed_within(&mut conn, 10).await,
+        "idle connection kept open"
+    );
+    relay.stop().await;
+}

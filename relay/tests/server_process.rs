@@ -653,3 +653,20 @@ fn insecure_http_is_explicit_and_loud() {
     let (code, body) = curl(&[&format!("{}/api/v1/_ping", process.url)]);
     assert_eq!((code, body.as_slice()), (0, &b"OK"[..]));
 }
+
+#[test]
+fn tls_1_2_and_1_3_are_both_served() {
+    let (dir, process) = started("");
+    let ping = format!("{}/api/v1/_ping", process.url);
+    for flags in [
+        ["--tlsv1.2", "--tls-max", "1.2"],
+        ["--tlsv1.3", "--tls-max", "1.3"],
+    ] {
+        let ca_path = ca(dir.path());
+        let mut args = vec!["--cacert", ca_path.as_str()];
+        args.extend(flags);
+        args.push(&ping);
+        let (code, body) = curl(&args);
+        assert_eq!((code, body.as_slice()), (0, &b"OK"[..]), "{flags:?}");
+    }
+}

@@ -8,6 +8,7 @@
 
 mod bootstrap;
 mod files;
+mod idle;
 mod metrics;
 mod routes;
 mod status;
@@ -164,6 +165,7 @@ impl Relay {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(listen.max_connections));
         let handshake_timeout = listen.tls_handshake_timeout.0;
+        let idle_timeout = listen.idle_timeout.0;
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -213,13 +215,13 @@ impl Relay {
                                     return;
                                 }
                             };
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                        let io = TokioIo::new(idle::IdleTimeout::new(tls, idle_timeout));
+                        let conn = builder.serve_connection_with_upgrades(io, service);
                         watcher.watch(conn.into_owned()).await
                     }
                     None => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let io = TokioIo::new(idle::IdleTimeout::new(stream, idle_timeout));
+                        let conn = builder.serve_connection_with_upgrades(io, service);
                         watcher.watch(conn.into_owned()).await
                     }
                 };
