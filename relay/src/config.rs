@@ -38,6 +38,104 @@ pub struct Config {
     pub trust: Trust,
     pub routes: Routes,
     pub limits: BundleLimits,
+    /// Where this relay gets bundles, tried in order; empty: uploads only.
+    pub sources: Vec<SourceConfig>,
+    pub schedule: Schedule,
+}
+
+/// One source of bundles (`[[sources]]`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `upstream` (a relay or the origin speaking this API) or `custom_location` (a URL
+    /// of a bundle file).
+    pub kind: crate::client::SourceKind,
+    pub url: String,
+    /// Access token (upstream), sent as `Authorization: Bearer`.
+    pub token: Option<crate::client::Secret>,
+    /// Basic credential.
+    pub user: Option<String>,
+    pub password: Option<crate::client::Secret>,
+    /// CA certificate(s) to trust for this source instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// A proxy for this source (otherwise HTTPS_PROXY / NO_PROXY apply).
+    pub proxy: Option<ProxyConfig>,
+    /// Ignore HTTPS_PROXY / NO_PROXY for this source.
+    #[serde(default)]
+    pub no_proxy: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<crate::client::Secret>,
+    /// The proxy's own CA (a TLS-intercepting proxy).
+    pub ca: Option<PathBuf>,
+}
+
+/// When sources are checked.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedule {
+    /// The regular check (cron, 6 fields with seconds first, UTC): daily by default.
+    pub check: String,
+    /// A random delay of up to this much before each regular check, so that many relays
+    /// do not ask at the same instant.
+    pub jitter: HumanDuration,
+    /// After a failed check, retry on this schedule until one succeeds: hourly.
+    pub retry: String,
+    /// While an upstream's watch channel is down, poll its manifest this often.
+    pub poll_interval: HumanDuration,
+    pub connect_timeout: HumanDuration,
+    pub request_timeout: HumanDuration,
+    /// A download slower than this (bytes per second, over `transfer_floor_window`) is
+    /// aborted and resumed at the next attempt.
+    pub min_transfer_rate: u64,
+    pub transfer_floor_window: HumanDuration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            check: "0 0 3 * * *".into(),
+            jitter: HumanDuration::secs(3600),
+            retry: "0 0 * * * *".into(),
+            poll_interval: HumanDuration::secs(15 * 60),
+            connect_timeout: HumanDuration::secs(10),
+            request_timeout: HumanDuration::secs(30),
+            min_transfer_rate: 1024,
+            transfer_floor_window: HumanDuration::secs(30),
+        }
+    }
+}
+
+impl SourceConfig {
+    /// The client endpoint for this source.
+    pub fn endpoint(&self, schedule: &Schedule) -> crate::client::Endpoint {
+        use crate::client::{Credential, Endpoint, ProxySettings};
+        let mut e = Endpoint::new(&self.url);
+        e.credential = match (&self.token, &self.user, &self.password) {
+            (Some(t), _, _) => Credential::Bearer(t.clone()),
+            (None, Some(u), Some(p)) => Credential::Basic {
+                user: u.clone(),
+                password: p.clone(),
+            },
+            _ => Credential::None,
+        };
+        e.ca = self.ca.clone();
+        e.no_env_proxy = self.no_proxy;
+        e.proxy = self.proxy.as_ref().map(|p| ProxySettings {
+            url: p.url.clone(),
+            user: p.user.clone(),
+            password: p.password.clone(),
+            ca: p.ca.clone(),
+        });
+        e.connect_timeout = schedule.connect_timeout.0;
+        e.request_timeout = schedule.request_timeout.0;
+        e
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -271,6 +369,34 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return invalid("tls.cert and tls.key go together");
+        }
+        for (i, source) in self.sources.iter().enumerate() {
+            if !(source.url.starts_with("https://") || source.url.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "sources[{i}].url must be an http(s) URL: {}",
+                    source.url
+                )));
+            }
+            if source.token.is_some() && source.user.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "sources[{i}]: give a token or a user, not both"
+                )));
+            }
+            if source.user.is_some() != source.password.is_some() {
+                return Err(ConfigError::Invalid(format!(
+                    "sources[{i}]: user and password go together"
+                )));
+            }
+        }
+        for (name, expr) in [
+            ("schedule.check", &self.schedule.check),
+            ("schedule.retry", &self.schedule.retry),
+        ] {
+            if expr.split_whitespace().count() != 6 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a cron expression with 6 fields, seconds first (\"0 0 3 * * *\"): {expr:?}"
+                )));
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 //!
 //! - [`bundle`]: the bundle format: keys, manifest, feed validation, build, the streaming
 //!   verifier and atomic unpacking. No network, no storage; `now` is always an argument.
+//! - [`client`] (feature `client`): the sync client: sources, resumable downloads.
 //! - [`store`] (feature `server`): bundle files on disk, metadata in sled.
 //! - [`server`]: the TLS mirror server; [`auth`] who may do what; [`config`] the TOML
 //!   configuration; [`certs`] development certificates.
@@ -20,6 +21,8 @@ pub mod bundle;
 pub mod certs;
 #[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]

@@ -5,6 +5,7 @@ mod admin;
 mod bundle;
 mod keys;
 mod serve;
+mod transfer;
 
 use std::path::PathBuf;
 
@@ -47,6 +48,11 @@ pub enum Command {
     /// Access tokens for upstream-style downloads.
     #[command(subcommand)]
     Tokens(admin::TokensCommand),
+    /// Download the current bundle from a relay, or a bundle file from a URL (resumes a cut
+    /// download; verifies with --trust).
+    Download(transfer::DownloadArgs),
+    /// Upload a bundle to a relay (an uploader's credential).
+    Upload(transfer::UploadArgs),
 }
 
 /// How a command ended, for the exit code: 0 success, 1 a failed check.
@@ -73,6 +79,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Certs(cmd) => admin::certs(cmd),
         Command::Users(cmd) => admin::users(cmd),
         Command::Tokens(cmd) => admin::tokens(cmd),
+        Command::Download(args) => transfer::download_cmd(args),
+        Command::Upload(args) => transfer::upload_cmd(args),
     }
 }
 

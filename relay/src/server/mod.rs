@@ -12,6 +12,7 @@ mod idle;
 mod metrics;
 mod routes;
 mod status;
+mod sync;
 mod tls;
 mod upload;
 mod watch;
@@ -36,6 +37,7 @@ use crate::store::{Store, StoreSettings};
 
 pub use bootstrap::{Prepared, install_sample, local_public_key, prepare};
 pub use metrics::Metrics;
+pub use sync::{SourceStatus, SyncStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -60,6 +62,7 @@ pub struct Relay {
     pub(crate) tls: Option<tls::Reloadable>,
     /// Cancelled at shutdown: ends the open watch channels so connections can drain.
     pub(crate) stopping: CancellationToken,
+    pub(crate) sync: sync::SyncState,
 }
 
 /// The address a connection came from, for per-client limits and logs.
@@ -109,6 +112,7 @@ impl Relay {
             limits,
             tls,
             stopping: CancellationToken::new(),
+            sync: sync::SyncState::new(&config.sources),
             config,
         });
         Ok((relay, notes))
@@ -132,6 +136,16 @@ impl Relay {
     /// The Prometheus text `/metrics` serves.
     pub fn metrics_text(&self) -> String {
         self.metrics.render()
+    }
+
+    /// What the sources last did.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.sync.snapshot()
+    }
+
+    /// Asks for a check of the sources now.
+    pub fn check_now(&self) {
+        self.sync.check_now();
     }
 
     /// Open watch channels.
@@ -161,6 +175,9 @@ impl Relay {
             .keep_alive_interval(Some(listen.keep_alive_timeout.0))
             .keep_alive_timeout(listen.keep_alive_timeout.0)
             .max_concurrent_streams(256);
+        if let Err(e) = sync::start(&self).await {
+            warn!(error = %e, "sources not started; serving what is held");
+        }
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(listen.max_connections));

@@ -62,6 +62,16 @@ pub fn router(relay: Arc<Relay>) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         );
 
+    let admins = Router::new()
+        .route(
+            "/api/v1/feeds/force-refresh",
+            put(status::force_refresh).post(status::force_refresh),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            (Arc::clone(&relay), Role::Admin),
+            require,
+        ));
+
     let metrics = if relay.config.auth.metrics_public {
         Router::new().route("/metrics", get(status::metrics))
     } else {
@@ -77,6 +87,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .merge(public)
         .merge(readers)
         .merge(bundle)
+        .merge(admins)
         .merge(metrics)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&relay), count))

@@ -26,6 +26,11 @@ pub struct Status {
     pub last_check: Option<Timestamp>,
     pub next_check: Option<Timestamp>,
     pub last_error: Option<String>,
+    pub last_success: Option<Timestamp>,
+    /// The last check failed on every source; retries follow the retry schedule.
+    pub failing: bool,
+    /// Each configured source: watch channel state, last check, last error and its kind.
+    pub sources: Vec<super::SourceStatus>,
     pub watchers: i64,
     pub held: Vec<HeldStatus>,
     pub supervisors: Vec<serde_json::Value>,
@@ -86,15 +91,19 @@ pub fn status(relay: &Relay) -> Status {
             created: r.created,
         })
         .collect();
+    let sync = relay.sync.snapshot();
     Status {
         version: env!("CARGO_PKG_VERSION"),
         now,
         last_streams_update: current.as_ref().map(|c| c.stored_at),
         last_streams_update_source: current.as_ref().map(|c| c.source.clone()),
         current,
-        last_check: None,
-        next_check: None,
-        last_error: None,
+        last_check: sync.last_check,
+        next_check: sync.next_check,
+        last_error: sync.last_error,
+        last_success: sync.last_success,
+        failing: sync.failing,
+        sources: sync.sources,
         watchers: relay.metrics.watchers.get(),
         held,
         supervisors: Vec::new(),
@@ -149,6 +158,17 @@ pub async fn html(State(relay): State<Arc<Relay>>) -> Html<String> {
         s.last_error.clone().unwrap_or_else(|| "none".to_owned()),
     );
     rows += &row("Watchers", s.watchers.to_string());
+    for source in &s.sources {
+        rows += &row(
+            "Source",
+            format!(
+                "{} (watch {}): {}",
+                source.url,
+                source.watch,
+                source.last_error.as_deref().unwrap_or("ok")
+            ),
+        );
+    }
     let class = s.current.as_ref().map_or("critical", |c| c.freshness);
     Html(format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Intelligence Relay</title>\
@@ -157,6 +177,16 @@ pub async fn html(State(relay): State<Arc<Relay>>) -> Html<String> {
 <body><h1>Intelligence Relay</h1><p class=\"{class}\">Freshness: {class}</p>\n<table>\n{rows}</table>\n\
 <p><a href=\"/api/v1/status\">status as JSON</a></p></body></html>\n"
     ))
+}
+
+/// `PUT /api/v1/feeds/force-refresh` (admin): check the sources now.
+pub async fn force_refresh(State(relay): State<Arc<Relay>>) -> Response {
+    relay.sync.check_now();
+    (
+        axum::http::StatusCode::ACCEPTED,
+        Json(serde_json::json!({"status": "check requested"})),
+    )
+        .into_response()
 }
 
 pub async fn metrics(State(relay): State<Arc<Relay>>) -> Response {

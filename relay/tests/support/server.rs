@@ -78,9 +78,18 @@ impl TestRelay {
     }
 
     pub async fn start_in(dir: tempfile::TempDir, config: Config) -> Self {
+        Self::start_on(dir, config, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts on a given address (to come back on the same port after a stop).
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        config: Config,
+        addr: std::net::SocketAddr,
+    ) -> Self {
         let trust = TrustStore::new([super::origin_key().public()]);
         let (relay, _notes) = Relay::open(config, trust).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(Arc::clone(&relay).serve(listener, async move {

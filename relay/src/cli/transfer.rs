@@ -1,0 +1,269 @@
+//! `relay download` and `relay upload`: the `twistcli intelligence download|upload` jobs,
+//! with the flag names operators know (`--address`, `--token`, `--user`, `--password`,
+//! `--tlscacert`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::Outcome;
+use crate::bundle::{self, Limits, Timestamp, TrustStore};
+use crate::client::{Credential, Endpoint, FetchLimits, ProxySettings, Secret, download};
+
+/// How to reach a relay or a bundle URL.
+#[derive(Debug, Args)]
+pub struct Address {
+    /// A relay (`https://host:8083`): its API is used. Any other URL with a path
+    /// (`https://files.example/intel/bundle.tar.gz`) is fetched as a plain bundle file.
+    #[arg(long, value_name = "URL")]
+    pub address: String,
+    /// Access token (Authorization: Bearer).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "RELAY_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "user"
+    )]
+    pub token: Option<String>,
+    /// Basic-auth user.
+    #[arg(long, value_name = "USER", requires = "password")]
+    pub user: Option<String>,
+    /// Basic-auth password.
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "RELAY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// CA certificate(s) (PEM) to trust instead of the system's.
+    #[arg(long, value_name = "PEM")]
+    pub tlscacert: Option<PathBuf>,
+    /// HTTP(S) proxy (default: HTTPS_PROXY / NO_PROXY from the environment).
+    #[arg(long, value_name = "URL")]
+    pub proxy: Option<String>,
+}
+
+impl Address {
+    fn endpoint(&self) -> Endpoint {
+        let mut e = Endpoint::new(&self.address);
+        e.credential = match (&self.token, &self.user, &self.password) {
+            (Some(t), _, _) => Credential::Bearer(Secret::new(t.clone())),
+            (None, Some(u), Some(p)) => Credential::Basic {
+                user: u.clone(),
+                password: Secret::new(p.clone()),
+            },
+            _ => Credential::None,
+        };
+        e.ca = self.tlscacert.clone();
+        e.proxy = self.proxy.as_ref().map(|url| ProxySettings {
+            url: url.clone(),
+            user: None,
+            password: None,
+            ca: None,
+        });
+        e
+    }
+
+    /// A relay's base URL has no path; anything else names a file.
+    fn is_relay(&self) -> bool {
+        let rest = self
+            .address
+            .split_once("://")
+            .map_or(self.address.as_str(), |(_, r)| r);
+        rest.split_once('/').is_none_or(|(_, path)| path.is_empty())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub address: Address,
+    /// Output file [default: intel_bundle_<sequence>.tar.gz]. A cut download resumes from
+    /// `<output>.part` when run again.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Verify the bundle with these public keys; exit 1 if it does not verify.
+    #[arg(long, value_name = "KEY", value_delimiter = ',')]
+    pub trust: Vec<PathBuf>,
+    /// Largest bundle accepted, in bytes.
+    #[arg(long, default_value_t = 2 << 30)]
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The bundle to upload.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub address: Address,
+}
+
+pub fn download_cmd(args: DownloadArgs) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(download_async(args))
+}
+
+async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
+    let endpoint = args.address.endpoint();
+    let client = endpoint.client()?;
+    let (url, sequence) = if args.address.is_relay() {
+        let url = format!("{}/api/v1/feeds/manifest", endpoint.base());
+        let response = endpoint
+            .authorize(client.get(&url))
+            .send()
+            .await
+            .map_err(|e| crate::client::SyncError::transport(&url, &e))?;
+        if !response.status().is_success() {
+            return Err(crate::client::SyncError::status(&url, &response).into());
+        }
+        let doc: serde_json::Value = response
+            .json()
+            .await
+            .with_context(|| format!("{url}: not a manifest document"))?;
+        let sha = doc["bundle"]["sha256"]
+            .as_str()
+            .context("manifest document without bundle.sha256")?;
+        (
+            format!("{}/api/v1/bundles/{sha}", endpoint.base()),
+            doc["sequence"].as_u64(),
+        )
+    } else {
+        (endpoint.url.clone(), None)
+    };
+    let output = match (&args.output, sequence) {
+        (Some(o), _) => o.clone(),
+        (None, Some(seq)) => PathBuf::from(format!("intel_bundle_{seq}.tar.gz")),
+        (None, None) => PathBuf::from("intel_bundle.tar.gz"),
+    };
+    let partial = PathBuf::from(format!("{}.part", output.display()));
+    let bar = progress_bar();
+    let limits = FetchLimits {
+        max_bytes: args.max_bytes,
+        ..FetchLimits::default()
+    };
+    let fetched = download(
+        &endpoint,
+        &client,
+        &url,
+        &partial,
+        None,
+        limits,
+        |done, total| {
+            if let Some(t) = total {
+                bar.set_length(t);
+            }
+            bar.set_position(done);
+        },
+    )
+    .await?
+    .context("the server answered 304 to an unconditional request")?;
+    bar.finish_and_clear();
+
+    let outcome = if args.trust.is_empty() {
+        eprintln!("warning: not verified (give --trust KEY to verify the signature and contents)");
+        Outcome::Success
+    } else {
+        let trust = TrustStore::load(&args.trust)?;
+        let file = std::fs::File::open(&fetched.path)?;
+        match bundle::verify(
+            std::io::BufReader::new(file),
+            &trust,
+            &Limits::default(),
+            Timestamp::now(),
+            None,
+        ) {
+            Ok(v) => {
+                eprintln!("verified: {}", v.summary());
+                Outcome::Success
+            }
+            Err(e) => {
+                println!("FAILED {}: {e}", url);
+                let _ = std::fs::remove_file(&fetched.path);
+                let _ = std::fs::remove_file(partial.with_extension("etag"));
+                return Ok(Outcome::CheckFailed);
+            }
+        }
+    };
+    let output = match (sequence, &args.output) {
+        // A plain URL: name the file after the sequence inside, once it is known.
+        (None, None) => bundle::inspect(std::fs::File::open(&fetched.path)?, &Limits::default())
+            .map(|(m, _)| PathBuf::from(format!("intel_bundle_{}.tar.gz", m.sequence)))
+            .unwrap_or(output),
+        _ => output,
+    };
+    std::fs::rename(&fetched.path, &output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    let _ = std::fs::remove_file(partial.with_extension("etag"));
+    println!(
+        "{} ({} bytes, {} transferred)",
+        output.display(),
+        fetched.size,
+        fetched.transferred
+    );
+    Ok(outcome)
+}
+
+pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let endpoint = args.address.endpoint();
+        let client = endpoint.client()?;
+        let url = format!("{}/api/v1/feeds/bundle", endpoint.base());
+        let bytes = tokio::fs::read(&args.file)
+            .await
+            .with_context(|| format!("reading {}", args.file.display()))?;
+        let response = endpoint
+            .authorize(client.put(&url))
+            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| crate::client::SyncError::transport(&url, &e))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        match status.as_u16() {
+            201 => {
+                println!(
+                    "uploaded: sequence {} ({})",
+                    body["sequence"],
+                    body["bundle"]["sha256"].as_str().unwrap_or("?")
+                );
+                Ok(Outcome::Success)
+            }
+            409 | 413 | 422 => {
+                println!(
+                    "refused ({status}): {}",
+                    body["error"].as_str().unwrap_or("no reason given")
+                );
+                Ok(Outcome::CheckFailed)
+            }
+            _ => anyhow::bail!(
+                "{url}: HTTP {status}: {}",
+                body["error"].as_str().unwrap_or("")
+            ),
+        }
+    })
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,152 @@
+//! Where a source is and how to reach it: URL, credential, CA, proxy, timeouts; and the
+//! reqwest client (rustls, no OpenSSL) made from them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::error::{FailureKind, SyncError};
+
+/// A password or token. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Credential {
+    #[default]
+    None,
+    Basic {
+        user: String,
+        password: Secret,
+    },
+    Bearer(Secret),
+}
+
+/// An HTTP(S) proxy given in configuration (the environment's `HTTPS_PROXY` and
+/// `NO_PROXY` apply when none is).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// The proxy's own CA, for a TLS-intercepting proxy.
+    pub ca: Option<PathBuf>,
+}
+
+/// A source's address and how to talk to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub url: String,
+    pub credential: Credential,
+    /// CA certificates (PEM) to trust instead of the system's.
+    pub ca: Option<PathBuf>,
+    pub proxy: Option<ProxySettings>,
+    /// Ignore `HTTPS_PROXY`/`NO_PROXY` (for loopback tests and direct links).
+    pub no_env_proxy: bool,
+    pub connect_timeout: Duration,
+    /// Limit for small requests (manifest, ping); downloads use the transfer floor instead.
+    pub request_timeout: Duration,
+}
+
+impl Endpoint {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            credential: Credential::None,
+            ca: None,
+            proxy: None,
+            no_env_proxy: false,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The base URL without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.url.trim_end_matches('/')
+    }
+
+    /// Builds the HTTP client for this endpoint.
+    pub fn client(&self) -> Result<reqwest::Client, SyncError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.request_timeout.max(Duration::from_secs(30)))
+            .user_agent(concat!("intelligence-relay/", env!("CARGO_PKG_VERSION")));
+        let mut roots = Vec::new();
+        if let Some(ca) = &self.ca {
+            roots.extend(read_certs(ca)?);
+        }
+        if let Some(proxy) = &self.proxy
+            && let Some(ca) = &proxy.ca
+        {
+            roots.extend(read_certs(ca)?);
+        }
+        if self.ca.is_some() {
+            builder = builder.tls_certs_only(roots);
+        } else if !roots.is_empty() {
+            builder = builder.tls_certs_merge(roots);
+        }
+        if let Some(p) = &self.proxy {
+            let mut proxy = reqwest::Proxy::all(&p.url).map_err(|e| {
+                SyncError::new(FailureKind::Config, format!("proxy URL {}: {e}", p.url))
+            })?;
+            if let Some(user) = &p.user {
+                proxy = proxy.basic_auth(user, p.password.as_ref().map_or("", Secret::expose));
+            }
+            builder = builder.proxy(proxy);
+        } else if self.no_env_proxy {
+            builder = builder.no_proxy();
+        }
+        builder
+            .build()
+            .map_err(|e| SyncError::new(FailureKind::Config, format!("HTTP client: {e}")))
+    }
+
+    /// Adds this endpoint's credential to a request.
+    pub fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Credential::None => req,
+            Credential::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
+            Credential::Bearer(token) => req.bearer_auth(token.expose()),
+        }
+    }
+}
+
+fn read_certs(path: &PathBuf) -> Result<Vec<reqwest::Certificate>, SyncError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        SyncError::new(
+            FailureKind::Config,
+            format!("CA file {}: {e}", path.display()),
+        )
+    })?;
+    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        SyncError::new(
+            FailureKind::Config,
+            format!("CA file {}: {e}", path.display()),
+        )
+    })
+}

@@ -1,0 +1,169 @@
+//! Every way a check can fail, named, so status, metrics and retries can tell them apart.
+
+use std::time::Duration;
+
+use crate::bundle::VerifyError;
+
+/// What kind of failure, for status, metrics and the retry policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Name resolution failed.
+    Dns,
+    /// TCP connect failed or was refused.
+    Connect,
+    /// TLS handshake or certificate validation failed.
+    Tls,
+    /// The server or the transfer took too long, or was slower than the floor.
+    Timeout,
+    /// 401: no or wrong credentials.
+    Unauthorized,
+    /// 403: the credential's role does not allow this.
+    Forbidden,
+    /// 404: nothing there.
+    NotFound,
+    /// 429: asked to slow down.
+    RateLimited,
+    /// 5xx.
+    ServerError,
+    /// Another unexpected status.
+    UnexpectedStatus,
+    /// The bundle was larger than allowed.
+    TooLarge,
+    /// The bundle did not verify.
+    Verification,
+    /// The bundle is older than the one held.
+    Older,
+    /// Local trouble: disk, configuration.
+    Local,
+    /// The settings cannot work (bad URL, unreadable CA file).
+    Config,
+    /// The connection broke mid-transfer.
+    Network,
+}
+
+/// A failed check, with what the operator needs: the kind, a message, and when the
+/// server asked us to come back.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SyncError {
+    pub kind: FailureKind,
+    pub message: String,
+    /// From `Retry-After`.
+    pub retry_after: Option<Duration>,
+    /// When the kind is `Verification` or `Older`, the rule broken.
+    pub verify: Option<Box<VerifyError>>,
+}
+
+impl SyncError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retry_after: None,
+            verify: None,
+        }
+    }
+
+    /// Classifies a transport error from reqwest.
+    pub fn transport(url: &str, e: &reqwest::Error) -> Self {
+        let chain = error_chain(e);
+        let lower = chain.to_ascii_lowercase();
+        let kind = if e.is_timeout() {
+            FailureKind::Timeout
+        } else if lower.contains("dns error")
+            || lower.contains("failed to lookup address")
+            || lower.contains("name or service not known")
+        {
+            FailureKind::Dns
+        } else if lower.contains("certificate")
+            || lower.contains("tls")
+            || lower.contains("handshake")
+            || lower.contains("invalid peer")
+        {
+            FailureKind::Tls
+        } else if e.is_connect() {
+            FailureKind::Connect
+        } else {
+            FailureKind::Network
+        };
+        Self::new(kind, format!("{url}: {chain}"))
+    }
+
+    /// Classifies an HTTP status that is not what we asked for.
+    pub fn status(url: &str, response: &reqwest::Response) -> Self {
+        let status = response.status();
+        let kind = match status.as_u16() {
+            401 => FailureKind::Unauthorized,
+            403 => FailureKind::Forbidden,
+            404 => FailureKind::NotFound,
+            429 => FailureKind::RateLimited,
+            500..=599 => FailureKind::ServerError,
+            _ => FailureKind::UnexpectedStatus,
+        };
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        Self {
+            retry_after,
+            ..Self::new(kind, format!("{url}: HTTP {status}"))
+        }
+    }
+
+    pub fn verification(url: &str, e: VerifyError) -> Self {
+        let kind = match &e {
+            VerifyError::NotNewer { .. } => FailureKind::Older,
+            VerifyError::Read(_) => FailureKind::Network,
+            _ => FailureKind::Verification,
+        };
+        Self {
+            message: format!("{url}: {e}"),
+            kind,
+            retry_after: None,
+            verify: Some(Box::new(e)),
+        }
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(value.trim()).ok()?;
+    when.duration_since(std::time::SystemTime::now()).ok()
+}
+
+/// The error and its causes, joined: reqwest's top-level message alone hides the cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            None,
+            "in the past"
+        );
+        assert!(parse_retry_after("Wed, 21 Oct 2099 07:28:00 GMT").is_some());
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,17 @@
+//! The sync client: how a relay (and, later, defender-lite) gets bundles from a source.
+//!
+//! `endpoint` turns a source's settings (URL, credential, CA, proxy, timeouts) into an HTTP
+//! client; `fetch` downloads with resume, a size cap and a slow-transfer floor; `source`
+//! checks an upstream relay or a custom location for a newer bundle and verifies it;
+//! `error` names every way that can fail, so status and retries can tell them apart.
+//! Storage is the caller's: this module hands back a verified bundle in a file.
+
+mod endpoint;
+mod error;
+mod fetch;
+mod source;
+
+pub use endpoint::{Credential, Endpoint, ProxySettings, Secret};
+pub use error::{FailureKind, SyncError};
+pub use fetch::{FetchLimits, Fetched, download};
+pub use source::{CheckContext, CheckOutcome, Held, SourceKind, check};

@@ -1,0 +1,274 @@
+//! One check of one source: is there a bundle newer than the one held? If so, download it
+//! (resuming a cut transfer) and verify it. Two kinds of source:
+//!
+//! - `upstream`: another relay or the origin speaking this API. The cheap question is
+//!   `GET /api/v1/feeds/manifest` with `If-None-Match` (304 when nothing changed); a new
+//!   bundle is then fetched by digest from `/api/v1/bundles/{sha256}`.
+//! - `custom_location`: any HTTPS URL of a bundle file (IIS, nginx, object storage). The
+//!   file itself is fetched with `If-None-Match` on the ETag of the last good fetch.
+
+use std::path::{Path, PathBuf};
+
+use crate::bundle::{
+    self, Limits, Sequence, Sha256, Timestamp, TrustStore, VerifiedBundle, VerifyError,
+};
+
+use super::endpoint::Endpoint;
+use super::error::{FailureKind, SyncError};
+use super::fetch::{FetchLimits, download};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    Upstream,
+    CustomLocation,
+}
+
+/// The bundle held now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub sequence: Sequence,
+    pub sha256: Sha256,
+}
+
+#[derive(Debug)]
+pub enum CheckOutcome {
+    /// Nothing newer.
+    UpToDate,
+    /// A newer bundle, verified, in `file` (the caller commits or removes it).
+    New {
+        verified: Box<VerifiedBundle>,
+        file: PathBuf,
+        /// Bytes transferred by this check (manifest excluded).
+        transferred: u64,
+    },
+}
+
+/// What the check needs besides the endpoint.
+pub struct CheckContext<'a> {
+    pub trust: &'a TrustStore,
+    pub limits: &'a Limits,
+    pub fetch: FetchLimits,
+    /// Where partial downloads live between checks (and restarts).
+    pub work_dir: &'a Path,
+    pub now: Timestamp,
+}
+
+/// Checks `endpoint` once.
+pub async fn check(
+    kind: SourceKind,
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    held: Option<Held>,
+    ctx: &CheckContext<'_>,
+) -> Result<CheckOutcome, SyncError> {
+    match kind {
+        SourceKind::Upstream => check_upstream(endpoint, client, held, ctx).await,
+        SourceKind::CustomLocation => check_custom(endpoint, client, held, ctx).await,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ManifestDoc {
+    bundle: BundleRef,
+    sequence: Sequence,
+}
+
+#[derive(serde::Deserialize)]
+struct BundleRef {
+    sha256: Sha256,
+    size: u64,
+}
+
+async fn check_upstream(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    held: Option<Held>,
+    ctx: &CheckContext<'_>,
+) -> Result<CheckOutcome, SyncError> {
+    let url = format!("{}/api/v1/feeds/manifest", endpoint.base());
+    let mut request = endpoint
+        .authorize(client.get(&url))
+        .timeout(endpoint.request_timeout);
+    if let Some(h) = held {
+        request = request.header(reqwest::header::IF_NONE_MATCH, format!("\"{}\"", h.sha256));
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| SyncError::transport(&url, &e))?;
+    match response.status() {
+        reqwest::StatusCode::NOT_MODIFIED => return Ok(CheckOutcome::UpToDate),
+        s if s.is_success() => {}
+        _ => return Err(SyncError::status(&url, &response)),
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| SyncError::transport(&url, &e))?;
+    if body.len() > ctx.limits.max_manifest as usize * 2 + 8192 {
+        return Err(SyncError::new(
+            FailureKind::TooLarge,
+            format!("{url}: manifest document too large"),
+        ));
+    }
+    let doc: ManifestDoc = serde_json::from_slice(&body).map_err(|e| {
+        SyncError::new(
+            FailureKind::UnexpectedStatus,
+            format!("{url}: not a manifest document: {e}"),
+        )
+    })?;
+    if let Some(h) = held {
+        if doc.bundle.sha256 == h.sha256 {
+            return Ok(CheckOutcome::UpToDate);
+        }
+        if doc.sequence <= h.sequence {
+            return Err(SyncError::new(
+                FailureKind::Older,
+                format!(
+                    "{url}: offers sequence {}, not newer than the held {}",
+                    doc.sequence, h.sequence
+                ),
+            ));
+        }
+    }
+    if doc.bundle.size > ctx.fetch.max_bytes {
+        return Err(SyncError::new(
+            FailureKind::TooLarge,
+            format!(
+                "{url}: bundle of {} bytes is over the limit of {}",
+                doc.bundle.size, ctx.fetch.max_bytes
+            ),
+        ));
+    }
+    let bundle_url = format!("{}/api/v1/bundles/{}", endpoint.base(), doc.bundle.sha256);
+    let partial = ctx.work_dir.join(format!("partial-{}", doc.bundle.sha256));
+    let fetched = download(
+        endpoint,
+        client,
+        &bundle_url,
+        &partial,
+        None,
+        ctx.fetch,
+        |_, _| {},
+    )
+    .await?
+    .ok_or_else(|| {
+        SyncError::new(
+            FailureKind::UnexpectedStatus,
+            format!("{bundle_url}: unexpected 304"),
+        )
+    })?;
+    let verified = match verify_file(&bundle_url, &fetched.path, held, ctx).await {
+        Ok(v) => v,
+        Err(e) => {
+            // A file that does not verify is not resumed next time.
+            let _ = tokio::fs::remove_file(&fetched.path).await;
+            return Err(e);
+        }
+    };
+    Ok(CheckOutcome::New {
+        verified: Box::new(verified),
+        file: fetched.path,
+        transferred: fetched.transferred,
+    })
+}
+
+async fn check_custom(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    held: Option<Held>,
+    ctx: &CheckContext<'_>,
+) -> Result<CheckOutcome, SyncError> {
+    let url = endpoint.url.clone();
+    let key = Sha256::of(url.as_bytes()).to_hex();
+    let partial = ctx.work_dir.join(format!("partial-custom-{}", &key[..16]));
+    let last_etag_path = ctx
+        .work_dir
+        .join(format!("custom-{}.last-etag", &key[..16]));
+    let last_etag = match held {
+        Some(_) => tokio::fs::read_to_string(&last_etag_path).await.ok(),
+        None => None,
+    };
+    let fetched = download(
+        endpoint,
+        client,
+        &url,
+        &partial,
+        last_etag.as_deref(),
+        ctx.fetch,
+        |_, _| {},
+    )
+    .await?;
+    let Some(fetched) = fetched else {
+        return Ok(CheckOutcome::UpToDate);
+    };
+    let verified = match verify_file(&url, &fetched.path, held, ctx).await {
+        Ok(v) => v,
+        Err(e) => {
+            // The same bundle again (a server without ETags) is nothing new, not an error.
+            let same = match (e.verify.as_deref(), held) {
+                (Some(VerifyError::NotNewer { .. }), Some(h)) => {
+                    file_digest(&fetched.path).await == Some(h.sha256)
+                }
+                _ => false,
+            };
+            // A file that does not verify is not resumed next time.
+            let _ = tokio::fs::remove_file(&fetched.path).await;
+            return if same {
+                Ok(CheckOutcome::UpToDate)
+            } else {
+                Err(e)
+            };
+        }
+    };
+    match &fetched.etag {
+        Some(tag) => {
+            let _ = tokio::fs::write(&last_etag_path, tag).await;
+        }
+        None => {
+            let _ = tokio::fs::remove_file(&last_etag_path).await;
+        }
+    }
+    Ok(CheckOutcome::New {
+        verified: Box::new(verified),
+        file: fetched.path,
+        transferred: fetched.transferred,
+    })
+}
+
+async fn verify_file(
+    url: &str,
+    path: &Path,
+    held: Option<Held>,
+    ctx: &CheckContext<'_>,
+) -> Result<VerifiedBundle, SyncError> {
+    let (path, trust, limits, now) = (path.to_owned(), ctx.trust.clone(), *ctx.limits, ctx.now);
+    let held_seq = held.map(|h| h.sequence);
+    let result = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(&path).map_err(VerifyError::Read)?;
+        bundle::verify(
+            std::io::BufReader::with_capacity(1 << 16, file),
+            &trust,
+            &limits,
+            now,
+            held_seq,
+        )
+    })
+    .await
+    .map_err(|e| SyncError::new(FailureKind::Local, format!("verification task: {e}")))?;
+    result.map_err(|e| SyncError::verification(url, e))
+}
+
+async fn file_digest(path: &Path) -> Option<Sha256> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(path).ok()?;
+        let mut sink = bundle::HashingSink::default();
+        std::io::copy(&mut file, &mut sink).ok()?;
+        Some(sink.finish())
+    })
+    .await
+    .ok()
+    .flatten()
+}

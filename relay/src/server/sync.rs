@@ -1,0 +1,426 @@
+//! Keeps the relay's bundle fresh from its sources: one worker runs checks one at a time,
+//! woken by the schedule (the daily check with jitter; the hourly retry while failing), by
+//! an upstream's watch channel (at once, on each event), by polling an upstream's manifest
+//! while its watch channel is down, by an admin's force-refresh, and once at start.
+//!
+//! A check tries the sources in order and stops at the first that answers; a failing
+//! source is recorded and the next one is tried. Nothing is committed that did not verify
+//! (`client::check`), and on any failure the current bundle stays as it was.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tracing::{info, warn};
+
+use super::Relay;
+use crate::bundle::Timestamp;
+use crate::client::{self, CheckContext, CheckOutcome, FailureKind, FetchLimits, Held, SourceKind};
+use crate::config::SourceConfig;
+
+/// What `/api/v1/status` shows of syncing.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SyncStatus {
+    pub last_check: Option<Timestamp>,
+    pub next_check: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<String>,
+    /// The last check failed on every source: retries run on the retry schedule.
+    pub failing: bool,
+    pub sources: Vec<SourceStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceStatus {
+    pub kind: SourceKind,
+    pub url: String,
+    /// `connected`, `down`, or `none` (a custom location has no watch channel).
+    pub watch: &'static str,
+    pub last_check: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<FailureKind>,
+    /// Not asked again before this (its `Retry-After`).
+    pub not_before: Option<Timestamp>,
+}
+
+/// Shared between the sync tasks and the status routes.
+#[derive(Default)]
+pub struct SyncState {
+    pub(crate) status: Mutex<SyncStatus>,
+    pub(crate) wake: Notify,
+}
+
+impl SyncState {
+    pub fn new(sources: &[SourceConfig]) -> Self {
+        let status = SyncStatus {
+            sources: sources
+                .iter()
+                .map(|s| SourceStatus {
+                    kind: s.kind,
+                    url: s.url.clone(),
+                    watch: match s.kind {
+                        SourceKind::Upstream => "down",
+                        SourceKind::CustomLocation => "none",
+                    },
+                    last_check: None,
+                    last_success: None,
+                    last_error: None,
+                    last_error_kind: None,
+                    not_before: None,
+                })
+                .collect(),
+            ..SyncStatus::default()
+        };
+        Self {
+            status: Mutex::new(status),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn snapshot(&self) -> SyncStatus {
+        self.lock().clone()
+    }
+
+    /// Asks the worker for a check now.
+    pub fn check_now(&self) {
+        self.wake.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A source ready to use.
+struct Source {
+    config: SourceConfig,
+    endpoint: client::Endpoint,
+    client: reqwest::Client,
+}
+
+/// Starts the sync tasks. They end when the relay stops.
+pub async fn start(relay: &Arc<Relay>) -> Result<(), super::ServerError> {
+    if relay.config.sources.is_empty() {
+        return Ok(());
+    }
+    let schedule = &relay.config.schedule;
+    let mut sources = Vec::new();
+    for config in &relay.config.sources {
+        let endpoint = config.endpoint(schedule);
+        let client = endpoint
+            .client()
+            .map_err(|e| super::ServerError::Other(format!("source {}: {e}", config.url)))?;
+        sources.push(Arc::new(Source {
+            config: config.clone(),
+            endpoint,
+            client,
+        }));
+    }
+
+    let scheduler = schedule_jobs(relay).await?;
+    tokio::spawn(worker(Arc::clone(relay), sources.clone(), scheduler));
+    for (index, source) in sources.iter().enumerate() {
+        if source.config.kind == SourceKind::Upstream {
+            tokio::spawn(follow(Arc::clone(relay), index, Arc::clone(source)));
+        }
+    }
+    tokio::spawn(poll_while_watch_is_down(Arc::clone(relay)));
+    relay.sync.check_now();
+    Ok(())
+}
+
+/// The daily check (after a random delay up to the jitter) and the retry while failing.
+async fn schedule_jobs(relay: &Arc<Relay>) -> Result<(JobScheduler, Jobs), super::ServerError> {
+    let err = |e: tokio_cron_scheduler::JobSchedulerError| {
+        super::ServerError::Other(format!("scheduler: {e}"))
+    };
+    let scheduler = JobScheduler::new().await.map_err(err)?;
+    let schedule = &relay.config.schedule;
+    let r = Arc::clone(relay);
+    let jitter = schedule.jitter.0;
+    let check = Job::new_async(schedule.check.as_str(), move |_, _| {
+        let r = Arc::clone(&r);
+        Box::pin(async move {
+            tokio::time::sleep(random_below(jitter)).await;
+            r.sync.check_now();
+        })
+    })
+    .map_err(err)?;
+    let r = Arc::clone(relay);
+    let retry = Job::new_async(schedule.retry.as_str(), move |_, _| {
+        let r = Arc::clone(&r);
+        Box::pin(async move {
+            if r.sync.lock().failing {
+                r.sync.check_now();
+            }
+        })
+    })
+    .map_err(err)?;
+    let check_id = scheduler.add(check).await.map_err(err)?;
+    let retry_id = scheduler.add(retry).await.map_err(err)?;
+    scheduler.start().await.map_err(err)?;
+    Ok((
+        scheduler,
+        Jobs {
+            check: check_id,
+            retry: retry_id,
+        },
+    ))
+}
+
+/// The scheduler's job ids, for "next check" in status.
+struct Jobs {
+    check: uuid::Uuid,
+    retry: uuid::Uuid,
+}
+
+async fn worker(relay: Arc<Relay>, sources: Vec<Arc<Source>>, scheduler: (JobScheduler, Jobs)) {
+    let (mut scheduler, jobs) = scheduler;
+    let work_dir = relay.config.data_dir().join("store/downloads");
+    if let Err(e) = tokio::fs::create_dir_all(&work_dir).await {
+        warn!(error = %e, dir = %work_dir.display(), "cannot create the download directory");
+    }
+    loop {
+        update_next_check(&relay, &mut scheduler, &jobs).await;
+        tokio::select! {
+            () = relay.sync.wake.notified() => {}
+            () = relay.stopping.cancelled() => break,
+        }
+        run_check(&relay, &sources, &work_dir).await;
+    }
+    let _ = scheduler.shutdown().await;
+}
+
+async fn update_next_check(relay: &Relay, scheduler: &mut JobScheduler, jobs: &Jobs) {
+    let check = scheduler
+        .next_tick_for_job(jobs.check)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|t| Timestamp::from_unix(t.timestamp()));
+    let retry = scheduler
+        .next_tick_for_job(jobs.retry)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|t| Timestamp::from_unix(t.timestamp()));
+    let mut status = relay.sync.lock();
+    status.next_check = if status.failing {
+        match (check, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    } else {
+        check
+    };
+}
+
+/// One check: the sources in order, until one answers.
+async fn run_check(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &std::path::Path) {
+    let now = super::now();
+    relay.sync.lock().last_check = Some(now);
+    let held = relay.store.current().map(|c| Held {
+        sequence: c.record.sequence,
+        sha256: c.record.sha256,
+    });
+    let schedule = &relay.config.schedule;
+    let ctx = CheckContext {
+        trust: &relay.trust,
+        limits: &relay.limits,
+        fetch: FetchLimits {
+            max_bytes: relay.config.storage.max_upload_bytes,
+            min_bytes_per_sec: schedule.min_transfer_rate,
+            floor_window: schedule.transfer_floor_window.0,
+        },
+        work_dir,
+        now,
+    };
+    let mut last_error = None;
+    for (index, source) in sources.iter().enumerate() {
+        let waiting = relay.sync.lock().sources[index]
+            .not_before
+            .is_some_and(|t| t > now);
+        if waiting {
+            continue;
+        }
+        let outcome = client::check(
+            source.config.kind,
+            &source.endpoint,
+            &source.client,
+            held,
+            &ctx,
+        )
+        .await;
+        let result = match outcome {
+            Ok(CheckOutcome::UpToDate) => Ok(false),
+            Ok(CheckOutcome::New {
+                verified,
+                file,
+                transferred,
+            }) => {
+                let origin = format!("{} {}", kind_name(source.config.kind), source.config.url);
+                let (sequence, sha256) = (verified.manifest().sequence, verified.sha256());
+                let committed = match tempfile::TempPath::try_from_path(&file) {
+                    Ok(temp) => relay.store.commit(*verified, temp, &origin, now).await,
+                    Err(e) => Err(crate::store::StoreError::Io {
+                        path: file.clone(),
+                        source: e,
+                    }),
+                };
+                match committed {
+                    Ok(_) => {
+                        let _ = tokio::fs::remove_file(file_etag(&file)).await;
+                        info!(%sequence, %sha256, source = %source.config.url, bytes = transferred, "bundle stored");
+                        Ok(true)
+                    }
+                    Err(crate::store::StoreError::NotNewer { .. }) => Ok(false),
+                    Err(e) => Err(client::SyncError::new(
+                        FailureKind::Local,
+                        format!("storing: {e}"),
+                    )),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let mut status = relay.sync.lock();
+        let s = &mut status.sources[index];
+        s.last_check = Some(now);
+        match result {
+            Ok(_) => {
+                s.last_success = Some(now);
+                s.last_error = None;
+                s.last_error_kind = None;
+                s.not_before = None;
+                status.last_success = Some(now);
+                status.last_error = None;
+                status.failing = false;
+                return;
+            }
+            Err(e) => {
+                warn!(source = %source.config.url, kind = ?e.kind, error = %e, "source check failed");
+                s.last_error = Some(e.message.clone());
+                s.last_error_kind = Some(e.kind);
+                s.not_before = e.retry_after.map(|d| now.saturating_add(d));
+                last_error = Some(e.message);
+            }
+        }
+    }
+    let mut status = relay.sync.lock();
+    status.failing = true;
+    status.last_error =
+        last_error.or_else(|| Some("every source is waiting for its Retry-After".into()));
+}
+
+/// The validator file `fetch` keeps beside a partial download.
+fn file_etag(file: &std::path::Path) -> std::path::PathBuf {
+    file.with_extension("etag")
+}
+
+fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Upstream => "upstream",
+        SourceKind::CustomLocation => "custom location",
+    }
+}
+
+/// Follows an upstream's watch channel: every event asks for a check at once.
+/// Reconnects with exponential backoff and jitter, sending the held sequence as
+/// `Last-Event-ID` so nothing is missed while it was away.
+async fn follow(relay: Arc<Relay>, index: usize, source: Arc<Source>) {
+    let url = format!("{}/api/v1/feeds/watch", source.endpoint.base());
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let held = relay.store.current().map(|c| c.record.sequence.0);
+        let mut request = source.endpoint.authorize(source.client.get(&url));
+        if let Some(seq) = held {
+            request = request.header("last-event-id", seq.to_string());
+        }
+        let connected = tokio::select! {
+            r = request.send() => r,
+            () = relay.stopping.cancelled() => return,
+        };
+        match connected {
+            Ok(response) if response.status().is_success() => {
+                set_watch(&relay, index, "connected");
+                backoff = Duration::from_secs(1);
+                // A reconnect may have missed events: check once.
+                relay.sync.check_now();
+                let mut stream = response.bytes_stream();
+                let mut text = String::new();
+                loop {
+                    let chunk = tokio::select! {
+                        c = stream.next() => c,
+                        () = relay.stopping.cancelled() => return,
+                    };
+                    let Some(Ok(chunk)) = chunk else { break };
+                    text.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = text.find("\n\n") {
+                        let block: String = text.drain(..end + 2).collect();
+                        if block.lines().any(|l| l.starts_with("data:")) {
+                            relay.sync.check_now();
+                        }
+                    }
+                    if text.len() > 64 * 1024 {
+                        break; // not an event stream
+                    }
+                }
+                set_watch(&relay, index, "down");
+            }
+            Ok(response) => {
+                warn!(source = %url, status = %response.status(), "watch channel refused");
+                set_watch(&relay, index, "down");
+            }
+            Err(e) => {
+                tracing::debug!(source = %url, error = %e, "watch channel unreachable");
+                set_watch(&relay, index, "down");
+            }
+        }
+        let pause = backoff + random_below(backoff / 2);
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = relay.stopping.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+fn set_watch(relay: &Relay, index: usize, state: &'static str) {
+    relay.sync.lock().sources[index].watch = state;
+}
+
+/// While some upstream's watch channel is down (a proxy that cuts long connections),
+/// polls by asking for a check every `poll_interval`.
+async fn poll_while_watch_is_down(relay: Arc<Relay>) {
+    let interval = relay.config.schedule.poll_interval.0;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = relay.stopping.cancelled() => return,
+        }
+        let any_down = relay
+            .sync
+            .lock()
+            .sources
+            .iter()
+            .any(|s| s.kind == SourceKind::Upstream && s.watch == "down");
+        if any_down {
+            relay.sync.check_now();
+        }
+    }
+}
+
+/// A random duration in `[0, max)`.
+fn random_below(max: Duration) -> Duration {
+    let mut raw = [0u8; 8];
+    if getrandom::fill(&mut raw).is_err() || max.is_zero() {
+        return Duration::ZERO;
+    }
+    let nanos = u64::from_le_bytes(raw) % max.as_nanos().min(u128::from(u64::MAX)).max(1) as u64;
+    Duration::from_nanos(nanos)
+}

@@ -1,0 +1,388 @@
+//! A relay that pulls from sources: an upstream relay followed over its watch channel, a
+//! custom location, and upstreams that fail or lie. Every test runs real relays over real
+//! TLS on loopback; the lying upstream is a small server of the test's own (no real relay
+//! would serve such answers).
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use relay::client::{Secret, SourceKind};
+use relay::config::{Config, HumanDuration, SourceConfig};
+use support::server::{TestRelay, fresh_bundle};
+
+/// An upstream source entry for `upstream`, as its reader.
+fn upstream_source(upstream: &TestRelay) -> SourceConfig {
+    SourceConfig {
+        kind: SourceKind::Upstream,
+        url: upstream.url.clone(),
+        token: None,
+        user: Some("reader".into()),
+        password: Some(Secret::new("reader-pw")),
+        ca: Some(upstream.ca.clone()),
+        proxy: None,
+        no_proxy: true,
+    }
+}
+
+/// Fast schedules for tests: retry every second, poll every second.
+fn fast(config: &mut Config) {
+    config.schedule.retry = "* * * * * *".into();
+    config.schedule.poll_interval = HumanDuration::secs(1);
+    config.schedule.jitter = HumanDuration::secs(0);
+}
+
+async fn status(relay: &TestRelay) -> serde_json::Value {
+    relay
+        .get("/api/v1/status")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until `relay`'s status satisfies `done`, up to 20 s.
+async fn until(
+    relay: &TestRelay,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = status(relay).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sequence(s: &serde_json::Value) -> Option<u64> {
+    s["current"]["sequence"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_upstream_is_served_downstream_at_once() {
+    let a = TestRelay::start().await;
+    assert_eq!(a.upload(fresh_bundle(1)).await.status(), 201);
+    let source = upstream_source(&a);
+    let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
+    until(&b, "the first pull", |s| sequence(s) == Some(1)).await;
+    until(&b, "the watch channel", |s| {
+        s["sources"][0]["watch"] == "connected"
+    })
+    .await;
+
+    // No schedule fires within the test (daily check); the watch channel brings it.
+    let bundle = fresh_bundle(2);
+    assert_eq!(a.upload(bundle.clone()).await.status(), 201);
+    let s = until(&b, "the new bundle", |s| sequence(s) == Some(2)).await;
+    assert_eq!(b.current_bytes().await, bundle);
+    assert!(
+        s["last_streams_update_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream https://127.0.0.1:")
+    );
+    assert!(s["next_check"].is_string(), "{s:#}");
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_leaves_the_bundle_served_and_is_caught_up_at_the_retry() {
+    let a = TestRelay::start().await;
+    a.upload(fresh_bundle(1)).await;
+    let a_addr = a.addr;
+    let a_dir = a.stop_keep_dir().await.dir;
+    let source = SourceConfig {
+        url: format!("https://127.0.0.1:{}", a_addr.port()),
+        ca: Some(a_dir.path().join("tls/ca.pem")),
+        ..upstream_source_placeholder()
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await;
+    b.upload(fresh_bundle(1)).await; // B holds something of its own
+    let s = until(&b, "the failure in status", |s| {
+        s["failing"] == true || s["last_error"].is_string()
+    })
+    .await;
+    assert_eq!(s["sources"][0]["last_error_kind"], "connect", "{s:#}");
+    assert!(s["next_check"].is_string(), "{s:#}");
+    assert_eq!(
+        b.get("/api/v1/feeds/bundle").send().await.unwrap().status(),
+        200
+    );
+
+    // A comes back on the same port with a newer bundle: B catches up at a retry.
+    let config = support::server::test_config(a_dir.path());
+    let mut config = config;
+    config.listen.address = a_addr;
+    let a = TestRelay::start_on(a_dir, config, a_addr).await;
+    a.upload(fresh_bundle(3)).await;
+    until(&b, "catching up", |s| sequence(s) == Some(3)).await;
+    let s = status(&b).await;
+    assert!(s["last_error"].is_null(), "{s:#}");
+    b.stop().await;
+    a.stop().await;
+}
+
+fn upstream_source_placeholder() -> SourceConfig {
+    SourceConfig {
+        kind: SourceKind::Upstream,
+        url: String::new(),
+        token: None,
+        user: Some("reader".into()),
+        password: Some(Secret::new("reader-pw")),
+        ca: None,
+        proxy: None,
+        no_proxy: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_source_is_used_when_the_first_fails() {
+    let a = TestRelay::start().await;
+    a.upload(fresh_bundle(4)).await;
+    let dead = SourceConfig {
+        url: "https://127.0.0.1:9".into(), // discard port: nothing listens
+        ..upstream_source_placeholder()
+    };
+    let custom = SourceConfig {
+        kind: SourceKind::CustomLocation,
+        url: format!("{}/intelligence/bundle.tar.gz", a.url),
+        ..upstream_source(&a)
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![dead, custom];
+        fast(c);
+    })
+    .await;
+    let s = until(&b, "the fallback", |s| sequence(s) == Some(4)).await;
+    assert_eq!(s["sources"][0]["last_error_kind"], "connect", "{s:#}");
+    assert!(s["sources"][1]["last_success"].is_string(), "{s:#}");
+    assert!(
+        s["last_streams_update_source"]
+            .as_str()
+            .unwrap()
+            .starts_with("custom location")
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_reported_as_such() {
+    let a = TestRelay::start().await;
+    a.upload(fresh_bundle(1)).await;
+    let source = SourceConfig {
+        password: Some(Secret::new("wrong")),
+        ..upstream_source(&a)
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await;
+    let s = until(&b, "the auth error", |s| {
+        s["sources"][0]["last_error_kind"].is_string()
+    })
+    .await;
+    assert_eq!(s["sources"][0]["last_error_kind"], "unauthorized", "{s:#}");
+    assert!(s["current"].is_null());
+    b.stop().await;
+    a.stop().await;
+}
+
+/// What the lying upstream serves.
+#[derive(Clone)]
+struct Lie {
+    sequence: u64,
+    bundle: Vec<u8>,
+    /// Bytes per 100 ms, when dripping.
+    drip: Option<usize>,
+}
+
+/// A plain-HTTP server that speaks the upstream API but serves whatever `lie` says.
+async fn lying_upstream(lie: Lie) -> String {
+    use axum::extract::State;
+    use axum::routing::get;
+    let state = std::sync::Arc::new(lie);
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/feeds/manifest",
+            get(|State(l): State<std::sync::Arc<Lie>>| async move {
+                axum::Json(serde_json::json!({
+                    "bundle": {"sha256": relay::bundle::Sha256::of(&l.bundle).to_string(), "size": l.bundle.len()},
+                    "sequence": l.sequence,
+                }))
+            }),
+        )
+        .route(
+            "/api/v1/bundles/{sha}",
+            get(|State(l): State<std::sync::Arc<Lie>>| async move {
+                match l.drip {
+                    None => axum::body::Body::from(l.bundle.clone()),
+                    Some(n) => {
+                        let chunks: Vec<Vec<u8>> = l.bundle.chunks(n).map(<[u8]>::to_vec).collect();
+                        let stream = futures_util::stream::iter(chunks).then(|c| async move {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Ok::<_, std::io::Error>(c)
+                        });
+                        axum::body::Body::from_stream(stream)
+                    }
+                }
+            }),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+use futures_util::StreamExt;
+
+/// B holds sequence 5, follows a lying upstream, and must refuse what it serves.
+async fn refuses(lie: Lie, expected_kind: &str, tweak: impl FnOnce(&mut Config)) {
+    let url = lying_upstream(lie).await;
+    let source = SourceConfig {
+        url,
+        user: None,
+        password: None,
+        ..upstream_source_placeholder()
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+        tweak(c);
+    })
+    .await;
+    let held = fresh_bundle(5);
+    b.upload(held.clone()).await;
+    let s = until(&b, expected_kind, |s| {
+        s["sources"][0]["last_error_kind"].is_string()
+    })
+    .await;
+    assert_eq!(s["sources"][0]["last_error_kind"], expected_kind, "{s:#}");
+    assert!(s["failing"].as_bool().unwrap(), "{s:#}");
+    assert_eq!(b.current_bytes().await, held, "the held bundle is kept");
+    let downloads = b.dir.path().join("store/downloads");
+    let leftovers: Vec<_> = std::fs::read_dir(downloads)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    if expected_kind != "timeout" {
+        assert!(
+            leftovers
+                .iter()
+                .all(|n| n.to_string_lossy().ends_with(".etag")),
+            "{leftovers:?}"
+        );
+    }
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_refused() {
+    refuses(
+        Lie {
+            sequence: 9,
+            bundle: b"<html>proxy error</html>".to_vec(),
+            drip: None,
+        },
+        "verification",
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_bundle_is_refused() {
+    let mut bundle = fresh_bundle(9);
+    bundle.truncate(bundle.len() / 2);
+    refuses(
+        Lie {
+            sequence: 9,
+            bundle,
+            drip: None,
+        },
+        "verification",
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrongly_signed_bundle_is_refused() {
+    let mut f = support::Fixture::new();
+    f.key = [2; 32];
+    let now = relay::bundle::Timestamp::now();
+    let key_id = f.key().key_id().to_string();
+    let f = f
+        .set("sequence", serde_json::json!(9))
+        .set("key_id", serde_json::json!(key_id))
+        .set(
+            "created",
+            serde_json::json!(
+                relay::bundle::Timestamp::from_unix(now.unix() - 60)
+                    .unwrap()
+                    .to_string()
+            ),
+        )
+        .set(
+            "expires",
+            serde_json::json!(now.saturating_add(Duration::from_secs(86400)).to_string()),
+        );
+    refuses(
+        Lie {
+            sequence: 9,
+            bundle: f.bundle(),
+            drip: None,
+        },
+        "verification",
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_sequence_is_refused() {
+    refuses(
+        Lie {
+            sequence: 3,
+            bundle: fresh_bundle(3),
+            drip: None,
+        },
+        "older",
+        |_| {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dripping_body_is_cut_at_the_floor() {
+    refuses(
+        Lie {
+            sequence: 9,
+            bundle: fresh_bundle(9),
+            drip: Some(8),
+        },
+        "timeout",
+        |c| {
+            c.schedule.min_transfer_rate = 1000;
+            c.schedule.transfer_floor_window = HumanDuration::secs(1);
+        },
+    )
+    .await;
+}
