@@ -268,7 +268,10 @@ fn the_example_config_parses_and_matches_the_defaults() {
     for (section, keys) in &defaults {
         let Some(keys) = keys.as_table() else {
             // An array of tables (sources): shown as a commented example.
-            assert!(text.contains(&format!("# [[{section}]]")), "{section} missing from the example");
+            assert!(
+                text.contains(&format!("# [[{section}]]")),
+                "{section} missing from the example"
+            );
             continue;
         };
         for key in keys.keys() {

@@ -796,3 +796,120 @@ fn relay_download_and_upload_as_operators_run_them() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// Runs `relay ping` with `args`; returns (exit code, stdout).
+fn ping(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .arg("ping")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A relay whose certificate is replaced by one for `names`, valid from `start` for `days`.
+fn relay_with_cert(
+    names: &[&str],
+    start: time::OffsetDateTime,
+    days: i64,
+) -> (tempfile::TempDir, RelayProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    prepare_dir(dir.path());
+    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    let pki = relay::certs::generate(&names, start, days).unwrap();
+    std::fs::write(dir.path().join("tls/ca.pem"), pki.ca_cert).unwrap();
+    std::fs::write(dir.path().join("tls/server.pem"), pki.server_cert).unwrap();
+    std::fs::write(dir.path().join("tls/server.key"), pki.server_key).unwrap();
+    let config = write_config(dir.path(), "");
+    let process = RelayProcess::start(dir.path(), &["--config", config.to_str().unwrap()], &[]);
+    (dir, process)
+}
+
+#[test]
+fn ping_walks_every_step_of_a_healthy_relay() {
+    let (dir, process) = started("");
+    let ca = ca(dir.path());
+    let (code, out) = ping(&[
+        &process.url,
+        "--tlscacert",
+        &ca,
+        "--user",
+        "reader",
+        "--password",
+        "reader-pw",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    for step in ["dns", "tcp", "tls", "http", "auth"] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.contains(step)),
+            "{step} missing:\n{out}"
+        );
+    }
+    let (code, out) = ping(&[&process.url, "--tlscacert", &ca, "--json"]);
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["steps"].as_array().unwrap().len(), 4);
+}
+
+/// Asserts that ping fails at `step` with `needle` in its line, exit 1.
+fn fails_at(args: &[&str], step: &str, needle: &str) {
+    let (code, out) = ping(args);
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("no failing step:\n{out}"));
+    assert!(
+        line.contains(step) && line.contains(needle),
+        "expected {step}/{needle}:\n{out}"
+    );
+    assert!(out.contains("hint: "), "{out}");
+}
+
+#[test]
+fn ping_names_the_failing_step() {
+    // Nothing listens on port 1.
+    fails_at(&["https://127.0.0.1:1"], "tcp", "refused");
+
+    let (dir, process) = started("");
+    let ca_path = ca(dir.path());
+    fails_at(&[&process.url], "tls", "unknown CA");
+    fails_at(
+        &[
+            &process.url,
+            "--tlscacert",
+            &ca_path,
+            "--user",
+            "reader",
+            "--password",
+            "nope",
+        ],
+        "auth",
+        "401",
+    );
+    let plain = process.url.replacen("https://", "http://", 1);
+    fails_at(&[&plain], "http", "");
+
+    let now = time::OffsetDateTime::now_utc();
+    let (dir, process) = relay_with_cert(&["relay.example"], now, 30);
+    fails_at(
+        &[&process.url, "--tlscacert", &ca(dir.path())],
+        "tls",
+        "not valid for 127.0.0.1",
+    );
+
+    let (dir, process) = relay_with_cert(
+        &["localhost", "127.0.0.1"],
+        now - time::Duration::days(400),
+        30,
+    );
+    fails_at(
+        &[&process.url, "--tlscacert", &ca(dir.path())],
+        "tls",
+        "expired",
+    );
+}

@@ -386,3 +386,86 @@ async fn a_dripping_body_is_cut_at_the_floor() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_force_refresh_checks_at_once() {
+    let a = TestRelay::start().await;
+    a.upload(fresh_bundle(1)).await;
+    // A custom location has no watch channel: only the schedule or an admin brings news.
+    let custom = SourceConfig {
+        kind: SourceKind::CustomLocation,
+        url: format!("{}/intelligence/bundle.tar.gz", a.url),
+        ..upstream_source(&a)
+    };
+    let b = TestRelay::start_with(|c| c.sources = vec![custom]).await;
+    until(&b, "the first pull", |s| sequence(s) == Some(1)).await;
+    a.upload(fresh_bundle(2)).await;
+    let refresh = |user: &str, pw: &str| {
+        b.client()
+            .put(format!("{}/api/v1/feeds/force-refresh", b.url))
+            .basic_auth(user, Some(pw))
+            .send()
+    };
+    assert_eq!(refresh("reader", "reader-pw").await.unwrap().status(), 403);
+    assert_eq!(refresh("admin", "admin-pw").await.unwrap().status(), 202);
+    until(&b, "the forced check", |s| sequence(s) == Some(2)).await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    let app = axum::Router::new().route(
+        "/api/v1/feeds/manifest",
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "3600")],
+                    "slow down",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let source = SourceConfig {
+        url,
+        user: None,
+        password: None,
+        ..upstream_source_placeholder()
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await;
+    let s = until(&b, "the 429", |s| {
+        s["sources"][0]["last_error_kind"].is_string()
+    })
+    .await;
+    assert_eq!(s["sources"][0]["last_error_kind"], "rate_limited", "{s:#}");
+    let not_before: relay::bundle::Timestamp = s["sources"][0]["not_before"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        not_before.unix() - relay::bundle::Timestamp::now().unix() > 3000,
+        "{s:#}"
+    );
+    // Retries run every second, yet the source is not asked again before its time.
+    let asked = hits.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        asked,
+        "asked again before Retry-After"
+    );
+    b.stop().await;
+}

@@ -4,6 +4,7 @@
 mod admin;
 mod bundle;
 mod keys;
+mod ping;
 mod serve;
 mod transfer;
 
@@ -53,6 +54,12 @@ pub enum Command {
     Download(transfer::DownloadArgs),
     /// Upload a bundle to a relay (an uploader's credential).
     Upload(transfer::UploadArgs),
+    /// Troubleshoot the path to a relay: DNS, TCP, proxy, TLS and its certificate, HTTP,
+    /// credentials; one line per step, and a hint where one fails.
+    Ping(ping::PingArgs),
+    /// Ask a running relay to check its sources now (an admin's credential).
+    #[command(subcommand)]
+    Sync(transfer::SyncCommand),
 }
 
 /// How a command ended, for the exit code: 0 success, 1 a failed check.
@@ -81,6 +88,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Tokens(cmd) => admin::tokens(cmd),
         Command::Download(args) => transfer::download_cmd(args),
         Command::Upload(args) => transfer::upload_cmd(args),
+        Command::Ping(args) => ping::run(args),
+        Command::Sync(cmd) => transfer::sync_cmd(cmd),
     }
 }
 

@@ -255,6 +255,38 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum SyncCommand {
+    /// Check the relay's sources at once (PUT /api/v1/feeds/force-refresh).
+    Now {
+        #[command(flatten)]
+        address: Address,
+    },
+}
+
+pub fn sync_cmd(cmd: SyncCommand) -> anyhow::Result<Outcome> {
+    let SyncCommand::Now { address } = cmd;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let endpoint = address.endpoint();
+        let client = endpoint.client()?;
+        let url = format!("{}/api/v1/feeds/force-refresh", endpoint.base());
+        let response = endpoint
+            .authorize(client.put(&url))
+            .send()
+            .await
+            .map_err(|e| crate::client::SyncError::transport(&url, &e))?;
+        if response.status().as_u16() != 202 {
+            return Err(crate::client::SyncError::status(&url, &response).into());
+        }
+        println!("check requested; see {}/api/v1/status", endpoint.base());
+        Ok(Outcome::Success)
+    })
+}
+
 fn progress_bar() -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
