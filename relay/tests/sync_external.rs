@@ -1,0 +1,260 @@
+//! Sources behind real third-party servers: a custom location served by nginx with TLS
+//! and `auth_basic`, and an upstream reached through tinyproxy (HTTP CONNECT), including
+//! a proxy whose timeout cuts the long-lived watch channel. `tests/run` installs nginx,
+//! tinyproxy and Apache's htpasswd when they are missing.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use relay::client::{Secret, SourceKind};
+use relay::config::{HumanDuration, ProxyConfig, SourceConfig};
+use support::server::{TestRelay, fresh_bundle};
+
+/// A child process killed when the test ends.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status(relay: &TestRelay) -> serde_json::Value {
+    relay
+        .get("/api/v1/status")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn until(relay: &TestRelay, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(relay).await;
+        if done(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sequence(s: &serde_json::Value) -> Option<u64> {
+    s["current"]["sequence"].as_u64()
+}
+
+/// nginx serving `dir/www` over TLS (the dev certificate in `dir/tls`) with basic auth.
+fn nginx(dir: &Path, port: u16) -> Daemon {
+    let htpasswd = dir.join("nginx.htpasswd");
+    let status = Command::new("htpasswd")
+        .args(["-c", "-s", "-b"])
+        .arg(&htpasswd)
+        .args(["console", "console-pw"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("htpasswd (apache2-utils)");
+    assert!(status.success());
+    let d = dir.display();
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/nginx-tmp;
+    proxy_temp_path {d}/nginx-tmp;
+    fastcgi_temp_path {d}/nginx-tmp;
+    uwsgi_temp_path {d}/nginx-tmp;
+    scgi_temp_path {d}/nginx-tmp;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/tls/server.pem;
+        ssl_certificate_key {d}/tls/server.key;
+        location /intel/ {{
+            root {d}/www;
+            auth_basic "intel";
+            auth_basic_user_file {htpasswd};
+        }}
+    }}
+}}
+"#,
+        htpasswd = htpasswd.display()
+    );
+    std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
+    std::fs::create_dir_all(dir.join("www/intel")).unwrap();
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .arg("-p")
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx (tests/run installs it)");
+    Daemon(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_location_on_nginx_with_tls_and_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    support::server::prepare_dir(dir.path());
+    let port = free_port();
+    let _nginx = nginx(dir.path(), port);
+    let file = dir.path().join("www/intel/bundle.tar.gz");
+    std::fs::write(&file, fresh_bundle(6)).unwrap();
+    wait_for_port(port).await;
+
+    let source = SourceConfig {
+        kind: SourceKind::CustomLocation,
+        url: format!("https://127.0.0.1:{port}/intel/bundle.tar.gz"),
+        token: None,
+        user: Some("console".into()),
+        password: Some(Secret::new("console-pw")),
+        ca: Some(dir.path().join("tls/ca.pem")),
+        proxy: None,
+        no_proxy: true,
+    };
+    let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
+    until(&b, "the pull from nginx", |s| sequence(s) == Some(6)).await;
+    assert_eq!(b.current_bytes().await, std::fs::read(&file).unwrap());
+
+    // A newer file in place: an admin's refresh brings it (nginx's ETag, made of the
+    // file's mtime in seconds and its size, changes: so let a second pass first).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let newer = fresh_bundle(7);
+    std::fs::write(&file, &newer).unwrap();
+    let r = b
+        .client()
+        .put(format!("{}/api/v1/feeds/force-refresh", b.url))
+        .basic_auth("admin", Some("admin-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    until(&b, "the newer file", |s| sequence(s) == Some(7)).await;
+    assert_eq!(b.current_bytes().await, newer);
+    b.stop().await;
+}
+
+/// tinyproxy on `port`, allowing CONNECT to `target_port`; `timeout` cuts idle connections.
+fn tinyproxy(dir: &Path, port: u16, target_port: u16, timeout_secs: u32) -> Daemon {
+    let conf = format!(
+        "Port {port}\nListen 127.0.0.1\nTimeout {timeout_secs}\nAllow 127.0.0.1\nConnectPort {target_port}\nMaxClients 50\nLogLevel Warning\n"
+    );
+    let path = dir.join(format!("tinyproxy-{port}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tinyproxy (tests/run installs it)");
+    Daemon(child)
+}
+
+fn through_proxy(upstream: &TestRelay, proxy_port: u16) -> SourceConfig {
+    SourceConfig {
+        kind: SourceKind::Upstream,
+        url: upstream.url.clone(),
+        token: None,
+        user: Some("reader".into()),
+        password: Some(Secret::new("reader-pw")),
+        ca: Some(upstream.ca.clone()),
+        proxy: Some(ProxyConfig {
+            url: format!("http://127.0.0.1:{proxy_port}"),
+            user: None,
+            password: None,
+            ca: None,
+        }),
+        no_proxy: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_through_a_connect_proxy() {
+    let a = TestRelay::start().await;
+    a.upload(fresh_bundle(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_port = free_port();
+    let _proxy = tinyproxy(dir.path(), proxy_port, a.addr.port(), 600);
+    wait_for_port(proxy_port).await;
+    let source = through_proxy(&a, proxy_port);
+    let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
+    until(&b, "the first pull through the proxy", |s| {
+        sequence(s) == Some(1)
+    })
+    .await;
+    until(&b, "the watch channel through the proxy", |s| {
+        s["sources"][0]["watch"] == "connected"
+    })
+    .await;
+    a.upload(fresh_bundle(2)).await;
+    until(&b, "the event through the proxy", |s| {
+        sequence(s) == Some(2)
+    })
+    .await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_cuts_long_connections_leaves_polling() {
+    // The upstream's keep-alives come every 30 s; the proxy cuts a connection idle for 2.
+    let a = TestRelay::start_with(|c| c.routes.watch_keepalive = HumanDuration::secs(30)).await;
+    a.upload(fresh_bundle(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_port = free_port();
+    let _proxy = tinyproxy(dir.path(), proxy_port, a.addr.port(), 2);
+    wait_for_port(proxy_port).await;
+    let source = through_proxy(&a, proxy_port);
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        c.schedule.poll_interval = HumanDuration::secs(1);
+    })
+    .await;
+    until(&b, "the first pull", |s| sequence(s) == Some(1)).await;
+    until(&b, "the proxy cutting the watch channel", |s| {
+        s["sources"][0]["watch"] == "down"
+    })
+    .await;
+    a.upload(fresh_bundle(2)).await;
+    until(&b, "the new bundle by polling", |s| sequence(s) == Some(2)).await;
+    b.stop().await;
+    a.stop().await;
+}
