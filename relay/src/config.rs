@@ -94,6 +94,10 @@ pub struct Schedule {
     /// aborted and resumed at the next attempt.
     pub min_transfer_rate: u64,
     pub transfer_floor_window: HumanDuration,
+    /// After a source fails, it is not asked again for `backoff_base`, doubling with each
+    /// failure in a row up to `backoff_max` (plus random jitter), or for its Retry-After.
+    pub backoff_base: HumanDuration,
+    pub backoff_max: HumanDuration,
 }
 
 impl Default for Schedule {
@@ -107,6 +111,8 @@ impl Default for Schedule {
             request_timeout: HumanDuration::secs(30),
             min_transfer_rate: 1024,
             transfer_floor_window: HumanDuration::secs(30),
+            backoff_base: HumanDuration::secs(30),
+            backoff_max: HumanDuration::secs(3600),
         }
     }
 }

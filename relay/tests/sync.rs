@@ -30,6 +30,8 @@ fn upstream_source(upstream: &TestRelay) -> SourceConfig {
 /// Fast schedules for tests: retry every second, poll every second.
 fn fast(config: &mut Config) {
     config.schedule.retry = "* * * * * *".into();
+    config.schedule.backoff_base = HumanDuration(Duration::from_millis(100));
+    config.schedule.backoff_max = HumanDuration(Duration::from_millis(400));
     config.schedule.poll_interval = HumanDuration::secs(1);
     config.schedule.jitter = HumanDuration::secs(0);
 }

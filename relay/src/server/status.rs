@@ -181,7 +181,7 @@ pub async fn html(State(relay): State<Arc<Relay>>) -> Html<String> {
 
 /// `PUT /api/v1/feeds/force-refresh` (admin): check the sources now.
 pub async fn force_refresh(State(relay): State<Arc<Relay>>) -> Response {
-    relay.sync.check_now();
+    relay.sync.force();
     (
         axum::http::StatusCode::ACCEPTED,
         Json(serde_json::json!({"status": "check requested"})),

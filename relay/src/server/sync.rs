@@ -43,8 +43,12 @@ pub struct SourceStatus {
     pub last_success: Option<Timestamp>,
     pub last_error: Option<String>,
     pub last_error_kind: Option<FailureKind>,
-    /// Not asked again before this (its `Retry-After`).
+    /// Not asked again before this: its `Retry-After`, or the backoff after failures.
     pub not_before: Option<Timestamp>,
+    /// Failed checks in a row.
+    pub failures: u32,
+    #[serde(skip)]
+    pub retry_after_until: Option<Timestamp>,
 }
 
 /// Shared between the sync tasks and the status routes.
@@ -52,6 +56,9 @@ pub struct SourceStatus {
 pub struct SyncState {
     pub(crate) status: Mutex<SyncStatus>,
     pub(crate) wake: Notify,
+    /// Set by an admin's force-refresh: the next check ignores the backoff (never a
+    /// source's own `Retry-After`).
+    pub(crate) forced: std::sync::atomic::AtomicBool,
 }
 
 impl SyncState {
@@ -71,6 +78,8 @@ impl SyncState {
                     last_error: None,
                     last_error_kind: None,
                     not_before: None,
+                    failures: 0,
+                    retry_after_until: None,
                 })
                 .collect(),
             ..SyncStatus::default()
@@ -78,6 +87,7 @@ impl SyncState {
         Self {
             status: Mutex::new(status),
             wake: Notify::new(),
+            forced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -87,6 +97,12 @@ impl SyncState {
 
     /// Asks the worker for a check now.
     pub fn check_now(&self) {
+        self.wake.notify_one();
+    }
+
+    /// An admin's "check now": also skips the failure backoff.
+    pub fn force(&self) {
+        self.forced.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake.notify_one();
     }
 
@@ -241,11 +257,22 @@ async fn run_check(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &std::
         work_dir,
         now,
     };
+    let forced = relay
+        .sync
+        .forced
+        .swap(false, std::sync::atomic::Ordering::SeqCst);
     let mut last_error = None;
     for (index, source) in sources.iter().enumerate() {
-        let waiting = relay.sync.lock().sources[index]
-            .not_before
-            .is_some_and(|t| t > now);
+        let waiting = {
+            let status = relay.sync.lock();
+            let s = &status.sources[index];
+            let until = if forced {
+                s.retry_after_until
+            } else {
+                s.not_before
+            };
+            until.is_some_and(|t| t > now)
+        };
         if waiting {
             continue;
         }
@@ -297,6 +324,8 @@ async fn run_check(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &std::
                 s.last_error = None;
                 s.last_error_kind = None;
                 s.not_before = None;
+                s.retry_after_until = None;
+                s.failures = 0;
                 status.last_success = Some(now);
                 status.last_error = None;
                 status.failing = false;
@@ -306,7 +335,12 @@ async fn run_check(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &std::
                 warn!(source = %source.config.url, kind = ?e.kind, error = %e, "source check failed");
                 s.last_error = Some(e.message.clone());
                 s.last_error_kind = Some(e.kind);
-                s.not_before = e.retry_after.map(|d| now.saturating_add(d));
+                s.failures = s.failures.saturating_add(1);
+                // Exponential backoff with jitter, or the server's Retry-After when longer.
+                let backoff = backoff(schedule, s.failures);
+                let wait = e.retry_after.map_or(backoff, |ra| ra.max(backoff));
+                s.not_before = Some(now.saturating_add(wait));
+                s.retry_after_until = e.retry_after.map(|d| now.saturating_add(d));
                 last_error = Some(e.message);
             }
         }
@@ -415,6 +449,14 @@ async fn poll_while_watch_is_down(relay: Arc<Relay>) {
     }
 }
 
+/// `base * 2^(failures-1)`, capped, plus up to half again at random.
+fn backoff(schedule: &crate::config::Schedule, failures: u32) -> Duration {
+    let base = schedule.backoff_base.0;
+    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let capped = exp.min(schedule.backoff_max.0);
+    capped + random_below(capped / 2)
+}
+
 /// A random duration in `[0, max)`.
 fn random_below(max: Duration) -> Duration {
     let mut raw = [0u8; 8];
@@ -423,4 +465,29 @@ fn random_below(max: Duration) -> Duration {
     }
     let nanos = u64::from_le_bytes(raw) % max.as_nanos().min(u128::from(u64::MAX)).max(1) as u64;
     Duration::from_nanos(nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HumanDuration, Schedule};
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let schedule = Schedule {
+            backoff_base: HumanDuration::secs(1),
+            backoff_max: HumanDuration::secs(8),
+            ..Schedule::default()
+        };
+        for (failures, low) in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 8), (40, 8)] {
+            for _ in 0..50 {
+                let d = backoff(&schedule, failures);
+                let low = Duration::from_secs(low);
+                assert!(
+                    d >= low && d < low + low / 2 + Duration::from_nanos(1),
+                    "{failures}: {d:?}"
+                );
+            }
+        }
+    }
 }
