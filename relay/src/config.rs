@@ -41,6 +41,20 @@ pub struct Config {
     /// Where this relay gets bundles, tried in order; empty: uploads only.
     pub sources: Vec<SourceConfig>,
     pub schedule: Schedule,
+    /// Vendor archives (opaque, unsigned) mirrored for existing consoles.
+    pub archives: Vec<ArchiveConfig>,
+}
+
+/// A named vendor archive (`[[archives]]`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// `[a-z0-9_-]+`: the upload route is `/api/v1/archives/<name>`.
+    pub name: String,
+    /// Where consoles fetch it, e.g. `/intelligence/twistlock_feed.tar.gz`.
+    pub path: String,
+    /// Pull it from a URL on the sources' schedules (kind `custom_location`).
+    pub source: Option<SourceConfig>,
 }
 
 /// One source of bundles (`[[sources]]`).
@@ -391,6 +405,44 @@ impl Config {
             if source.user.is_some() != source.password.is_some() {
                 return Err(ConfigError::Invalid(format!(
                     "sources[{i}]: user and password go together"
+                )));
+            }
+        }
+        let mut paths = std::collections::HashSet::new();
+        paths.insert(self.routes.custom_location.as_str());
+        for a in &self.archives {
+            let ok_name = !a.name.is_empty()
+                && a.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok_name {
+                return Err(ConfigError::Invalid(format!(
+                    "archives: name {:?} must be made of a-z, 0-9, - and _",
+                    a.name
+                )));
+            }
+            if !a.path.starts_with('/')
+                || a.path.starts_with("/api/")
+                || a.path == "/"
+                || a.path == "/metrics"
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "archives.{}: path must be absolute and outside /api/, / and /metrics",
+                    a.name
+                )));
+            }
+            if !paths.insert(a.path.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "archives.{}: path {} is taken",
+                    a.name, a.path
+                )));
+            }
+            if let Some(s) = &a.source
+                && s.kind != crate::client::SourceKind::CustomLocation
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "archives.{}: source kind must be custom_location",
+                    a.name
                 )));
             }
         }

@@ -5,6 +5,7 @@
 //!
 //! - [`bundle`]: the bundle format: keys, manifest, feed validation, build, the streaming
 //!   verifier and atomic unpacking. No network, no storage; `now` is always an argument.
+//! - [`archive`]: integrity checks of vendor archives (opaque, unsigned `.tar.gz`).
 //! - [`client`] (feature `client`): the sync client: sources, resumable downloads.
 //! - [`store`] (feature `server`): bundle files on disk, metadata in sled.
 //! - [`server`]: the TLS mirror server; [`auth`] who may do what; [`config`] the TOML
@@ -14,6 +15,7 @@
 //! With `default-features = false` this crate is only the format (and later the sync
 //! client), which is all `defender-lite` needs.
 
+pub mod archive;
 #[cfg(feature = "server")]
 pub mod auth;
 pub mod bundle;

@@ -37,6 +37,8 @@ pub enum StoreError {
     NotNewer { sequence: Sequence, held: Sequence },
     #[error("store task failed: {0}")]
     Task(String),
+    #[error("{dir} is in use by another relay process (its lock file is held)")]
+    InUse { dir: PathBuf },
 }
 
 /// What the store knows of a held bundle.
@@ -94,6 +96,17 @@ pub struct Event {
     pub size: u64,
 }
 
+/// A held vendor archive (opaque, unsigned; see `archive`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRecord {
+    pub name: String,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub entries: u64,
+    pub stored_at: Timestamp,
+    pub source: String,
+}
+
 /// Settings of a [`Store`].
 #[derive(Clone, Debug)]
 pub struct StoreSettings {
@@ -105,12 +118,19 @@ pub struct StoreSettings {
 
 pub struct Store {
     settings: StoreSettings,
+    /// Held (with an exclusive lock) for as long as the store is open, so a second
+    /// process on the same directory is refused instead of "repairing" a live store.
+    _lock: fs::File,
+    /// One JSON record per vendor archive, beside the blobs: the archives' names survive
+    /// a rebuild of the metadata.
+    archive_records: PathBuf,
     blobs: PathBuf,
     incoming: PathBuf,
     db: sled::Db,
     bundles: sled::Tree,
     meta: sled::Tree,
     events: sled::Tree,
+    archives: sled::Tree,
     current: watch::Sender<Option<Arc<Current>>>,
     commit_lock: tokio::sync::Mutex<()>,
 }
@@ -130,8 +150,23 @@ impl Store {
         let dir = &settings.dir;
         let blobs = dir.join("blobs");
         let incoming = dir.join("incoming");
-        for d in [dir, &blobs, &incoming] {
+        let archive_records = dir.join("archives");
+        for d in [dir, &blobs, &incoming, &archive_records] {
             fs::create_dir_all(d).map_err(|source| io_err(d, source))?;
+        }
+        let lock_path = dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_err(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::InUse { dir: dir.clone() });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&lock_path, e)),
         }
         let mut notes = Vec::new();
         // Uploads and downloads cut short by a crash are never resumed from here.
@@ -160,9 +195,12 @@ impl Store {
             }
         };
         let store = Self {
+            _lock: lock,
+            archive_records,
             bundles: db.open_tree("bundles")?,
             meta: db.open_tree("meta")?,
             events: db.open_tree("events")?,
+            archives: db.open_tree("archives")?,
             db,
             blobs,
             incoming,
@@ -212,7 +250,9 @@ impl Store {
         // The durable point: nothing is announced before it.
         self.db.flush_async().await?;
         for sha in pruned {
-            let _ = fs::remove_file(self.blob_path(&sha));
+            if !self.referenced(&sha)? {
+                let _ = fs::remove_file(self.blob_path(&sha));
+            }
         }
         let this = Arc::clone(self);
         let current = tokio::task::spawn_blocking(move || this.load_current())
@@ -221,6 +261,77 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt("committed bundle vanished".into()))?;
         self.current.send_replace(Some(Arc::clone(&current)));
         Ok(current)
+    }
+
+    /// Makes `file` the held archive `name`, replacing the previous one. Integrity was
+    /// checked by the caller (`archive::check`).
+    pub async fn commit_archive(
+        self: &Arc<Self>,
+        name: &str,
+        info: &crate::archive::ArchiveInfo,
+        file: tempfile::TempPath,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<ArchiveRecord, StoreError> {
+        let _one_at_a_time = self.commit_lock.lock().await;
+        let record = ArchiveRecord {
+            name: name.to_owned(),
+            sha256: info.sha256,
+            size: info.size,
+            entries: info.entries,
+            stored_at: now,
+            source: source.to_owned(),
+        };
+        let this = Arc::clone(self);
+        let stored = record.clone();
+        let old =
+            tokio::task::spawn_blocking(move || -> Result<Option<ArchiveRecord>, StoreError> {
+                let target = this.blob_path(&stored.sha256);
+                file.persist(&target)
+                    .map_err(|e| io_err(&target, e.error))?;
+                sync_dir(&this.blobs).map_err(|e| io_err(&this.blobs, e))?;
+                let sidecar = this.archive_records.join(format!("{}.json", stored.name));
+                crate::fsutil::write_atomic(&sidecar, &encode(&stored)?, 0o644)
+                    .map_err(|e| io_err(&sidecar, e))?;
+                let old = this
+                    .archives
+                    .insert(stored.name.as_bytes(), encode(&stored)?)?
+                    .map(|v| decode::<ArchiveRecord>(&v))
+                    .transpose()?;
+                Ok(old)
+            })
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        self.db.flush_async().await?;
+        if let Some(old) = old
+            && old.sha256 != record.sha256
+            && !self.referenced(&old.sha256)?
+        {
+            let _ = fs::remove_file(self.blob_path(&old.sha256));
+        }
+        Ok(record)
+    }
+
+    /// A held archive by name, with the path of its file.
+    pub fn archive(&self, name: &str) -> Result<Option<(ArchiveRecord, PathBuf)>, StoreError> {
+        Ok(self
+            .archives
+            .get(name.as_bytes())?
+            .map(|v| decode::<ArchiveRecord>(&v))
+            .transpose()?
+            .map(|r| {
+                let path = self.blob_path(&r.sha256);
+                (r, path)
+            }))
+    }
+
+    pub fn archives(&self) -> Result<Vec<ArchiveRecord>, StoreError> {
+        self.archives.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Whether a bundle or an archive still uses this file.
+    fn referenced(&self, sha256: &Sha256) -> Result<bool, StoreError> {
+        Ok(self.record(sha256)?.is_some() || self.archives()?.iter().any(|a| a.sha256 == *sha256))
     }
 
     pub fn current(&self) -> Option<Arc<Current>> {
@@ -394,7 +505,16 @@ impl Store {
                 (None, None) => {}
             }
         }
-        let known: HashSet<String> = records.iter().map(|r| r.sha256.to_hex()).collect();
+        let mut known: HashSet<String> = records.iter().map(|r| r.sha256.to_hex()).collect();
+        for archive in self.archives()? {
+            if fs::metadata(self.blob_path(&archive.sha256)).is_ok_and(|m| m.len() == archive.size)
+            {
+                known.insert(archive.sha256.to_hex());
+            } else {
+                notes.push(format!("archive {} lost its file; forgotten", archive.name));
+                self.archives.remove(archive.name.as_bytes())?;
+            }
+        }
         for entry in fs::read_dir(&self.blobs).map_err(|e| io_err(&self.blobs, e))? {
             let entry = entry.map_err(|e| io_err(&self.blobs, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -416,9 +536,37 @@ impl Store {
         notes: &mut Vec<String>,
     ) -> Result<(), StoreError> {
         let now = Timestamp::now();
+        let mut archive_files = HashSet::new();
+        for entry in
+            fs::read_dir(&self.archive_records).map_err(|e| io_err(&self.archive_records, e))?
+        {
+            let path = entry.map_err(|e| io_err(&self.archive_records, e))?.path();
+            let record = fs::read(&path)
+                .ok()
+                .and_then(|bytes| decode::<ArchiveRecord>(&bytes).ok());
+            match record {
+                Some(r)
+                    if fs::metadata(self.blob_path(&r.sha256)).is_ok_and(|m| m.len() == r.size) =>
+                {
+                    self.archives.insert(r.name.as_bytes(), encode(&r)?)?;
+                    archive_files.insert(r.sha256.to_hex());
+                }
+                _ => notes.push(format!(
+                    "{} names no intact archive; ignored",
+                    path.display()
+                )),
+            }
+        }
         let mut newest: Option<BundleRecord> = None;
         for entry in fs::read_dir(&self.blobs).map_err(|e| io_err(&self.blobs, e))? {
             let path = entry.map_err(|e| io_err(&self.blobs, e))?.path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| archive_files.contains(n))
+            {
+                continue;
+            }
             let verified = fs::File::open(&path)
                 .map_err(|e| io_err(&path, e))
                 .and_then(|f| {

@@ -146,3 +146,71 @@ async fn commits_refuse_older_sequences() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_in_use_is_refused_not_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    commit(&store, &fresh_bundle(1)).await;
+    fs::write(
+        dir.path().join("incoming/bundle-in-flight"),
+        b"an upload in progress",
+    )
+    .unwrap();
+    let err = Store::open(settings(dir.path()), &support::trust(), &Limits::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, relay::store::StoreError::InUse { .. }),
+        "{err}"
+    );
+    // Nothing of the live store was touched.
+    assert!(dir.path().join("incoming/bundle-in-flight").exists());
+    assert!(dir.path().join("meta").is_dir());
+    assert_eq!(
+        current(&store),
+        Some(Sha256::of(&fresh_bundle_digest_of(&store)))
+    );
+}
+
+fn fresh_bundle_digest_of(store: &Store) -> Vec<u8> {
+    fs::read(&store.current().unwrap().path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_keeps_vendor_archives() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, "feed.json", &b"{}\n"[..]).unwrap();
+        support::gzip(&tar.into_inner().unwrap())
+    };
+    {
+        let (store, _) = open(dir.path());
+        commit(&store, &fresh_bundle(1)).await;
+        let info = relay::archive::check(&archive[..], &Limits::default(), None).unwrap();
+        let mut temp = store.incoming_file().unwrap();
+        std::io::Write::write_all(temp.as_file_mut(), &archive).unwrap();
+        store
+            .commit_archive(
+                "vendor",
+                &info,
+                temp.into_temp_path(),
+                "test",
+                Timestamp::now(),
+            )
+            .await
+            .unwrap();
+    }
+    fs::remove_dir_all(dir.path().join("meta")).unwrap();
+    fs::write(dir.path().join("meta"), b"not a database").unwrap();
+    let (store, notes) = open(dir.path());
+    assert!(notes.iter().any(|n| n.contains("rebuilt")), "{notes:?}");
+    let (record, path) = store.archive("vendor").unwrap().unwrap();
+    assert_eq!(record.sha256, Sha256::of(&archive));
+    assert_eq!(fs::read(path).unwrap(), archive);
+    assert!(store.current().is_some());
+}

@@ -96,10 +96,17 @@ pub struct DownloadArgs {
 
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// The bundle to upload.
+    /// The bundle (or, with --archive, the vendor archive) to upload.
     pub file: PathBuf,
     #[command(flatten)]
     pub address: Address,
+    /// Upload a vendor archive (opaque, unsigned, e.g. from `twistcli intelligence
+    /// download`) under this configured name instead of a signed bundle.
+    #[arg(long, value_name = "NAME")]
+    pub archive: Option<String>,
+    /// With --archive: the SHA-256 the archive must have (the relay refuses it otherwise).
+    #[arg(long, value_name = "HEX", requires = "archive")]
+    pub sha256: Option<String>,
 }
 
 pub fn download_cmd(args: DownloadArgs) -> anyhow::Result<Outcome> {
@@ -218,13 +225,20 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
     runtime.block_on(async move {
         let endpoint = args.address.endpoint();
         let client = endpoint.client()?;
-        let url = format!("{}/api/v1/feeds/bundle", endpoint.base());
+        let url = match &args.archive {
+            Some(name) => format!("{}/api/v1/archives/{name}", endpoint.base()),
+            None => format!("{}/api/v1/feeds/bundle", endpoint.base()),
+        };
         let bytes = tokio::fs::read(&args.file)
             .await
             .with_context(|| format!("reading {}", args.file.display()))?;
-        let response = endpoint
+        let mut request = endpoint
             .authorize(client.put(&url))
-            .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+            .header(reqwest::header::CONTENT_TYPE, "application/gzip");
+        if let Some(sha) = &args.sha256 {
+            request = request.header("x-expected-sha256", sha);
+        }
+        let response = request
             .body(bytes)
             .send()
             .await
@@ -232,6 +246,15 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         match status.as_u16() {
+            201 if args.archive.is_some() => {
+                println!(
+                    "uploaded archive {} ({}, {} entries; NOT SIGNED: integrity checked only)",
+                    body["name"].as_str().unwrap_or("?"),
+                    body["sha256"].as_str().unwrap_or("?"),
+                    body["entries"]
+                );
+                Ok(Outcome::Success)
+            }
             201 => {
                 println!(
                     "uploaded: sequence {} ({})",

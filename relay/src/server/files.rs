@@ -15,8 +15,40 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Relay;
 use super::routes::{empty, problem};
-use crate::bundle::Sha256;
-use crate::store::BundleRecord;
+use crate::bundle::{Sha256, Timestamp};
+use crate::store::{ArchiveRecord, BundleRecord};
+
+/// What a download response describes.
+pub struct Served {
+    pub sha256: Sha256,
+    pub size: u64,
+    /// `Last-Modified`.
+    pub modified: Timestamp,
+    /// `Content-Disposition` file name.
+    pub filename: String,
+}
+
+impl From<&BundleRecord> for Served {
+    fn from(r: &BundleRecord) -> Self {
+        Self {
+            sha256: r.sha256,
+            size: r.size,
+            modified: r.created,
+            filename: format!("intel_bundle_{}.tar.gz", r.sequence),
+        }
+    }
+}
+
+impl From<&ArchiveRecord> for Served {
+    fn from(r: &ArchiveRecord) -> Self {
+        Self {
+            sha256: r.sha256,
+            size: r.size,
+            modified: r.stored_at,
+            filename: format!("{}.tar.gz", r.name),
+        }
+    }
+}
 
 /// `GET /api/v1/feeds/bundle` and the custom location: the current bundle.
 pub async fn current_bundle(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
@@ -27,7 +59,7 @@ pub async fn current_bundle(State(relay): State<Arc<Relay>>, headers: HeaderMap)
         Some(bytes) => Source::Memory(bytes.clone()),
         None => Source::File(current.path.clone()),
     };
-    serve(&headers, &current.record, source, "no-cache").await
+    serve(&headers, &Served::from(&current.record), source, "no-cache").await
 }
 
 /// `GET /api/v1/bundles/{sha256}`: a held bundle; immutable by construction.
@@ -53,7 +85,7 @@ pub async fn held_bundle(
             };
             serve(
                 &headers,
-                &record,
+                &Served::from(&record),
                 source,
                 "public, max-age=31536000, immutable",
             )
@@ -79,9 +111,10 @@ pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Re
         return problem(StatusCode::NOT_FOUND, "no bundle held yet");
     };
     let r = &current.record;
+    let served = Served::from(r);
     let etag = etag(&r.sha256);
     if if_none_match(&headers, &etag) {
-        return not_modified(&etag, r);
+        return not_modified(&etag, &served);
     }
     let body = manifest_document(r).to_string();
     let mut response = Response::new(Body::from(body));
@@ -91,8 +124,48 @@ pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Re
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    set_validators(h, &etag, r);
+    set_validators(h, &etag, &served);
     response
+}
+
+/// A held vendor archive, at `/api/v1/archives/{name}` or its configured path.
+pub async fn archive(relay: Arc<Relay>, name: String, headers: HeaderMap) -> Response {
+    let held = {
+        let store = Arc::clone(&relay.store);
+        tokio::task::spawn_blocking(move || store.archive(&name)).await
+    };
+    match held {
+        Ok(Ok(Some((record, path)))) => {
+            serve(
+                &headers,
+                &Served::from(&record),
+                Source::File(path),
+                "no-cache",
+            )
+            .await
+        }
+        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, "no such archive held"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reading the store");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store task");
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+        }
+    }
+}
+
+/// `GET /api/v1/archives/{name}`.
+pub async fn archive_by_name(
+    State(relay): State<Arc<Relay>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !relay.config.archives.iter().any(|a| a.name == name) {
+        return problem(StatusCode::NOT_FOUND, "no such archive configured");
+    }
+    archive(relay, name, headers).await
 }
 
 /// The manifest document, also returned by an upload.
@@ -117,7 +190,7 @@ pub enum Source {
 
 async fn serve(
     headers: &HeaderMap,
-    record: &BundleRecord,
+    record: &Served,
     source: Source,
     cache: &'static str,
 ) -> Response {
@@ -173,10 +246,7 @@ async fn serve(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "attachment; filename=\"intel_bundle_{}.tar.gz\"",
-        record.sequence
-    )) {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", record.filename)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if status == StatusCode::PARTIAL_CONTENT
@@ -199,12 +269,12 @@ fn etag(sha256: &Sha256) -> String {
     format!("\"{sha256}\"")
 }
 
-fn last_modified(record: &BundleRecord) -> SystemTime {
-    let secs = u64::try_from(record.created.unix()).unwrap_or(0);
+fn last_modified(record: &Served) -> SystemTime {
+    let secs = u64::try_from(record.modified.unix()).unwrap_or(0);
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn set_validators(h: &mut HeaderMap, etag: &str, record: &BundleRecord) {
+fn set_validators(h: &mut HeaderMap, etag: &str, record: &Served) {
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
@@ -213,7 +283,7 @@ fn set_validators(h: &mut HeaderMap, etag: &str, record: &BundleRecord) {
     }
 }
 
-fn not_modified(etag: &str, record: &BundleRecord) -> Response {
+fn not_modified(etag: &str, record: &Served) -> Response {
     let mut r = empty(StatusCode::NOT_MODIFIED);
     set_validators(r.headers_mut(), etag, record);
     r
@@ -230,7 +300,7 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }
 
-fn not_modified_since(headers: &HeaderMap, record: &BundleRecord) -> bool {
+fn not_modified_since(headers: &HeaderMap, record: &Served) -> bool {
     headers
         .get(header::IF_MODIFIED_SINCE)
         .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok())
@@ -239,7 +309,7 @@ fn not_modified_since(headers: &HeaderMap, record: &BundleRecord) -> bool {
 
 /// `If-Range`: the range applies only if the representation is still the one named (a
 /// strong tag, or a date no earlier than ours).
-fn if_range_holds(headers: &HeaderMap, etag: &str, record: &BundleRecord) -> bool {
+fn if_range_holds(headers: &HeaderMap, etag: &str, record: &Served) -> bool {
     let Some(value) = headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) else {
         return true;
     };

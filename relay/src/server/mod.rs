@@ -112,7 +112,7 @@ impl Relay {
             limits,
             tls,
             stopping: CancellationToken::new(),
-            sync: sync::SyncState::new(&config.sources),
+            sync: sync::SyncState::new(&config.sources, &config.archives),
             config,
         });
         Ok((relay, notes))
@@ -131,6 +131,10 @@ impl Relay {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The Prometheus text `/metrics` serves.
@@ -175,9 +179,13 @@ impl Relay {
             .keep_alive_interval(Some(listen.keep_alive_timeout.0))
             .keep_alive_timeout(listen.keep_alive_timeout.0)
             .max_concurrent_streams(256);
-        if let Err(e) = sync::start(&self).await {
-            warn!(error = %e, "sources not started; serving what is held");
-        }
+        let sync_tasks = match sync::start(&self).await {
+            Ok(tasks) => tasks,
+            Err(e) => {
+                warn!(error = %e, "sources not started; serving what is held");
+                Vec::new()
+            }
+        };
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(listen.max_connections));
@@ -250,8 +258,15 @@ impl Relay {
         drop(listener);
         info!("shutting down: no new connections; draining open ones");
         self.stopping.cancel();
+        let drain = async {
+            graceful.shutdown().await;
+            // A check in progress finishes its step (a commit is never cut in half).
+            for task in sync_tasks {
+                let _ = task.await;
+            }
+        };
         tokio::select! {
-            () = graceful.shutdown() => info!("all connections closed"),
+            () = drain => info!("all connections closed"),
             () = tokio::time::sleep(self.config.listen.shutdown_grace.0) => {
                 warn!("shutdown grace period over; closing the remaining connections");
             }

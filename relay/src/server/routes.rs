@@ -24,8 +24,9 @@ use crate::auth::{Decision, Role};
 pub fn router(relay: Arc<Relay>) -> Router {
     let public = Router::new().route("/api/v1/_ping", get(ping));
 
-    let readers = Router::new()
+    let mut readers = Router::new()
         .route("/api/v1/feeds/manifest", get(files::manifest))
+        .route("/api/v1/archives/{name}", get(files::archive_by_name))
         .route("/api/v1/feeds/watch", get(watch::watch))
         .route("/api/v1/bundles/{sha256}", get(files::held_bundle))
         .route("/api/v1/status", get(status::json))
@@ -33,11 +34,23 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route(
             &relay.config.routes.custom_location,
             get(files::current_bundle),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            (Arc::clone(&relay), Role::Reader),
-            require,
-        ));
+        );
+    // Each vendor archive at the path consoles are configured with.
+    for archive in &relay.config.archives {
+        let name = archive.name.clone();
+        readers = readers.route(
+            &archive.path,
+            get(
+                move |State(relay): State<Arc<Relay>>, headers: axum::http::HeaderMap| {
+                    files::archive(relay, name.clone(), headers)
+                },
+            ),
+        );
+    }
+    let readers = readers.route_layer(middleware::from_fn_with_state(
+        (Arc::clone(&relay), Role::Reader),
+        require,
+    ));
 
     // One path, two roles: GET/HEAD for readers, PUT/POST for uploaders.
     let bundle = Router::new()
@@ -53,6 +66,10 @@ pub fn router(relay: Arc<Relay>) -> Router {
                 .route(
                     "/api/v1/feeds/bundle",
                     put(upload::upload).post(upload::upload),
+                )
+                .route(
+                    "/api/v1/archives/{name}",
+                    put(upload::upload_archive).post(upload::upload_archive),
                 )
                 .route_layer(middleware::from_fn_with_state(
                     (Arc::clone(&relay), Role::Uploader),

@@ -33,6 +33,8 @@ pub struct Status {
     pub sources: Vec<super::SourceStatus>,
     pub watchers: i64,
     pub held: Vec<HeldStatus>,
+    /// Vendor archives: opaque, integrity-checked only, never signed.
+    pub archives: Vec<ArchiveStatus>,
     pub supervisors: Vec<serde_json::Value>,
 }
 
@@ -50,6 +52,17 @@ pub struct CurrentStatus {
     pub age_seconds: i64,
     /// `ok`, `warning` (older than 24 h) or `critical` (older than 36 h, or expired).
     pub freshness: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct ArchiveStatus {
+    pub name: String,
+    pub path: String,
+    pub signed: bool,
+    pub trust: &'static str,
+    pub held: Option<crate::store::ArchiveRecord>,
+    pub last_check: Option<Timestamp>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +105,24 @@ pub fn status(relay: &Relay) -> Status {
         })
         .collect();
     let sync = relay.sync.snapshot();
+    let held_archives = relay.store.archives().unwrap_or_default();
+    let archives = relay
+        .config
+        .archives
+        .iter()
+        .map(|a| {
+            let pull = sync.archives.iter().find(|p| p.name == a.name);
+            ArchiveStatus {
+                name: a.name.clone(),
+                path: a.path.clone(),
+                signed: false,
+                trust: "NOT SIGNED: integrity checked only (digest, gzip, tar, size caps)",
+                held: held_archives.iter().find(|h| h.name == a.name).cloned(),
+                last_check: pull.and_then(|p| p.last_check),
+                last_error: pull.and_then(|p| p.last_error.clone()),
+            }
+        })
+        .collect();
     Status {
         version: env!("CARGO_PKG_VERSION"),
         now,
@@ -106,6 +137,7 @@ pub fn status(relay: &Relay) -> Status {
         sources: sync.sources,
         watchers: relay.metrics.watchers.get(),
         held,
+        archives,
         supervisors: Vec::new(),
     }
 }
@@ -158,6 +190,21 @@ pub async fn html(State(relay): State<Arc<Relay>>) -> Html<String> {
         s.last_error.clone().unwrap_or_else(|| "none".to_owned()),
     );
     rows += &row("Watchers", s.watchers.to_string());
+    for archive in &s.archives {
+        rows += &row(
+            "Archive",
+            format!(
+                "{} at {}: {} ({})",
+                archive.name,
+                archive.path,
+                archive
+                    .held
+                    .as_ref()
+                    .map_or("none held".to_owned(), |h| format!("sha256 {}", h.sha256)),
+                archive.trust
+            ),
+        );
+    }
     for source in &s.sources {
         rows += &row(
             "Source",

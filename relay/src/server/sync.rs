@@ -31,6 +31,16 @@ pub struct SyncStatus {
     /// The last check failed on every source: retries run on the retry schedule.
     pub failing: bool,
     pub sources: Vec<SourceStatus>,
+    /// Vendor archives pulled from a URL: last check and error.
+    pub archives: Vec<ArchivePull>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ArchivePull {
+    pub name: String,
+    pub url: String,
+    pub last_check: Option<Timestamp>,
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -62,8 +72,19 @@ pub struct SyncState {
 }
 
 impl SyncState {
-    pub fn new(sources: &[SourceConfig]) -> Self {
+    pub fn new(sources: &[SourceConfig], archives: &[crate::config::ArchiveConfig]) -> Self {
         let status = SyncStatus {
+            archives: archives
+                .iter()
+                .filter_map(|a| {
+                    Some(ArchivePull {
+                        name: a.name.clone(),
+                        url: a.source.as_ref()?.url.clone(),
+                        last_check: None,
+                        last_error: None,
+                    })
+                })
+                .collect(),
             sources: sources
                 .iter()
                 .map(|s| SourceStatus {
@@ -120,10 +141,13 @@ struct Source {
     client: reqwest::Client,
 }
 
-/// Starts the sync tasks. They end when the relay stops.
-pub async fn start(relay: &Arc<Relay>) -> Result<(), super::ServerError> {
-    if relay.config.sources.is_empty() {
-        return Ok(());
+/// Starts the sync tasks and returns their handles. They end when the relay stops.
+pub async fn start(
+    relay: &Arc<Relay>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, super::ServerError> {
+    let pulled_archives = relay.config.archives.iter().any(|a| a.source.is_some());
+    if relay.config.sources.is_empty() && !pulled_archives {
+        return Ok(Vec::new());
     }
     let schedule = &relay.config.schedule;
     let mut sources = Vec::new();
@@ -140,15 +164,23 @@ pub async fn start(relay: &Arc<Relay>) -> Result<(), super::ServerError> {
     }
 
     let scheduler = schedule_jobs(relay).await?;
-    tokio::spawn(worker(Arc::clone(relay), sources.clone(), scheduler));
+    let mut tasks = vec![tokio::spawn(worker(
+        Arc::clone(relay),
+        sources.clone(),
+        scheduler,
+    ))];
     for (index, source) in sources.iter().enumerate() {
         if source.config.kind == SourceKind::Upstream {
-            tokio::spawn(follow(Arc::clone(relay), index, Arc::clone(source)));
+            tasks.push(tokio::spawn(follow(
+                Arc::clone(relay),
+                index,
+                Arc::clone(source),
+            )));
         }
     }
-    tokio::spawn(poll_while_watch_is_down(Arc::clone(relay)));
+    tasks.push(tokio::spawn(poll_while_watch_is_down(Arc::clone(relay))));
     relay.sync.check_now();
-    Ok(())
+    Ok(tasks)
 }
 
 /// The daily check (after a random delay up to the jitter) and the retry while failing.
@@ -158,21 +190,26 @@ async fn schedule_jobs(relay: &Arc<Relay>) -> Result<(JobScheduler, Jobs), super
     };
     let scheduler = JobScheduler::new().await.map_err(err)?;
     let schedule = &relay.config.schedule;
-    let r = Arc::clone(relay);
+    // The jobs hold the relay weakly: a stopped relay is not kept alive by its schedule.
+    let r = Arc::downgrade(relay);
     let jitter = schedule.jitter.0;
     let check = Job::new_async(schedule.check.as_str(), move |_, _| {
-        let r = Arc::clone(&r);
+        let r = r.clone();
         Box::pin(async move {
             tokio::time::sleep(random_below(jitter)).await;
-            r.sync.check_now();
+            if let Some(r) = r.upgrade() {
+                r.sync.check_now();
+            }
         })
     })
     .map_err(err)?;
-    let r = Arc::clone(relay);
+    let r = Arc::downgrade(relay);
     let retry = Job::new_async(schedule.retry.as_str(), move |_, _| {
-        let r = Arc::clone(&r);
+        let r = r.clone();
         Box::pin(async move {
-            if r.sync.lock().failing {
+            if let Some(r) = r.upgrade()
+                && r.sync.lock().failing
+            {
                 r.sync.check_now();
             }
         })
@@ -237,8 +274,115 @@ async fn update_next_check(relay: &Relay, scheduler: &mut JobScheduler, jobs: &J
     };
 }
 
-/// One check: the sources in order, until one answers.
+/// One check: bundles from the sources, then the vendor archives that have a URL.
 async fn run_check(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &std::path::Path) {
+    if !sources.is_empty() {
+        check_bundles(relay, sources, work_dir).await;
+    }
+    pull_archives(relay, work_dir).await;
+}
+
+/// Pulls each vendor archive that has a source, with `If-None-Match` on the last ETag,
+/// checks its integrity and stores it.
+async fn pull_archives(relay: &Arc<Relay>, work_dir: &std::path::Path) {
+    let schedule = &relay.config.schedule;
+    for archive in &relay.config.archives {
+        let Some(source) = &archive.source else {
+            continue;
+        };
+        let now = super::now();
+        let result = pull_archive(relay, &archive.name, source, schedule, work_dir, now).await;
+        let mut status = relay.sync.lock();
+        if let Some(a) = status.archives.iter_mut().find(|a| a.name == archive.name) {
+            a.last_check = Some(now);
+            a.last_error = result.err();
+        }
+    }
+}
+
+async fn pull_archive(
+    relay: &Arc<Relay>,
+    name: &str,
+    source: &SourceConfig,
+    schedule: &crate::config::Schedule,
+    work_dir: &std::path::Path,
+    now: Timestamp,
+) -> Result<(), String> {
+    let endpoint = source.endpoint(schedule);
+    let client = endpoint.client().map_err(|e| e.to_string())?;
+    let partial = work_dir.join(format!("partial-archive-{name}"));
+    let last_etag_path = work_dir.join(format!("archive-{name}.last-etag"));
+    let held = relay.store.archive(name).map_err(|e| e.to_string())?;
+    let last_etag = match held {
+        Some(_) => tokio::fs::read_to_string(&last_etag_path).await.ok(),
+        None => None,
+    };
+    let limits = FetchLimits {
+        max_bytes: relay.config.storage.max_upload_bytes,
+        min_bytes_per_sec: schedule.min_transfer_rate,
+        floor_window: schedule.transfer_floor_window.0,
+    };
+    let fetched = client::download(
+        &endpoint,
+        &client,
+        &endpoint.url,
+        &partial,
+        last_etag.as_deref(),
+        limits,
+        |_, _| {},
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let Some(fetched) = fetched else {
+        return Ok(()); // not modified
+    };
+    let checked = {
+        let (path, limits) = (fetched.path.clone(), relay.limits);
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(crate::archive::ArchiveError::Read)?;
+            crate::archive::check(file, &limits, None)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    };
+    let info = match checked {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&fetched.path).await;
+            return Err(format!("{}: {e}", endpoint.url));
+        }
+    };
+    let _ = tokio::fs::remove_file(file_etag(&fetched.path)).await;
+    if held.as_ref().is_some_and(|(r, _)| r.sha256 == info.sha256) {
+        let _ = tokio::fs::remove_file(&fetched.path).await;
+    } else {
+        let temp = tempfile::TempPath::try_from_path(&fetched.path).map_err(|e| e.to_string())?;
+        relay
+            .store
+            .commit_archive(
+                name,
+                &info,
+                temp,
+                &format!("custom location {}", endpoint.url),
+                now,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(archive = name, sha256 = %info.sha256, "archive stored");
+    }
+    match &fetched.etag {
+        Some(tag) => {
+            let _ = tokio::fs::write(&last_etag_path, tag).await;
+        }
+        None => {
+            let _ = tokio::fs::remove_file(&last_etag_path).await;
+        }
+    }
+    Ok(())
+}
+
+/// The sources in order, until one answers.
+async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &std::path::Path) {
     let now = super::now();
     relay.sync.lock().last_check = Some(now);
     let held = relay.store.current().map(|c| Held {

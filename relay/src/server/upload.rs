@@ -32,19 +32,23 @@ pub async fn upload(
     response
 }
 
-async fn receive(
+type Refusal = (&'static str, Response);
+
+/// Streams a request body into a temp file in the store's `incoming/`, under the upload
+/// cap. The file is removed if anything fails (or when the path is dropped).
+async fn receive_body(
     relay: &Arc<Relay>,
     who: &str,
     headers: &HeaderMap,
     body: Body,
-) -> (&'static str, Response) {
+) -> Result<tempfile::TempPath, Refusal> {
     let cap = relay.config.storage.max_upload_bytes;
     let too_large = || {
         (
             "too_large",
             problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("bundle larger than the upload limit of {cap} bytes"),
+                format!("larger than the upload limit of {cap} bytes"),
             ),
         )
     };
@@ -52,40 +56,48 @@ async fn receive(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > cap) {
-        return too_large();
+        return Err(too_large());
     }
-    let temp = match relay.store.incoming_file() {
-        Ok(t) => t,
-        Err(e) => return internal("creating the upload file", &e),
-    };
+    let temp = relay
+        .store
+        .incoming_file()
+        .map_err(|e| internal("creating the upload file", &e))?;
     let (file, path) = temp.into_parts();
     let mut file = tokio::fs::File::from_std(file);
     let mut received = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(user = who, error = %e, "upload body ended early");
-                return (
-                    "aborted",
-                    problem(StatusCode::BAD_REQUEST, "upload body was cut short"),
-                );
-            }
-        };
+        let chunk = chunk.map_err(|e| {
+            tracing::info!(user = who, error = %e, "upload body ended early");
+            (
+                "aborted",
+                problem(StatusCode::BAD_REQUEST, "upload body was cut short"),
+            )
+        })?;
         received += chunk.len() as u64;
         if received > cap {
-            return too_large();
+            return Err(too_large());
         }
-        if let Err(e) = file.write_all(&chunk).await {
-            return internal("writing the upload", &e);
-        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| internal("writing the upload", &e))?;
     }
-    if let Err(e) = file.sync_all().await {
-        return internal("syncing the upload", &e);
-    }
-    drop(file);
+    file.sync_all()
+        .await
+        .map_err(|e| internal("syncing the upload", &e))?;
+    Ok(path)
+}
 
+async fn receive(
+    relay: &Arc<Relay>,
+    who: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> (&'static str, Response) {
+    let path = match receive_body(relay, who, headers, body).await {
+        Ok(p) => p,
+        Err(refusal) => return refusal,
+    };
     let held = relay.store.current().map(|c| c.record.sequence);
     let verified = {
         let (path, trust, limits) = (path.to_path_buf(), relay.trust.clone(), relay.limits);
@@ -149,6 +161,87 @@ async fn receive(
             ),
         ),
         Err(e) => internal("committing the bundle", &e),
+    }
+}
+
+/// `PUT`/`POST /api/v1/archives/{name}`: a vendor archive, integrity-checked only
+/// (`archive::check`), with the SHA-256 the uploader expects in `X-Expected-Sha256` or
+/// `?sha256=`.
+pub async fn upload_archive(
+    State(relay): State<Arc<Relay>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    principal: Option<axum::Extension<Principal>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if !relay.config.archives.iter().any(|a| a.name == name) {
+        return problem(StatusCode::NOT_FOUND, "no such archive configured");
+    }
+    let who = principal.map_or_else(|| "unknown".to_owned(), |p| p.0.name);
+    let expected = headers
+        .get("x-expected-sha256")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| {
+            uri.query()?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("sha256=").map(str::to_owned))
+        });
+    let expected = match expected.map(|e| e.to_ascii_lowercase().parse::<crate::bundle::Sha256>()) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return problem(StatusCode::BAD_REQUEST, e),
+    };
+    let path = match receive_body(&relay, &who, &headers, body).await {
+        Ok(p) => p,
+        Err((_, response)) => return response,
+    };
+    let checked = {
+        let (path, limits) = (path.to_path_buf(), relay.limits);
+        tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path).map_err(crate::archive::ArchiveError::Read)?;
+            crate::archive::check(file, &limits, expected)
+        })
+        .await
+    };
+    let info = match checked {
+        Ok(Ok(info)) => info,
+        Ok(Err(crate::archive::ArchiveError::Read(e))) => {
+            return internal("reading the upload back", &e).1;
+        }
+        Ok(Err(e)) => {
+            tracing::info!(user = %who, archive = %name, rule = %e, "archive refused");
+            return problem(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+        }
+        Err(e) => return internal("archive check task", &e).1,
+    };
+    match relay
+        .store
+        .commit_archive(
+            &name,
+            &info,
+            path,
+            &format!("upload by {who}"),
+            super::now(),
+        )
+        .await
+    {
+        Ok(record) => {
+            tracing::info!(user = %who, archive = %name, sha256 = %record.sha256, bytes = record.size, "archive stored");
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({
+                    "name": record.name,
+                    "sha256": record.sha256,
+                    "size": record.size,
+                    "entries": record.entries,
+                    "signed": false,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => internal("storing the archive", &e).1,
     }
 }
 

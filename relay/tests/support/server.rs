@@ -138,6 +138,11 @@ impl TestRelay {
         r.bytes().await.unwrap().to_vec()
     }
 
+    /// The configuration this relay runs with.
+    pub fn relay_config(&self) -> Config {
+        self.relay.config().clone()
+    }
+
     pub fn relay_watchers(&self) -> i64 {
         self.relay.metrics_watchers()
     }

@@ -1,0 +1,232 @@
+//! Vendor archives (opaque, unsigned `.tar.gz`, such as `twistcli intelligence download`
+//! makes): uploaded by an uploader or pulled from a URL, integrity-checked, served at
+//! their own path like a console's custom location, and marked unsigned in status.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use relay::bundle::Sha256;
+use relay::config::{ArchiveConfig, Config};
+use support::process::curl;
+use support::server::TestRelay;
+
+/// A feed archive shaped like the vendor's: a directory and a few files.
+fn vendor_archive(seed: u8) -> Vec<u8> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    tar.append_data(&mut dir, "feed/", &[][..]).unwrap();
+    for (name, len) in [("feed/cve.json", 20_000), ("feed/malware.json", 5_000)] {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, name, &data[..]).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&tar.into_inner().unwrap()).unwrap();
+    gz.finish().unwrap()
+}
+
+fn with_archive(config: &mut Config) {
+    config.archives = vec![ArchiveConfig {
+        name: "twistlock".into(),
+        path: "/intelligence/twistlock_feed.tar.gz".into(),
+        source: None,
+    }];
+}
+
+async fn put_archive(relay: &TestRelay, bytes: Vec<u8>, sha: Option<&str>) -> reqwest::Response {
+    let mut req = relay
+        .client()
+        .put(format!("{}/api/v1/archives/twistlock", relay.url))
+        .basic_auth("uploader", Some("uploader-pw"));
+    if let Some(s) = sha {
+        req = req.header("x-expected-sha256", s);
+    }
+    req.body(bytes).send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_archive_is_served_like_a_custom_location() {
+    let relay = TestRelay::start_with(with_archive).await;
+    let archive = vendor_archive(1);
+    let file = relay.dir.path().join("twistlock_feed_2026.tar.gz");
+    std::fs::write(&file, &archive).unwrap();
+    // The operator's CLI, with the digest it expects.
+    let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args([
+            "upload",
+            "--archive",
+            "twistlock",
+            "--sha256",
+            &Sha256::of(&archive).to_string(),
+        ])
+        .arg(&file)
+        .args([
+            "--address",
+            &relay.url,
+            "--user",
+            "uploader",
+            "--password",
+            "uploader-pw",
+        ])
+        .arg("--tlscacert")
+        .arg(&relay.ca)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOT SIGNED"));
+
+    // A console-like client: curl with the credential and the CA, at the configured path.
+    let ca = relay.ca.display().to_string();
+    let url = format!("{}/intelligence/twistlock_feed.tar.gz", relay.url);
+    let (code, body) = tokio::task::spawn_blocking({
+        let (ca, url) = (ca.clone(), url.clone());
+        move || curl(&["--cacert", &ca, "-u", "reader:reader-pw", &url])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(body, archive, "byte-identical");
+    let r = relay
+        .client()
+        .get(&url)
+        .basic_auth("reader", Some("reader-pw"))
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), archive[..100]);
+    let r = relay
+        .client()
+        .get(&url)
+        .basic_auth("reader", Some("reader-pw"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(relay.client().get(&url).send().await.unwrap().status(), 401);
+
+    let status: serde_json::Value = relay
+        .get("/api/v1/status")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let a = &status["archives"][0];
+    assert_eq!(a["signed"], false);
+    assert!(a["trust"].as_str().unwrap().starts_with("NOT SIGNED"));
+    assert_eq!(a["held"]["sha256"], Sha256::of(&archive).to_string());
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_archives_are_refused_and_the_held_one_kept() {
+    let relay = TestRelay::start_with(with_archive).await;
+    let good = vendor_archive(2);
+    assert_eq!(put_archive(&relay, good.clone(), None).await.status(), 201);
+
+    let mut corrupt = good.clone();
+    let i = corrupt.len() / 2;
+    corrupt[i] ^= 0xff;
+    let r = put_archive(&relay, corrupt, None).await;
+    assert_eq!(r.status(), 422);
+    let r = put_archive(&relay, good[..good.len() - 10].to_vec(), None).await;
+    assert_eq!(r.status(), 422, "truncated");
+    let r = put_archive(
+        &relay,
+        vendor_archive(3),
+        Some(&Sha256::of(b"other").to_string()),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+    assert!(r.text().await.unwrap().contains("sha256 mismatch"));
+    let r = put_archive(&relay, b"<html>not gzip</html>".to_vec(), None).await;
+    assert_eq!(r.status(), 422);
+    let r = relay
+        .client()
+        .put(format!("{}/api/v1/archives/unknown", relay.url))
+        .basic_auth("uploader", Some("uploader-pw"))
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    let r = relay
+        .get("/api/v1/archives/twistlock")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap().to_vec(),
+        good,
+        "the held archive is kept"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_is_pulled_from_a_url_and_survives_a_restart() {
+    let a = TestRelay::start_with(with_archive).await;
+    let archive = vendor_archive(4);
+    assert_eq!(put_archive(&a, archive.clone(), None).await.status(), 201);
+    let source = relay::config::SourceConfig {
+        kind: relay::client::SourceKind::CustomLocation,
+        url: format!("{}/intelligence/twistlock_feed.tar.gz", a.url),
+        token: None,
+        user: Some("reader".into()),
+        password: Some(relay::client::Secret::new("reader-pw")),
+        ca: Some(a.ca.clone()),
+        proxy: None,
+        no_proxy: true,
+    };
+    let b = TestRelay::start_with(|c| {
+        with_archive(c);
+        c.archives[0].source = Some(source);
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = b
+            .get("/intelligence/twistlock_feed.tar.gz")
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            assert_eq!(r.bytes().await.unwrap().to_vec(), archive);
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never pulled the archive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The store keeps it across a restart (its file is not taken for an orphan).
+    let config = b.relay_config();
+    let dir = b.stop_keep_dir().await.dir;
+    let mut config = config;
+    config.archives[0].source = None;
+    let again = TestRelay::start_in(dir, config).await;
+    let r = again
+        .get("/intelligence/twistlock_feed.tar.gz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().to_vec(), archive);
+    again.stop().await;
+    a.stop().await;
+}
