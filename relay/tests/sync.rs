@@ -471,3 +471,31 @@ async fn retry_after_is_honoured() {
     );
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_ends_the_failure_backoff() {
+    // B starts before A holds anything: its first check fails (404) and backs off for an
+    // hour. A's first bundle must still reach B at once, by the watch channel.
+    let a = TestRelay::start().await;
+    let source = upstream_source(&a);
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        c.schedule.backoff_base = HumanDuration::secs(3600);
+    })
+    .await;
+    until(&b, "the first failure", |s| {
+        s["sources"][0]["last_error_kind"] == "not_found"
+    })
+    .await;
+    until(&b, "the watch channel", |s| {
+        s["sources"][0]["watch"] == "connected"
+    })
+    .await;
+    a.upload(fresh_bundle(1)).await;
+    until(&b, "the bundle despite the backoff", |s| {
+        sequence(s) == Some(1)
+    })
+    .await;
+    b.stop().await;
+    a.stop().await;
+}

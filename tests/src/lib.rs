@@ -25,8 +25,14 @@ pub fn binary(name: &str) -> PathBuf {
         });
         if stale {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            // Build with the profile this executable was built with (benches: release).
+            let release = dir.file_name().is_some_and(|n| n == "release");
+            let mut args = vec!["build", "--bin", "relay", "--bin", "defender-lite"];
+            if release {
+                args.push("--release");
+            }
             let status = Command::new(cargo)
-                .args(["build", "--bin", "relay", "--bin", "defender-lite"])
+                .args(&args)
                 .current_dir(workspace_root())
                 .status()
                 .expect("run cargo build for the workspace binaries");

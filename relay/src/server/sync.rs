@@ -121,6 +121,17 @@ impl SyncState {
         self.wake.notify_one();
     }
 
+    /// A source showed it is alive and has news (an event on its watch channel): its
+    /// failure backoff ends now; a `Retry-After` it sent still holds.
+    fn source_alive(&self, index: usize) {
+        let mut status = self.lock();
+        if let Some(s) = status.sources.get_mut(index) {
+            s.not_before = s.retry_after_until;
+        }
+        drop(status);
+        self.wake.notify_one();
+    }
+
     /// An admin's "check now": also skips the failure backoff.
     pub fn force(&self) {
         self.forced.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -528,7 +539,7 @@ async fn follow(relay: Arc<Relay>, index: usize, source: Arc<Source>) {
                 set_watch(&relay, index, "connected");
                 backoff = Duration::from_secs(1);
                 // A reconnect may have missed events: check once.
-                relay.sync.check_now();
+                relay.sync.source_alive(index);
                 let mut stream = response.bytes_stream();
                 let mut text = String::new();
                 loop {
@@ -541,7 +552,7 @@ async fn follow(relay: Arc<Relay>, index: usize, source: Arc<Source>) {
                     while let Some(end) = text.find("\n\n") {
                         let block: String = text.drain(..end + 2).collect();
                         if block.lines().any(|l| l.starts_with("data:")) {
-                            relay.sync.check_now();
+                            relay.sync.source_alive(index);
                         }
                     }
                     if text.len() > 64 * 1024 {
