@@ -22,7 +22,8 @@
 //!
 //! The last line of output is machine-readable: `RESULT key=value ...`.
 //!
-//! Build and run: `cargo bench -p relay --bench watchers` with the environment set.
+//! Build and run: `cargo bench -p relay --bench watchers` with the environment set (without
+//! `RELAY_URL` it prints a note and does nothing).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -99,6 +100,16 @@ impl Settings {
     }
 }
 
+/// How every watcher connects, and what it sends and waits for.
+struct Dial {
+    connector: TlsConnector,
+    addr: String,
+    name: ServerName<'static>,
+    request: Vec<u8>,
+    tls: bool,
+    sequence: u64,
+}
+
 /// What a watcher task reports.
 enum Msg {
     /// Response headers received: 200, `text/event-stream`.
@@ -115,6 +126,12 @@ fn main() {
     rustls::crypto::ring::default_provider()
         .install_default()
         .expect("installing the ring crypto provider");
+    // Without a relay to talk to, step aside, so that `cargo bench -p relay` (every bench)
+    // still succeeds.
+    if std::env::var_os("RELAY_URL").is_none() {
+        eprintln!("watchers: RELAY_URL is not set; skipped (tests/bench/vs-nginx runs this bench)");
+        return;
+    }
     let settings = Settings::from_env();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -142,13 +159,12 @@ async fn run(s: Settings) -> i32 {
     let server_name = ServerName::try_from(s.host.clone()).expect("RELAY_URL host as TLS name");
     let credentials =
         base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", s.user, s.password));
-    let request: Arc<[u8]> = format!(
+    let request = format!(
         "GET /api/v1/feeds/watch HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {credentials}\r\n\
          Accept: text/event-stream\r\nUser-Agent: relay-bench-watchers\r\n\r\n",
         s.addr
     )
-    .into_bytes()
-    .into();
+    .into_bytes();
 
     let rss_idle = rss(s.pid);
     println!(
@@ -157,20 +173,19 @@ async fn run(s: Settings) -> i32 {
     );
 
     // 1. Open the watchers, `concurrency` handshakes at a time.
+    let dial = Arc::new(Dial {
+        connector,
+        addr: s.addr.clone(),
+        name: server_name,
+        request,
+        tls: s.tls,
+        sequence: s.sequence,
+    });
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let gate = Arc::new(Semaphore::new(s.concurrency.max(1)));
     let started = Instant::now();
     for _ in 0..s.watchers {
-        tokio::spawn(watcher(
-            connector.clone(),
-            s.addr.clone(),
-            server_name.clone(),
-            Arc::clone(&request),
-            Arc::clone(&gate),
-            tx.clone(),
-            s.sequence,
-            s.tls,
-        ));
+        tokio::spawn(watcher(Arc::clone(&dial), Arc::clone(&gate), tx.clone()));
     }
     drop(tx);
 
@@ -328,33 +343,24 @@ async fn run(s: Settings) -> i32 {
 /// One watch channel: open it (holding a `gate` permit until the headers are in), then read
 /// the event stream until the awaited sequence's `data:` line, then keep the connection
 /// open until the process ends.
-async fn watcher(
-    connector: TlsConnector,
-    addr: String,
-    name: ServerName<'static>,
-    request: Arc<[u8]>,
-    gate: Arc<Semaphore>,
-    tx: mpsc::UnboundedSender<Msg>,
-    sequence: u64,
-    tls: bool,
-) {
+async fn watcher(dial: Arc<Dial>, gate: Arc<Semaphore>, tx: mpsc::UnboundedSender<Msg>) {
     let permit = gate.acquire_owned().await.expect("semaphore open");
     let opened = async {
-        let tcp = TcpStream::connect(&addr)
+        let tcp = TcpStream::connect(&dial.addr)
             .await
             .map_err(|e| format!("connect: {}", e.kind()))?;
         let _ = tcp.set_nodelay(true);
-        let mut io: Box<dyn Io> = if tls {
+        let mut io: Box<dyn Io> = if dial.tls {
             Box::new(
-                connector
-                    .connect(name, tcp)
+                dial.connector
+                    .connect(dial.name.clone(), tcp)
                     .await
                     .map_err(|e| format!("TLS: {e}"))?,
             )
         } else {
             Box::new(tcp)
         };
-        io.write_all(&request)
+        io.write_all(&dial.request)
             .await
             .map_err(|e| format!("write: {}", e.kind()))?;
         io.flush()
@@ -374,7 +380,7 @@ async fn watcher(
         }
     };
     let _ = tx.send(Msg::Ready);
-    match read_events(&mut reader, chunked, sequence).await {
+    match read_events(&mut reader, chunked, dial.sequence).await {
         Ok(()) => {
             let _ = tx.send(Msg::Event(Instant::now()));
             // Hold the channel open: closing it now would add work to the relay while
