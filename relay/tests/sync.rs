@@ -499,3 +499,103 @@ async fn an_event_ends_the_failure_backoff() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_cut_halfway_resumes_where_it_stopped() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // An upstream that cuts the first transfer of the bundle halfway, then serves ranges.
+    let bundle = fresh_bundle(9);
+    let sent = std::sync::Arc::new(AtomicUsize::new(0));
+    let ranges = std::sync::Arc::new(Mutex::new(Vec::<String>::new()));
+    let app = {
+        let (b1, b2) = (bundle.clone(), bundle.clone());
+        let (sent, ranges) = (std::sync::Arc::clone(&sent), std::sync::Arc::clone(&ranges));
+        let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        axum::Router::new()
+            .route(
+                "/api/v1/feeds/manifest",
+                axum::routing::get(move || {
+                    let b = b1.clone();
+                    async move {
+                        axum::Json(serde_json::json!({
+                            "bundle": {"sha256": relay::bundle::Sha256::of(&b).to_string(), "size": b.len()},
+                            "sequence": 9,
+                        }))
+                    }
+                }),
+            )
+            .route(
+                "/api/v1/bundles/{sha}",
+                axum::routing::get(move |headers: axum::http::HeaderMap| {
+                    let (b, sent, ranges, first) = (b2.clone(), sent.clone(), ranges.clone(), first.clone());
+                    async move {
+                        let etag = "\"v1\"";
+                        if first.swap(false, Ordering::SeqCst) {
+                            // Promise the whole file, send half, then break the connection.
+                            let half = b[..b.len() / 2].to_vec();
+                            sent.fetch_add(half.len(), Ordering::SeqCst);
+                            // The half goes out first; the connection breaks a moment later.
+                            let stream = futures_util::stream::iter(vec![Some(half), None]).then(
+                                |chunk| async move {
+                                    match chunk {
+                                        Some(c) => Ok::<_, std::io::Error>(c),
+                                        None => {
+                                            tokio::time::sleep(Duration::from_millis(300)).await;
+                                            Err(std::io::Error::other("cut"))
+                                        }
+                                    }
+                                },
+                            );
+                            return axum::response::Response::builder()
+                                .header("etag", etag)
+                                .header("content-length", b.len())
+                                .body(axum::body::Body::from_stream(stream))
+                                .unwrap();
+                        }
+                        let range = headers.get("range").map(|v| v.to_str().unwrap().to_owned());
+                        ranges.lock().unwrap().push(range.clone().unwrap_or_default());
+                        let start: usize = range
+                            .as_deref()
+                            .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())
+                            .unwrap_or(0);
+                        sent.fetch_add(b.len() - start, Ordering::SeqCst);
+                        axum::response::Response::builder()
+                            .status(if start > 0 { 206 } else { 200 })
+                            .header("etag", etag)
+                            .header("content-range", format!("bytes {start}-{}/{}", b.len() - 1, b.len()))
+                            .body(axum::body::Body::from(b[start..].to_vec()))
+                            .unwrap()
+                    }
+                }),
+            )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let source = SourceConfig {
+        url,
+        user: None,
+        password: None,
+        ..upstream_source_placeholder()
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await;
+    until(&b, "the resumed bundle", |s| sequence(s) == Some(9)).await;
+    assert_eq!(b.current_bytes().await, bundle);
+    let ranges = ranges.lock().unwrap().clone();
+    assert_eq!(
+        ranges,
+        vec![format!("bytes={}-", bundle.len() / 2)],
+        "the second request resumes at the cut"
+    );
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        bundle.len(),
+        "no byte was sent twice"
+    );
+    b.stop().await;
+}
