@@ -703,3 +703,120 @@ async fn idle_connections_are_closed() {
     );
     relay.stop().await;
 }
+
+fn h1_client(relay: &TestRelay) -> reqwest::Client {
+    let ca = std::fs::read(&relay.ca).unwrap();
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .http1_only()
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http1_watch_path_behaves_like_the_other() {
+    // HTTP/1.1 watchers take the lean path (`server/fastwatch.rs`); its answers must be the
+    // same: auth, catch-up, keep-alives, events, metrics.
+    let relay = TestRelay::start_with(|c| {
+        c.routes.watch_keepalive = relay::config::HumanDuration::secs(1);
+        c.auth.max_failures = 3;
+    })
+    .await;
+    let client = h1_client(&relay);
+    let url = format!("{}/api/v1/feeds/watch", relay.url);
+    let r = client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Basic realm=\"intelligence-relay\", charset=\"UTF-8\""
+    );
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["error"],
+        "credentials required"
+    );
+    let r = client
+        .get(&url)
+        .basic_auth("uploader", Some("wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    relay.upload(fresh_bundle(1)).await;
+    relay.upload(fresh_bundle(2)).await;
+    let watch = client
+        .get(&url)
+        .basic_auth("reader", Some("reader-pw"))
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.version(), reqwest::Version::HTTP_11);
+    assert_eq!(watch.headers()["content-type"], "text/event-stream");
+    let mut stream = watch.bytes_stream();
+    let mut text = String::new();
+    // The catch-up event, then a keep-alive, then a live event.
+    while !text.contains("\"sequence\":2") {
+        text.push_str(&String::from_utf8_lossy(
+            &stream.next().await.unwrap().unwrap(),
+        ));
+    }
+    assert!(text.starts_with("id: 2\nevent: bundle\ndata: {"), "{text}");
+    while !text.contains(":keep-alive") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(relay.relay_watchers(), 1);
+    relay.upload(fresh_bundle(3)).await;
+    while !text.contains("\"sequence\":3") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    let metrics = relay.relay.metrics_text();
+    assert!(
+        metrics
+            .contains("relay_http_requests_total{route=\"/api/v1/feeds/watch\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("relay_http_requests_total{route=\"/api/v1/feeds/watch\",status=\"401\"} 2"),
+        "{metrics}"
+    );
+
+    // Other HTTP/1.1 requests on the same path of code are untouched (a GET with a body
+    // goes to hyper too), and lockout applies here as anywhere.
+    let r = client
+        .get(format!("{}/api/v1/_ping", relay.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "OK");
+    for _ in 0..2 {
+        client
+            .get(&url)
+            .basic_auth("reader", Some("nope"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = client
+        .get(&url)
+        .basic_auth("reader", Some("reader-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    relay.stop().await;
+}

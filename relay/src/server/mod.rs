@@ -7,6 +7,7 @@
 //! Storage is `store`, credentials `auth`, the format `bundle`.
 
 mod bootstrap;
+mod fastwatch;
 mod files;
 mod idle;
 mod metrics;
@@ -222,32 +223,51 @@ impl Relay {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             let acceptor = self.tls.as_ref().map(tls::Reloadable::acceptor);
+            let relay = Arc::clone(&self);
             tokio::spawn(async move {
                 let _slot = slot;
                 let result = match acceptor {
                     Some(acceptor) => {
-                        let tls =
-                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(tls)) => tls,
-                                Ok(Err(e)) => {
-                                    debug!(%peer, error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    debug!(%peer, "TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let io = TokioIo::new(idle::IdleTimeout::new(tls, idle_timeout));
-                        let conn = builder.serve_connection_with_upgrades(io, service);
-                        watcher.watch(conn.into_owned()).await
+                        let handshake = Box::pin(tokio::time::timeout(
+                            handshake_timeout,
+                            acceptor.accept(stream),
+                        ));
+                        let tls = match handshake.await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                        let io = idle::IdleTimeout::new(tls, idle_timeout);
+                        let io = if h2 {
+                            fastwatch::Rewind::new(Vec::new(), io)
+                        } else {
+                            match Box::pin(fastwatch::try_serve(&relay, io, client)).await {
+                                Some(io) => io,
+                                None => return,
+                            }
+                        };
+                        // Boxed: the hyper connection's state is large, and an idle watcher's
+                        // task (served by `fastwatch`) should not carry room for it.
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                        Box::pin(watcher.watch(conn.into_owned())).await
                     }
                     None => {
-                        let io = TokioIo::new(idle::IdleTimeout::new(stream, idle_timeout));
-                        let conn = builder.serve_connection_with_upgrades(io, service);
-                        watcher.watch(conn.into_owned()).await
+                        let io = idle::IdleTimeout::new(stream, idle_timeout);
+                        let Some(io) = Box::pin(fastwatch::try_serve(&relay, io, client)).await
+                        else {
+                            return;
+                        };
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+                        Box::pin(watcher.watch(conn.into_owned())).await
                     }
                 };
                 if let Err(e) = result {

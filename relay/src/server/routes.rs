@@ -153,6 +153,15 @@ async fn require(
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
+        denied => denial(&relay, need, denied),
+    }
+}
+
+/// The answer to a request whose credentials were not good enough: 401 with the
+/// challenge, 403, or 429 with `Retry-After`. Counted in the metrics.
+pub fn denial(relay: &Relay, need: Role, decision: Decision) -> Response {
+    match decision {
+        Decision::Allowed(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "not a denial"),
         Decision::Unauthorized => {
             relay.metrics.auth_failures.inc();
             let mut response = problem(StatusCode::UNAUTHORIZED, "credentials required");

@@ -24,17 +24,7 @@ pub async fn watch(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> impl 
     let last_id = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-    let backlog = match last_id {
-        Some(id) => {
-            let store = Arc::clone(&relay.store);
-            tokio::task::spawn_blocking(move || store.events_after(id))
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default()
-        }
-        None => Vec::new(),
-    };
+    let backlog = backlog(&relay, last_id).await;
     let last_sent = backlog
         .last()
         .map(|e| e.sequence.0)
@@ -78,19 +68,34 @@ fn to_sse(e: &Event) -> SseEvent {
     SseEvent::default()
         .id(e.sequence.to_string())
         .event("bundle")
-        .data(
-            serde_json::json!({"sequence": e.sequence, "sha256": e.sha256, "size": e.size})
-                .to_string(),
-        )
+        .data(event_data(e))
+}
+
+/// The `data:` of an event, the same on both paths (this one and `fastwatch`).
+pub fn event_data(e: &Event) -> String {
+    serde_json::json!({"sequence": e.sequence, "sha256": e.sha256, "size": e.size}).to_string()
+}
+
+/// Events after `last_id` from the store's log.
+pub async fn backlog(relay: &Arc<Relay>, last_id: Option<u64>) -> Vec<Event> {
+    let Some(id) = last_id else {
+        return Vec::new();
+    };
+    let store = Arc::clone(&relay.store);
+    tokio::task::spawn_blocking(move || store.events_after(id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 /// Counts open watchers in the metrics for as long as the stream lives.
-struct WatcherGuard {
+pub struct WatcherGuard {
     relay: Arc<Relay>,
 }
 
 impl WatcherGuard {
-    fn new(relay: Arc<Relay>) -> Self {
+    pub fn new(relay: Arc<Relay>) -> Self {
         relay.metrics.watchers.inc();
         Self { relay }
     }
