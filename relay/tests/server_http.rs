@@ -704,16 +704,6 @@ async fn idle_connections_are_closed() {
     relay.stop().await;
 }
 
-fn h1_client(relay: &TestRelay) -> reqwest::Client {
-    let ca = std::fs::read(&relay.ca).unwrap();
-    reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
-        .http1_only()
-        .no_proxy()
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http1_watch_path_behaves_like_the_other() {
     // HTTP/1.1 watchers take the lean path (`server/fastwatch.rs`); its answers must be the
@@ -723,7 +713,7 @@ async fn the_http1_watch_path_behaves_like_the_other() {
         c.auth.max_failures = 3;
     })
     .await;
-    let client = h1_client(&relay);
+    let client = relay.h1_client();
     let url = format!("{}/api/v1/feeds/watch", relay.url);
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 401);

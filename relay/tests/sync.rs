@@ -7,11 +7,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use relay::client::{Secret, SourceKind};
 use relay::config::{Config, HumanDuration, SourceConfig};
-use support::server::{TestRelay, fresh_bundle};
+use support::server::{TestRelay, fresh_bundle, sequence};
 
 /// An upstream source entry for `upstream`, as its reader.
 fn upstream_source(upstream: &TestRelay) -> SourceConfig {
@@ -36,49 +36,14 @@ fn fast(config: &mut Config) {
     config.schedule.jitter = HumanDuration::secs(0);
 }
 
-async fn status(relay: &TestRelay) -> serde_json::Value {
-    relay
-        .get("/api/v1/status")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Waits until `relay`'s status satisfies `done`, up to 20 s.
-async fn until(
-    relay: &TestRelay,
-    what: &str,
-    done: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = status(relay).await;
-        if done(&s) {
-            return s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn sequence(s: &serde_json::Value) -> Option<u64> {
-    s["current"]["sequence"].as_u64()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_upstream_is_served_downstream_at_once() {
     let a = TestRelay::start().await;
     assert_eq!(a.upload(fresh_bundle(1)).await.status(), 201);
     let source = upstream_source(&a);
     let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
-    until(&b, "the first pull", |s| sequence(s) == Some(1)).await;
-    until(&b, "the watch channel", |s| {
+    b.until("the first pull", |s| sequence(s) == Some(1)).await;
+    b.until("the watch channel", |s| {
         s["sources"][0]["watch"] == "connected"
     })
     .await;
@@ -86,7 +51,7 @@ async fn an_upload_upstream_is_served_downstream_at_once() {
     // No schedule fires within the test (daily check); the watch channel brings it.
     let bundle = fresh_bundle(2);
     assert_eq!(a.upload(bundle.clone()).await.status(), 201);
-    let s = until(&b, "the new bundle", |s| sequence(s) == Some(2)).await;
+    let s = b.until("the new bundle", |s| sequence(s) == Some(2)).await;
     assert_eq!(b.current_bytes().await, bundle);
     assert!(
         s["last_streams_update_source"]
@@ -116,10 +81,11 @@ async fn a_dead_upstream_leaves_the_bundle_served_and_is_caught_up_at_the_retry(
     })
     .await;
     b.upload(fresh_bundle(1)).await; // B holds something of its own
-    let s = until(&b, "the failure in status", |s| {
-        s["failing"] == true || s["last_error"].is_string()
-    })
-    .await;
+    let s = b
+        .until("the failure in status", |s| {
+            s["failing"] == true || s["last_error"].is_string()
+        })
+        .await;
     assert_eq!(s["sources"][0]["last_error_kind"], "connect", "{s:#}");
     assert!(s["next_check"].is_string(), "{s:#}");
     assert_eq!(
@@ -133,8 +99,8 @@ async fn a_dead_upstream_leaves_the_bundle_served_and_is_caught_up_at_the_retry(
     config.listen.address = a_addr;
     let a = TestRelay::start_on(a_dir, config, a_addr).await;
     a.upload(fresh_bundle(3)).await;
-    until(&b, "catching up", |s| sequence(s) == Some(3)).await;
-    let s = status(&b).await;
+    b.until("catching up", |s| sequence(s) == Some(3)).await;
+    let s = b.status().await;
     assert!(s["last_error"].is_null(), "{s:#}");
     b.stop().await;
     a.stop().await;
@@ -171,7 +137,7 @@ async fn a_fallback_source_is_used_when_the_first_fails() {
         fast(c);
     })
     .await;
-    let s = until(&b, "the fallback", |s| sequence(s) == Some(4)).await;
+    let s = b.until("the fallback", |s| sequence(s) == Some(4)).await;
     assert_eq!(s["sources"][0]["last_error_kind"], "connect", "{s:#}");
     assert!(s["sources"][1]["last_success"].is_string(), "{s:#}");
     assert!(
@@ -197,10 +163,11 @@ async fn wrong_credentials_are_reported_as_such() {
         fast(c);
     })
     .await;
-    let s = until(&b, "the auth error", |s| {
-        s["sources"][0]["last_error_kind"].is_string()
-    })
-    .await;
+    let s = b
+        .until("the auth error", |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
     assert_eq!(s["sources"][0]["last_error_kind"], "unauthorized", "{s:#}");
     assert!(s["current"].is_null());
     b.stop().await;
@@ -273,10 +240,11 @@ async fn refuses(lie: Lie, expected_kind: &str, tweak: impl FnOnce(&mut Config))
     .await;
     let held = fresh_bundle(5);
     b.upload(held.clone()).await;
-    let s = until(&b, expected_kind, |s| {
-        s["sources"][0]["last_error_kind"].is_string()
-    })
-    .await;
+    let s = b
+        .until(expected_kind, |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
     assert_eq!(s["sources"][0]["last_error_kind"], expected_kind, "{s:#}");
     assert!(s["failing"].as_bool().unwrap(), "{s:#}");
     assert_eq!(b.current_bytes().await, held, "the held bundle is kept");
@@ -400,7 +368,7 @@ async fn an_admin_force_refresh_checks_at_once() {
         ..upstream_source(&a)
     };
     let b = TestRelay::start_with(|c| c.sources = vec![custom]).await;
-    until(&b, "the first pull", |s| sequence(s) == Some(1)).await;
+    b.until("the first pull", |s| sequence(s) == Some(1)).await;
     a.upload(fresh_bundle(2)).await;
     let refresh = |user: &str, pw: &str| {
         b.client()
@@ -410,7 +378,8 @@ async fn an_admin_force_refresh_checks_at_once() {
     };
     assert_eq!(refresh("reader", "reader-pw").await.unwrap().status(), 403);
     assert_eq!(refresh("admin", "admin-pw").await.unwrap().status(), 202);
-    until(&b, "the forced check", |s| sequence(s) == Some(2)).await;
+    b.until("the forced check", |s| sequence(s) == Some(2))
+        .await;
     b.stop().await;
     a.stop().await;
 }
@@ -447,10 +416,11 @@ async fn retry_after_is_honoured() {
         fast(c);
     })
     .await;
-    let s = until(&b, "the 429", |s| {
-        s["sources"][0]["last_error_kind"].is_string()
-    })
-    .await;
+    let s = b
+        .until("the 429", |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
     assert_eq!(s["sources"][0]["last_error_kind"], "rate_limited", "{s:#}");
     let not_before: relay::bundle::Timestamp = s["sources"][0]["not_before"]
         .as_str()
@@ -483,19 +453,17 @@ async fn an_event_ends_the_failure_backoff() {
         c.schedule.backoff_base = HumanDuration::secs(3600);
     })
     .await;
-    until(&b, "the first failure", |s| {
+    b.until("the first failure", |s| {
         s["sources"][0]["last_error_kind"] == "not_found"
     })
     .await;
-    until(&b, "the watch channel", |s| {
+    b.until("the watch channel", |s| {
         s["sources"][0]["watch"] == "connected"
     })
     .await;
     a.upload(fresh_bundle(1)).await;
-    until(&b, "the bundle despite the backoff", |s| {
-        sequence(s) == Some(1)
-    })
-    .await;
+    b.until("the bundle despite the backoff", |s| sequence(s) == Some(1))
+        .await;
     b.stop().await;
     a.stop().await;
 }
@@ -584,7 +552,8 @@ async fn a_download_cut_halfway_resumes_where_it_stopped() {
         fast(c);
     })
     .await;
-    until(&b, "the resumed bundle", |s| sequence(s) == Some(9)).await;
+    b.until("the resumed bundle", |s| sequence(s) == Some(9))
+        .await;
     assert_eq!(b.current_bytes().await, bundle);
     let ranges = ranges.lock().unwrap().clone();
     assert_eq!(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use relay::client::{Secret, SourceKind};
 use relay::config::{HumanDuration, ProxyConfig, SourceConfig};
-use support::server::{TestRelay, fresh_bundle};
+use support::server::{TestRelay, fresh_bundle, sequence};
 
 /// A child process killed when the test ends.
 struct Daemon(Child);
@@ -42,36 +42,6 @@ async fn wait_for_port(port: u16) {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn status(relay: &TestRelay) -> serde_json::Value {
-    relay
-        .get("/api/v1/status")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn until(relay: &TestRelay, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = status(relay).await;
-        if done(&s) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn sequence(s: &serde_json::Value) -> Option<u64> {
-    s["current"]["sequence"].as_u64()
 }
 
 /// nginx serving `dir/www` over TLS (the dev certificate in `dir/tls`) with basic auth.
@@ -149,7 +119,8 @@ async fn a_custom_location_on_nginx_with_tls_and_basic_auth() {
         no_proxy: true,
     };
     let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
-    until(&b, "the pull from nginx", |s| sequence(s) == Some(6)).await;
+    b.until("the pull from nginx", |s| sequence(s) == Some(6))
+        .await;
     assert_eq!(b.current_bytes().await, std::fs::read(&file).unwrap());
 
     // A newer file in place: an admin's refresh brings it (nginx's ETag, made of the
@@ -165,7 +136,7 @@ async fn a_custom_location_on_nginx_with_tls_and_basic_auth() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    until(&b, "the newer file", |s| sequence(s) == Some(7)).await;
+    b.until("the newer file", |s| sequence(s) == Some(7)).await;
     assert_eq!(b.current_bytes().await, newer);
     b.stop().await;
 }
@@ -216,19 +187,17 @@ async fn an_upstream_through_a_connect_proxy() {
     wait_for_port(proxy_port).await;
     let source = through_proxy(&a, proxy_port);
     let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
-    until(&b, "the first pull through the proxy", |s| {
+    b.until("the first pull through the proxy", |s| {
         sequence(s) == Some(1)
     })
     .await;
-    until(&b, "the watch channel through the proxy", |s| {
+    b.until("the watch channel through the proxy", |s| {
         s["sources"][0]["watch"] == "connected"
     })
     .await;
     a.upload(fresh_bundle(2)).await;
-    until(&b, "the event through the proxy", |s| {
-        sequence(s) == Some(2)
-    })
-    .await;
+    b.until("the event through the proxy", |s| sequence(s) == Some(2))
+        .await;
     b.stop().await;
     a.stop().await;
 }
@@ -248,13 +217,14 @@ async fn a_proxy_that_cuts_long_connections_leaves_polling() {
         c.schedule.poll_interval = HumanDuration::secs(1);
     })
     .await;
-    until(&b, "the first pull", |s| sequence(s) == Some(1)).await;
-    until(&b, "the proxy cutting the watch channel", |s| {
+    b.until("the first pull", |s| sequence(s) == Some(1)).await;
+    b.until("the proxy cutting the watch channel", |s| {
         s["sources"][0]["watch"] == "down"
     })
     .await;
     a.upload(fresh_bundle(2)).await;
-    until(&b, "the new bundle by polling", |s| sequence(s) == Some(2)).await;
+    b.until("the new bundle by polling", |s| sequence(s) == Some(2))
+        .await;
     b.stop().await;
     a.stop().await;
 }

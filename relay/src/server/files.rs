@@ -71,12 +71,8 @@ pub async fn held_bundle(
     let Ok(sha256) = sha256.parse::<Sha256>() else {
         return problem(StatusCode::BAD_REQUEST, "not a sha256 digest");
     };
-    let held = {
-        let store = Arc::clone(&relay.store);
-        tokio::task::spawn_blocking(move || store.held(&sha256)).await
-    };
-    match held {
-        Ok(Ok(Some((record, path)))) => {
+    match lookup(&relay, move |store| store.held(&sha256)).await {
+        Ok(Some((record, path))) => {
             let source = match relay.store.current() {
                 Some(c) if c.record.sha256 == sha256 && c.body.is_some() => {
                     Source::Memory(c.body.clone().unwrap_or_default())
@@ -91,14 +87,26 @@ pub async fn held_bundle(
             )
             .await
         }
-        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, "no such bundle held"),
+        Ok(None) => problem(StatusCode::NOT_FOUND, "no such bundle held"),
+        Err(response) => response,
+    }
+}
+
+/// Runs a store read off the async threads; a failure is logged and becomes a 500.
+async fn lookup<T: Send + 'static>(
+    relay: &Arc<Relay>,
+    read: impl FnOnce(&crate::store::Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    let store = Arc::clone(&relay.store);
+    match tokio::task::spawn_blocking(move || read(&store)).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "reading the store");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+            Err(problem(StatusCode::INTERNAL_SERVER_ERROR, "store error"))
         }
         Err(e) => {
             tracing::error!(error = %e, "store task");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
+            Err(problem(StatusCode::INTERNAL_SERVER_ERROR, "store error"))
         }
     }
 }
@@ -130,12 +138,8 @@ pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Re
 
 /// A held vendor archive, at `/api/v1/archives/{name}` or its configured path.
 pub async fn archive(relay: Arc<Relay>, name: String, headers: HeaderMap) -> Response {
-    let held = {
-        let store = Arc::clone(&relay.store);
-        tokio::task::spawn_blocking(move || store.archive(&name)).await
-    };
-    match held {
-        Ok(Ok(Some((record, path)))) => {
+    match lookup(&relay, move |store| store.archive(&name)).await {
+        Ok(Some((record, path))) => {
             serve(
                 &headers,
                 &Served::from(&record),
@@ -144,15 +148,8 @@ pub async fn archive(relay: Arc<Relay>, name: String, headers: HeaderMap) -> Res
             )
             .await
         }
-        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, "no such archive held"),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "reading the store");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "store task");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "store error")
-        }
+        Ok(None) => problem(StatusCode::NOT_FOUND, "no such archive held"),
+        Err(response) => response,
     }
 }
 

@@ -138,6 +138,48 @@ impl TestRelay {
         r.bytes().await.unwrap().to_vec()
     }
 
+    /// `GET /api/v1/status` as the reader.
+    pub async fn status(&self) -> serde_json::Value {
+        self.get("/api/v1/status")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Polls the status until `done` holds (up to 30 s) and returns it.
+    pub async fn until(
+        &self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let s = self.status().await;
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {s:#}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A client that speaks HTTP/1.1 only (one connection per request in flight).
+    pub fn h1_client(&self) -> reqwest::Client {
+        let ca = std::fs::read(&self.ca).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .http1_only()
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+
     /// The configuration this relay runs with.
     pub fn relay_config(&self) -> Config {
         self.relay.config().clone()
@@ -162,6 +204,11 @@ impl TestRelay {
         }
         let _ = (&mut self.task).await;
     }
+}
+
+/// The current sequence in a status document.
+pub fn sequence(s: &serde_json::Value) -> Option<u64> {
+    s["current"]["sequence"].as_u64()
 }
 
 /// A valid bundle with `sequence`, created an hour ago and expiring in 30 days.
