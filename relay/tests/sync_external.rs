@@ -228,3 +228,124 @@ async fn a_proxy_that_cuts_long_connections_leaves_polling() {
     b.stop().await;
     a.stop().await;
 }
+
+/// tinyproxy that requires `user:pw` and logs each CONNECT to `log`.
+fn tinyproxy_with_auth(dir: &Path, port: u16, target_port: u16, log: &Path) -> Daemon {
+    let conf = format!(
+        "Port {port}\nListen 127.0.0.1\nTimeout 600\nAllow 127.0.0.1\nConnectPort {target_port}\nMaxClients 50\n\
+         BasicAuth relay s3cret\nLogFile \"{}\"\nLogLevel Connect\n",
+        log.display()
+    );
+    let path = dir.join(format!("tinyproxy-auth-{port}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    std::fs::write(log, "").unwrap();
+    let child = Command::new("tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tinyproxy (tests/run installs it)");
+    Daemon(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_wants_credentials() {
+    let a = TestRelay::start().await;
+    a.upload(fresh_bundle(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let proxy_port = free_port();
+    let _proxy = tinyproxy_with_auth(dir.path(), proxy_port, a.addr.port(), &log);
+    wait_for_port(proxy_port).await;
+
+    // Without the proxy's credentials: refused by the proxy, reported, nothing held.
+    let without = through_proxy(&a, proxy_port);
+    let b = TestRelay::start_with(|c| c.sources = vec![without]).await;
+    let s = b
+        .until("the proxy's refusal", |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
+    assert!(s["current"].is_null(), "{s:#}");
+    b.stop().await;
+
+    let mut with = through_proxy(&a, proxy_port);
+    if let Some(p) = &mut with.proxy {
+        p.user = Some("relay".into());
+        p.password = Some(Secret::new("s3cret"));
+    }
+    let b = TestRelay::start_with(|c| c.sources = vec![with]).await;
+    b.until("the pull through the authenticating proxy", |s| {
+        sequence(s) == Some(1)
+    })
+    .await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("127.0.0.1:{}", a.addr.port())),
+        "the proxy saw no CONNECT:\n{logged}"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_proxy_from_the_environment_is_used() {
+    let a = TestRelay::start().await;
+    a.upload(fresh_bundle(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    support::server::prepare_dir(dir.path());
+    let log = dir.path().join("proxy.log");
+    let proxy_port = free_port();
+    let _proxy = tinyproxy_with_auth(dir.path(), proxy_port, a.addr.port(), &log);
+    wait_for_port(proxy_port).await;
+    // B is a process, so the proxy variables are its own: no proxy in its config.
+    let source = format!(
+        "[[sources]]\nkind = \"upstream\"\nurl = \"{}\"\nuser = \"reader\"\npassword = \"reader-pw\"\nca = \"{}\"\n",
+        a.url,
+        a.ca.display()
+    );
+    let config = support::process::write_config(dir.path(), &source);
+    let proxy = format!("http://relay:s3cret@127.0.0.1:{proxy_port}");
+    let b = tokio::task::spawn_blocking({
+        let (dir, config) = (dir.path().to_owned(), config.clone());
+        move || {
+            support::process::RelayProcess::start(
+                &dir,
+                &["--config", config.to_str().unwrap()],
+                &[
+                    ("HTTPS_PROXY", proxy.as_str()),
+                    ("NO_PROXY", ""),
+                    ("no_proxy", ""),
+                ],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    let ca = dir.path().join("tls/ca.pem").display().to_string();
+    let status_url = format!("{}/api/v1/status", b.url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) =
+            support::process::curl(&["--cacert", &ca, "-u", "reader:reader-pw", &status_url]);
+        let s: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if sequence(&s) == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never pulled through the environment's proxy: {s:#}\n{}",
+            b.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("127.0.0.1:{}", a.addr.port())),
+        "the proxy saw no CONNECT:\n{logged}"
+    );
+    drop(b);
+    a.stop().await;
+}
