@@ -124,10 +124,6 @@ impl Credentials {
             roles,
         })
     }
-
-    pub fn user_count(&self) -> usize {
-        self.users.len()
-    }
 }
 
 /// Settings of an [`Authenticator`].

@@ -370,10 +370,6 @@ impl Store {
             .collect()
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.settings.dir
-    }
-
     fn blob_path(&self, sha256: &Sha256) -> PathBuf {
         self.blobs.join(sha256.to_hex())
     }

@@ -227,14 +227,6 @@ impl TrustStore {
     pub fn get(&self, id: &KeyId) -> Option<&PublicKey> {
         self.keys.get(id)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    pub fn key_ids(&self) -> impl Iterator<Item = &KeyId> {
-        self.keys.keys()
-    }
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory: the result is

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::auth::{self, Role};
-use crate::bundle::{self, BuildOptions, PublicKey, SecretKey, Sequence, TrustStore};
+use crate::bundle::{self, BuildOptions, SecretKey, Sequence, TrustStore};
 use crate::certs;
 use crate::config::Config;
 
@@ -136,7 +136,3 @@ pub async fn install_sample(relay: &Arc<Relay>, key: &SecretKey) -> Result<bool,
     Ok(true)
 }
 
-/// The public key line of the local key, for operators who want to trust it elsewhere.
-pub fn local_public_key(config: &Config) -> Option<PublicKey> {
-    PublicKey::load(&config.data_dir().join("keys/local.pub")).ok()
-}

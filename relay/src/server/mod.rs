@@ -36,7 +36,7 @@ use crate::bundle::{Limits, Timestamp, TrustStore};
 use crate::config::{self, Config};
 use crate::store::{Store, StoreSettings};
 
-pub use bootstrap::{Prepared, install_sample, local_public_key, prepare};
+pub use bootstrap::{Prepared, install_sample, prepare};
 pub use metrics::Metrics;
 pub use sync::{SourceStatus, SyncStatus};
 
@@ -130,10 +130,6 @@ impl Relay {
         Ok(())
     }
 
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
-
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -146,11 +142,6 @@ impl Relay {
     /// What the sources last did.
     pub fn sync_status(&self) -> SyncStatus {
         self.sync.snapshot()
-    }
-
-    /// Asks for a check of the sources now.
-    pub fn check_now(&self) {
-        self.sync.check_now();
     }
 
     /// Open watch channels.
