@@ -135,4 +135,3 @@ pub async fn install_sample(relay: &Arc<Relay>, key: &SecretKey) -> Result<bool,
         .await?;
     Ok(true)
 }
-
