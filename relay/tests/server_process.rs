@@ -874,6 +874,8 @@ fn fails_at(args: &[&str], step: &str, needle: &str) {
 fn ping_names_the_failing_step() {
     // Nothing listens on port 1.
     fails_at(&["https://127.0.0.1:1"], "tcp", "refused");
+    // `.invalid` never resolves (RFC 6761), with or without a reachable DNS server.
+    fails_at(&["https://relay.invalid:8083"], "dns", "relay.invalid");
 
     let (dir, process) = started("");
     let ca_path = ca(dir.path());

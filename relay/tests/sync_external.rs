@@ -349,3 +349,162 @@ async fn https_proxy_from_the_environment_is_used() {
     drop(b);
     a.stop().await;
 }
+
+/// Runs `relay ping` with `args` off the runtime; returns (exit code, stdout).
+async fn ping(args: Vec<String>) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .arg("ping")
+            .args(&args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_walks_through_a_connect_proxy() {
+    let a = TestRelay::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let proxy_port = free_port();
+    let _proxy = tinyproxy_with_auth(dir.path(), proxy_port, a.addr.port(), &log);
+    wait_for_port(proxy_port).await;
+    let args = |proxy: String| {
+        vec![
+            a.url.clone(),
+            "--tlscacert".into(),
+            a.ca.display().to_string(),
+            "--user".into(),
+            "reader".into(),
+            "--password".into(),
+            "reader-pw".into(),
+            "--proxy".into(),
+            proxy,
+        ]
+    };
+
+    let (code, out) = ping(args(format!("http://relay:s3cret@127.0.0.1:{proxy_port}"))).await;
+    assert_eq!(code, 0, "{out}");
+    for step in ["dns", "tcp", "proxy", "tls", "http", "auth"] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.contains(step)),
+            "{step} missing:\n{out}"
+        );
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("127.0.0.1:{}", a.addr.port())),
+        "the proxy saw no CONNECT:\n{logged}"
+    );
+
+    // The proxy refuses without its credentials: the proxy step fails, and says 407.
+    let (code, out) = ping(args(format!("http://127.0.0.1:{proxy_port}"))).await;
+    assert_eq!(code, 1, "{out}");
+    let failed = out.lines().find(|l| l.starts_with("FAIL")).unwrap_or("");
+    assert!(failed.contains("proxy") && failed.contains("407"), "{out}");
+    a.stop().await;
+}
+
+/// A TLS listener on `port` that forwards each connection to `inner` on loopback: an HTTPS
+/// proxy, as a client sees it, made of tinyproxy behind it. Its certificate comes from a CA
+/// of its own, written to `dir/ca.pem`.
+async fn tls_front(dir: &Path, inner: u16) -> (u16, tokio::task::JoinHandle<()>) {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+
+    let files = relay::certs::init(dir, &["127.0.0.1".to_owned()], 30, false).unwrap();
+    let chain = CertificateDer::pem_file_iter(&files.server_cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&files.server_key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", inner)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_proxy_with_a_ca_of_its_own() {
+    let a = TestRelay::start().await;
+    a.upload(fresh_bundle(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("proxy.log");
+    let inner = free_port();
+    let _proxy = tinyproxy_with_auth(dir.path(), inner, a.addr.port(), &log);
+    wait_for_port(inner).await;
+    let front_dir = dir.path().join("front");
+    std::fs::create_dir(&front_dir).unwrap();
+    let (port, front) = tls_front(&front_dir, inner).await;
+    let via_front = |ca: Option<std::path::PathBuf>| {
+        let mut source = through_proxy(&a, port);
+        source.proxy = Some(ProxyConfig {
+            url: format!("https://127.0.0.1:{port}"),
+            user: Some("relay".into()),
+            password: Some(Secret::new("s3cret")),
+            ca,
+        });
+        source
+    };
+
+    // Without the proxy's CA the TLS handshake with the proxy fails: reported, nothing held.
+    let b = TestRelay::start_with(|c| c.sources = vec![via_front(None)]).await;
+    let s = b
+        .until("the proxy's unknown certificate", |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
+    assert!(s["current"].is_null(), "{s:#}");
+    assert_eq!(s["sources"][0]["last_error_kind"], "tls", "{s:#}");
+    b.stop().await;
+
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![via_front(Some(front_dir.join("ca.pem")))];
+    })
+    .await;
+    b.until("the pull through the HTTPS proxy", |s| {
+        sequence(s) == Some(1)
+    })
+    .await;
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("127.0.0.1:{}", a.addr.port())),
+        "the proxy saw no CONNECT:\n{logged}"
+    );
+    b.stop().await;
+    front.abort();
+    a.stop().await;
+}
