@@ -1,0 +1,788 @@
+//! The deployment files in `deploy/`, checked on one machine without a cluster, a container
+//! engine or a booted systemd: the Kubernetes manifests against the API schemas
+//! (`kubernetes-validate --strict`) and against the relay's own config loader and CLI, with
+//! the init container's script run on the ConfigMap and Secret as the kubelet would mount
+//! them; the systemd units with `systemd-analyze verify`; the Containerfile's inputs and
+//! outputs against the workspace. `tests/run` installs the two external validators; the
+//! tests fail, never skip, when one is missing.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clap::Parser;
+use end_to_end::{binary, workspace_root};
+use serde::Deserialize;
+use serde_norway::Value;
+
+const RELAY_PORT: u64 = 8083;
+const PING: &str = "/api/v1/_ping";
+
+#[test]
+fn kubernetes_manifests_pass_the_strict_schema_validator() {
+    let files = kubernetes_files();
+    let out = kubernetes_validate(&files);
+    let text = show(&out);
+    assert!(
+        out.status.success(),
+        "kubernetes-validate --strict:\n{text}"
+    );
+    // Every document was looked at, not skipped as an unknown kind.
+    for (file, doc) in documents() {
+        let passed = format!(
+            "passed for resource {}/{}",
+            str_at(&doc, "kind").to_lowercase(),
+            str_at(&doc["metadata"], "name")
+        );
+        assert!(
+            text.contains(&passed),
+            "{}: no `{passed}` in:\n{text}",
+            file.display()
+        );
+    }
+}
+
+#[test]
+fn the_schema_validator_rejects_an_unknown_field() {
+    // The control for the test above: a misspelt probe field must fail it.
+    let text = fs::read_to_string(deploy_dir().join("kubernetes/relay.yaml")).unwrap();
+    let broken = text.replacen("path: /api/v1/_ping", "paht: /api/v1/_ping", 1);
+    assert_ne!(broken, text);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.yaml");
+    fs::write(&file, broken).unwrap();
+    let out = kubernetes_validate(&[file]);
+    let text = show(&out);
+    assert!(!out.status.success(), "a misspelt field passed:\n{text}");
+    assert!(text.contains("'paht' was unexpected"), "{text}");
+}
+
+#[test]
+fn the_configmap_config_loads_with_the_relay_loader() {
+    let docs = documents();
+    let toml = configmap_file(&docs, "relay.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    fs::write(&path, toml).unwrap();
+    // The real loader: deny_unknown_fields, so a key the relay does not have fails here.
+    let config = relay::config::Config::load(Some(&path), Vec::new()).unwrap();
+    assert_eq!(config.listen.address.port(), RELAY_PORT as u16);
+    assert!(
+        config.listen.address.ip().is_unspecified(),
+        "the pod must listen beyond loopback: {}",
+        config.listen.address
+    );
+    assert!(!config.listen.insecure_http);
+    let [source] = config.sources.as_slice() else {
+        panic!("expected one source, central: {:?}", config.sources);
+    };
+    assert_eq!(source.kind, relay::client::SourceKind::Upstream);
+    assert!(source.url.starts_with("https://"), "{}", source.url);
+    assert!(source.ca.is_some(), "central's CA comes from the Secret");
+    // Uploads to a Service reach one replica only: replicas pull, central takes uploads.
+    assert!(config.auth.uploaders.is_empty() && config.auth.admins.is_empty());
+    assert!(
+        !config.trust.keys.is_empty(),
+        "bundles from central need the origin's key"
+    );
+}
+
+#[test]
+fn the_relay_reads_the_config_the_init_container_renders() {
+    let docs = documents();
+    let secret_token = secret_value(&docs, "relay-secrets", "central-token");
+    let pod = Pod::new(&docs);
+    let rendered = pod.render(&secret_token);
+    assert!(rendered.out.status.success(), "{}", show(&rendered.out));
+
+    // The relay container's command, parsed by the relay's own CLI.
+    let relay = pod.container("relay");
+    let argv = command_line(relay);
+    let cli = relay::cli::Cli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("{argv:?} is not a relay command line: {e}"));
+    let relay::cli::Command::Serve(serve) = cli.command else {
+        panic!("{argv:?} does not run `relay serve`");
+    };
+    assert!(
+        serve.listen.is_none() && serve.data_dir.is_none() && !serve.insecure_http,
+        "{argv:?}: flags would override the ConfigMap"
+    );
+    let config_path = serve.config.expect("serve --config FILE");
+    let config_path = config_path.to_str().unwrap();
+    // --config names the file the init container wrote, through the volume they share.
+    let on_disk = pod
+        .host_path(relay, config_path)
+        .unwrap_or_else(|| panic!("--config {config_path} is not on a volume of the container"));
+    assert_eq!(
+        rendered.written,
+        std::slice::from_ref(&on_disk),
+        "--config {config_path} is not the file the init container wrote"
+    );
+
+    let config = relay::config::Config::load(Some(&on_disk), Vec::new()).unwrap();
+    let token = config.sources[0].token.as_ref().expect("central's token");
+    assert_eq!(token.expose(), secret_token);
+    assert!(
+        !fs::read_to_string(&on_disk)
+            .unwrap()
+            .contains("@CENTRAL_TOKEN@")
+    );
+
+    // Every file the config names is a key of a ConfigMap or Secret mounted there.
+    let mut files: Vec<PathBuf> = vec![config.tls_cert(), config.tls_key(), config.htpasswd()];
+    files.extend(config.trust.keys.iter().cloned());
+    files.extend(config.sources.iter().filter_map(|s| s.ca.clone()));
+    for file in files {
+        let name = file.to_str().unwrap();
+        let host = pod
+            .host_path(relay, name)
+            .unwrap_or_else(|| panic!("{name} is on no volume of the relay container"));
+        assert!(
+            host.is_file(),
+            "{name}: no such key in the mounted ConfigMap or Secret"
+        );
+    }
+    // The data directory is this replica's own emptyDir (no shared store).
+    let data = config.data_dir().to_str().unwrap();
+    let (volume, _) = pod.mount_of(relay, data).expect("data_dir on a volume");
+    assert!(
+        pod.volume(volume)["emptyDir"].is_mapping(),
+        "data_dir {data} must be an emptyDir, not a shared volume"
+    );
+}
+
+#[test]
+fn the_init_container_refuses_a_token_that_would_change_the_config() {
+    let docs = documents();
+    for token in ["", "rt_x\"\nadmins = [\"me\"]\n#", "rt_a/b&c"] {
+        let rendered = Pod::new(&docs).render(token);
+        assert!(!rendered.out.status.success(), "{token:?} was accepted");
+        assert!(
+            rendered.written.is_empty(),
+            "{token:?}: wrote {:?}",
+            rendered.written
+        );
+    }
+}
+
+#[test]
+fn service_links_stay_off_because_the_relay_reads_every_relay_variable() {
+    let docs = documents();
+    let pod = Pod::new(&docs);
+    assert_eq!(
+        pod.spec["enableServiceLinks"].as_bool(),
+        Some(false),
+        "the Service `relay` would put RELAY_SERVICE_HOST and RELAY_PORT into the pod"
+    );
+    // Why: the loader takes RELAY_<SECTION>_<KEY> as settings and refuses unknown ones.
+    let toml = configmap_file(&docs, "relay.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    fs::write(&path, toml).unwrap();
+    let injected = vec![("RELAY_SERVICE_HOST".to_owned(), "127.0.0.1".to_owned())];
+    assert!(relay::config::Config::load(Some(&path), injected).is_err());
+    for container in pod.containers() {
+        for var in seq(&container["env"]) {
+            let name = str_at(var, "name");
+            assert!(
+                !name.starts_with("RELAY_"),
+                "{name} would be read as a setting"
+            );
+        }
+    }
+}
+
+#[test]
+fn replicas_probe_ping_over_https_behind_one_service() {
+    let docs = documents();
+    let deployment = find(&docs, "Deployment", "relay");
+    assert_eq!(deployment["spec"]["replicas"].as_u64(), Some(3));
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_selects(&deployment["spec"]["selector"]["matchLabels"], labels);
+
+    let pod = Pod::new(&docs);
+    let relay = pod.container("relay");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        let get = &relay[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(PING), "{probe}");
+        assert_eq!(get["scheme"].as_str(), Some("HTTPS"), "{probe}");
+        assert_eq!(container_port(relay, &get["port"]), RELAY_PORT, "{probe}");
+    }
+
+    let service = find(&docs, "Service", "relay");
+    assert_selects(&service["spec"]["selector"], labels);
+    let [port] = seq(&service["spec"]["ports"]) else {
+        panic!("one port");
+    };
+    assert_eq!(port["port"].as_u64(), Some(RELAY_PORT));
+    assert_eq!(container_port(relay, &port["targetPort"]), RELAY_PORT);
+}
+
+#[test]
+fn pods_run_unprivileged_on_a_read_only_root() {
+    let docs = documents();
+    let pod = Pod::new(&docs);
+    let security = &pod.spec["securityContext"];
+    assert_eq!(security["runAsNonRoot"].as_bool(), Some(true));
+    assert_ne!(security["runAsUser"].as_u64().expect("runAsUser"), 0);
+    for container in pod.containers() {
+        let name = str_at(container, "name");
+        let c = &container["securityContext"];
+        assert_eq!(c["readOnlyRootFilesystem"].as_bool(), Some(true), "{name}");
+        assert_eq!(
+            c["allowPrivilegeEscalation"].as_bool(),
+            Some(false),
+            "{name}"
+        );
+        let dropped: Vec<_> = seq(&c["capabilities"]["drop"])
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(dropped, ["ALL"], "{name}");
+        assert!(
+            container["resources"]["limits"]["memory"].is_string(),
+            "{name}"
+        );
+        assert_eq!(
+            container["image"],
+            pod.container("relay")["image"],
+            "{name}: one image for the pod"
+        );
+    }
+}
+
+#[test]
+fn systemd_units_verify_cleanly() {
+    let units = ["relay.service", "defender-lite.service"];
+    let dir = tempfile::tempdir().unwrap();
+    for unit in units {
+        let text = fs::read_to_string(deploy_dir().join(unit)).unwrap();
+        let (bin, args) = exec_start(&text);
+        assert!(
+            workspace_binaries().contains(&bin),
+            "{unit}: {bin} is not a binary of this workspace"
+        );
+        if bin == "relay" {
+            // defender-lite's `sync` is the contract for a subcommand still being built;
+            // the relay's command line must parse today.
+            let argv: Vec<String> = std::iter::once(bin.clone()).chain(args).collect();
+            relay::cli::Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{unit}: {argv:?}: {e}"));
+        }
+        // verify checks that ExecStart's program exists: point it at the built binary.
+        let path = dir.path().join(unit);
+        let installed = format!("ExecStart=/usr/local/bin/{bin} ");
+        let built = format!("ExecStart={} ", binary(&bin).display());
+        assert!(text.contains(&installed), "{unit}: {installed}");
+        fs::write(&path, text.replacen(&installed, &built, 1)).unwrap();
+        if let Err(report) = verify_unit(&path) {
+            panic!("{unit}:\n{report}");
+        }
+    }
+    let listed: BTreeSet<_> = fs::read_dir(deploy_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".service"))
+        .collect();
+    assert_eq!(listed, units.into_iter().map(String::from).collect());
+}
+
+#[test]
+fn the_unit_check_catches_an_unknown_key() {
+    // The control for the test above: systemd-analyze exits 0 on an unknown key and only
+    // warns, so the check must read its output.
+    let text = fs::read_to_string(deploy_dir().join("relay.service")).unwrap();
+    let built = format!("ExecStart={} ", binary("relay").display());
+    let text = text.replacen("ExecStart=/usr/local/bin/relay ", &built, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.service");
+    fs::write(
+        &path,
+        text.replacen("[Service]\n", "[Service]\nRestartAlways=yes\n", 1),
+    )
+    .unwrap();
+    let report = verify_unit(&path).expect_err("an unknown key passed");
+    assert!(report.contains("RestartAlways"), "{report}");
+}
+
+#[test]
+fn the_containerfile_builds_and_ships_the_workspace_binaries() {
+    let root = workspace_root();
+    let text = fs::read_to_string(deploy_dir().join("Containerfile")).unwrap();
+    let steps = instructions(&text);
+    let bins = workspace_binaries();
+    let ignored = fs::read_to_string(root.join(".dockerignore")).unwrap();
+    assert!(
+        ignored.lines().any(|l| l.trim() == "target/"),
+        ".dockerignore keeps target/ out"
+    );
+
+    let mut workdir = String::new();
+    let (mut built, mut shipped) = (BTreeSet::new(), BTreeSet::new());
+    for (op, arg) in &steps {
+        match op.as_str() {
+            "WORKDIR" => workdir = arg.clone(),
+            "COPY" if arg.starts_with("--from=build ") => {
+                let words: Vec<_> = arg.split_whitespace().skip(1).collect();
+                let (_dest, sources) = words.split_last().unwrap();
+                for source in sources {
+                    let bin = source
+                        .strip_prefix(&format!("{workdir}/target/release/"))
+                        .unwrap_or_else(|| panic!("COPY {source}: not a release binary"));
+                    shipped.insert(bin.to_owned());
+                }
+            }
+            "COPY" => {
+                let words: Vec<_> = arg.split_whitespace().collect();
+                assert!(!words[0].starts_with("--"), "COPY {arg}");
+                let (_dest, sources) = words.split_last().unwrap();
+                for source in sources {
+                    assert!(
+                        root.join(source).exists(),
+                        "COPY {source}: not in the repository"
+                    );
+                    assert!(!source.starts_with("target"), "COPY {source}: ignored");
+                }
+            }
+            "RUN" if arg.contains("cargo build") => {
+                for build in arg.split("&&").filter(|c| c.contains("cargo build")) {
+                    assert!(
+                        build.contains("--release") && build.contains("--locked"),
+                        "{build}"
+                    );
+                    let words: Vec<_> = build.split_whitespace().collect();
+                    for pair in words.windows(2).filter(|w| w[0] == "--bin") {
+                        built.insert(pair[1].to_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(built, bins, "cargo build --bin names");
+    assert_eq!(shipped, bins, "binaries copied into the image");
+
+    let last = |op: &str| {
+        steps
+            .iter()
+            .rev()
+            .find(|(o, _)| o == op)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no {op}"))
+    };
+    let from: Vec<_> = steps.iter().filter(|(o, _)| o == "FROM").collect();
+    assert_eq!(from.len(), 2, "a build stage and a runtime stage: {from:?}");
+    assert!(from[0].1.ends_with(" AS build"), "{from:?}");
+    assert_eq!(last("EXPOSE"), RELAY_PORT.to_string());
+    assert!(
+        steps.iter().any(|(o, _)| o == "VOLUME"),
+        "the data directory is a volume"
+    );
+    let entrypoint: Vec<String> = serde_json::from_str(&last("ENTRYPOINT")).unwrap();
+    assert_eq!(entrypoint, ["relay"]);
+    let cmd: Vec<String> = serde_json::from_str(&last("CMD")).unwrap();
+    let argv: Vec<_> = entrypoint.iter().chain(&cmd).collect();
+    relay::cli::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("CMD {argv:?}: {e}"));
+
+    // The image's user is the one the Deployment runs as.
+    let user = last("USER");
+    let uid: u64 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a numeric USER");
+    assert_ne!(uid, 0);
+    let docs = documents();
+    let pod = Pod::new(&docs);
+    assert_eq!(pod.spec["securityContext"]["runAsUser"].as_u64(), Some(uid));
+}
+
+// --- Kubernetes manifests ---------------------------------------------------------------
+
+fn deploy_dir() -> PathBuf {
+    workspace_root().join("deploy")
+}
+
+fn kubernetes_files() -> Vec<PathBuf> {
+    let mut files: Vec<_> = fs::read_dir(deploy_dir().join("kubernetes"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in deploy/kubernetes");
+    files
+}
+
+fn kubernetes_validate(files: &[PathBuf]) -> Output {
+    Command::new("kubernetes-validate")
+        .arg("--strict")
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "kubernetes-validate: {e} (tests/run installs it: pip install kubernetes-validate)"
+            )
+        })
+}
+
+/// Every document of every manifest, with its file.
+fn documents() -> Vec<(PathBuf, Value)> {
+    let mut docs = Vec::new();
+    for file in kubernetes_files() {
+        let text = fs::read_to_string(&file).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let value = Value::deserialize(doc).unwrap();
+            if !value.is_null() {
+                docs.push((file.clone(), value));
+            }
+        }
+    }
+    docs
+}
+
+fn find<'a>(docs: &'a [(PathBuf, Value)], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .map(|(_, d)| d)
+        .find(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no {kind} {name} in deploy/kubernetes"))
+}
+
+fn configmap_file(docs: &[(PathBuf, Value)], key: &str) -> String {
+    str_at(&find(docs, "ConfigMap", "relay-config")["data"], key).to_owned()
+}
+
+fn secret_value(docs: &[(PathBuf, Value)], name: &str, key: &str) -> String {
+    let secret = find(docs, "Secret", name);
+    assert!(
+        secret["data"].is_null(),
+        "the example Secret uses stringData"
+    );
+    str_at(&secret["stringData"], key).to_owned()
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key}: not a string in {v:?}"))
+}
+
+fn seq(v: &Value) -> &[Value] {
+    v.as_sequence().map_or(&[], Vec::as_slice)
+}
+
+/// `command` then `args`, as the container runtime joins them.
+fn command_line(container: &Value) -> Vec<String> {
+    seq(&container["command"])
+        .iter()
+        .chain(seq(&container["args"]))
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A port given by number or by the name of one of the container's ports.
+fn container_port(container: &Value, port: &Value) -> u64 {
+    if let Some(n) = port.as_u64() {
+        return n;
+    }
+    let name = port.as_str().expect("a port number or name");
+    seq(&container["ports"])
+        .iter()
+        .find(|p| p["name"].as_str() == Some(name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no container port named {name}"))
+}
+
+fn assert_selects(selector: &Value, labels: &Value) {
+    let selector = selector.as_mapping().expect("a selector");
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(
+            &labels[k.as_str().unwrap()],
+            v,
+            "selector {k:?} does not match the pods"
+        );
+    }
+}
+
+/// The relay Deployment's pod, with its volumes laid out in a temp dir as the kubelet
+/// would mount them: ConfigMap and Secret keys as files, emptyDirs empty.
+struct Pod<'a> {
+    spec: &'a Value,
+    volumes: BTreeMap<String, PathBuf>,
+    _root: tempfile::TempDir,
+}
+
+struct Rendered {
+    out: Output,
+    /// The files it wrote, in the temp dir.
+    written: Vec<PathBuf>,
+}
+
+impl<'a> Pod<'a> {
+    fn new(docs: &'a [(PathBuf, Value)]) -> Self {
+        let spec = &find(docs, "Deployment", "relay")["spec"]["template"]["spec"];
+        let root = tempfile::tempdir().unwrap();
+        let mut volumes = BTreeMap::new();
+        for volume in seq(&spec["volumes"]) {
+            let name = str_at(volume, "name");
+            let dir = root.path().join("volumes").join(name);
+            fs::create_dir_all(&dir).unwrap();
+            let (data, items) = if volume["emptyDir"].is_mapping() {
+                (BTreeMap::new(), &Value::Null)
+            } else if let Some(cm) = volume["configMap"].as_mapping() {
+                let cm_name = cm["name"].as_str().unwrap();
+                let data = &find(docs, "ConfigMap", cm_name)["data"];
+                (string_map(data), &volume["configMap"]["items"])
+            } else if volume["secret"].is_mapping() {
+                let secret_name = str_at(&volume["secret"], "secretName");
+                let secret = find(docs, "Secret", secret_name);
+                (
+                    string_map(&secret["stringData"]),
+                    &volume["secret"]["items"],
+                )
+            } else {
+                panic!("volume {name}: only emptyDir, configMap and secret are expected");
+            };
+            // With `items`, only those keys appear, at their paths.
+            let files: Vec<(String, String)> = match items.as_sequence() {
+                Some(items) => items
+                    .iter()
+                    .map(|i| (str_at(i, "key").to_owned(), str_at(i, "path").to_owned()))
+                    .collect(),
+                None => data.keys().map(|k| (k.clone(), k.clone())).collect(),
+            };
+            for (key, path) in files {
+                let value = data
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("volume {name}: no key {key}"));
+                fs::write(dir.join(path), value).unwrap();
+            }
+            volumes.insert(name.to_owned(), dir);
+        }
+        Self {
+            spec,
+            volumes,
+            _root: root,
+        }
+    }
+
+    fn containers(&self) -> impl Iterator<Item = &'a Value> {
+        seq(&self.spec["initContainers"])
+            .iter()
+            .chain(seq(&self.spec["containers"]))
+    }
+
+    fn container(&self, name: &str) -> &'a Value {
+        self.containers()
+            .find(|c| c["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no container {name}"))
+    }
+
+    fn volume(&self, name: &str) -> &'a Value {
+        seq(&self.spec["volumes"])
+            .iter()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no volume {name}"))
+    }
+
+    /// The mount holding `path` in `container` (the deepest one) and the path inside the
+    /// volume.
+    fn mount_of(&self, container: &'a Value, path: &str) -> Option<(&'a str, PathBuf)> {
+        let mut best: Option<(usize, &'a str, PathBuf)> = None;
+        for mount in seq(&container["volumeMounts"]) {
+            let at = str_at(mount, "mountPath").trim_end_matches('/');
+            let inside = match mount["subPath"].as_str() {
+                Some(sub) if path == at => PathBuf::from(sub),
+                Some(_) => continue,
+                None if path == at => PathBuf::new(),
+                None => match path.strip_prefix(at).and_then(|r| r.strip_prefix('/')) {
+                    Some(rest) => PathBuf::from(rest),
+                    None => continue,
+                },
+            };
+            if best.as_ref().is_none_or(|(len, _, _)| at.len() > *len) {
+                best = Some((at.len(), str_at(mount, "name"), inside));
+            }
+        }
+        best.map(|(_, name, inside)| (name, inside))
+    }
+
+    /// Where `path` inside `container` lands in the temp dir.
+    fn host_path(&self, container: &'a Value, path: &str) -> Option<PathBuf> {
+        let (volume, inside) = self.mount_of(container, path)?;
+        let dir = self.volumes.get(volume);
+        Some(
+            dir.unwrap_or_else(|| panic!("undeclared volume {volume}"))
+                .join(inside),
+        )
+    }
+
+    /// Runs the init container's script with its mount paths pointed at the temp dir and
+    /// its Secret-backed variable set to `token`.
+    fn render(&self, token: &str) -> Rendered {
+        let init = self.container("render-config");
+        let argv = command_line(init);
+        let [shell, flags, script] = argv.as_slice() else {
+            panic!("render-config: expected [/bin/sh, -ec, SCRIPT], got {argv:?}");
+        };
+        assert_eq!((shell.as_str(), flags.as_str()), ("/bin/sh", "-ec"));
+        let mut mounts: Vec<_> = seq(&init["volumeMounts"])
+            .iter()
+            .map(|m| {
+                let at = str_at(m, "mountPath").to_owned();
+                let host = self.volumes[str_at(m, "name")].display().to_string();
+                (at, host)
+            })
+            .collect();
+        // Longest first, so /etc/relay/config is not rewritten as /etc/relay + /config.
+        mounts.sort_by_key(|(at, _)| std::cmp::Reverse(at.len()));
+        let mut script = script.clone();
+        for (at, host) in &mounts {
+            script = script.replace(at.as_str(), host);
+        }
+        let mut cmd = Command::new(shell);
+        cmd.arg(flags).arg(&script);
+        for var in seq(&init["env"]) {
+            let from = &var["valueFrom"]["secretKeyRef"];
+            assert_eq!(from["key"].as_str(), Some("central-token"), "{var:?}");
+            cmd.env(str_at(var, "name"), token);
+        }
+        let out = cmd.output().unwrap();
+        // What it wrote: the files in the volumes it may write to.
+        let mut written = Vec::new();
+        for mount in seq(&init["volumeMounts"]) {
+            if mount["readOnly"].as_bool() != Some(true) {
+                for entry in fs::read_dir(&self.volumes[str_at(mount, "name")]).unwrap() {
+                    written.push(entry.unwrap().path());
+                }
+            }
+        }
+        Rendered { out, written }
+    }
+}
+
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_mapping()
+        .expect("a map of strings")
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_owned(),
+                v.as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+// --- systemd ---------------------------------------------------------------------------
+
+/// `ExecStart=/usr/local/bin/NAME ARGS...` -> (NAME, ARGS).
+fn exec_start(unit: &str) -> (String, Vec<String>) {
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart= line");
+    let mut words = line.split_whitespace();
+    let program = words.next().unwrap();
+    let name = program
+        .strip_prefix("/usr/local/bin/")
+        .unwrap_or_else(|| panic!("ExecStart={program}: expected /usr/local/bin/NAME"));
+    (name.to_owned(), words.map(String::from).collect())
+}
+
+/// `systemd-analyze verify` on one unit file: Err with its report when it fails or says
+/// anything about the unit. It exits 0 on an unknown key or a bad value (it only warns),
+/// hence the output check; lines about other units on the machine are not ours to judge.
+///
+/// No users are created: systemd 252's verify does not resolve `User=` (a unit naming a
+/// user this machine lacks verifies with no message and status 0; users are looked up
+/// when the service starts), so relay.service's `User=relay` needs no `relay` user here.
+fn verify_unit(path: &Path) -> Result<(), String> {
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("systemd-analyze: {e} (tests/run installs it: Debian package systemd)")
+        });
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let text = show(&out);
+    let about_unit: Vec<_> = text.lines().filter(|l| l.contains(name)).collect();
+    if out.status.success() && about_unit.is_empty() {
+        Ok(())
+    } else {
+        Err(text)
+    }
+}
+
+// --- Containerfile and workspace -------------------------------------------------------
+
+/// The Containerfile's instructions: (OP, arguments), continuation lines joined,
+/// comments dropped.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut steps = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || (line.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(line);
+                let (op, arg) = current.split_once(' ').unwrap_or((&current, ""));
+                steps.push((op.to_uppercase(), arg.trim().to_owned()));
+                current.clear();
+            }
+        }
+    }
+    steps
+}
+
+/// The names of the workspace's binaries: `[[bin]]` targets and `src/main.rs`.
+fn workspace_binaries() -> BTreeSet<String> {
+    let root = workspace_root();
+    let manifest = |dir: &Path| -> toml::Table {
+        toml::from_str(&fs::read_to_string(dir.join("Cargo.toml")).unwrap()).unwrap()
+    };
+    let mut bins = BTreeSet::new();
+    let workspace = manifest(&root);
+    for member in workspace["workspace"]["members"].as_array().unwrap() {
+        let dir = root.join(member.as_str().unwrap());
+        let package = manifest(&dir);
+        if dir.join("src/main.rs").exists() {
+            bins.insert(package["package"]["name"].as_str().unwrap().to_owned());
+        }
+        for bin in package
+            .get("bin")
+            .and_then(|b| b.as_array())
+            .into_iter()
+            .flatten()
+        {
+            bins.insert(bin["name"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(
+        bins.contains("relay") && bins.contains("defender-lite"),
+        "{bins:?}"
+    );
+    bins
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\n{}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
