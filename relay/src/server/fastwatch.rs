@@ -4,8 +4,10 @@
 //! each hold one connection open for days. Through hyper, each such connection keeps
 //! about 16 KiB of HTTP/1 read and header buffers for its whole life. This path reads the
 //! request head itself; when it is an authorized `GET /api/v1/feeds/watch`, it answers
-//! with a close-delimited `text/event-stream` and keeps only the connection, a watch
-//! receiver and a timer. Anything else (another route, HTTP/2, a malformed or partial
+//! with a close-delimited `text/event-stream` and hands back a [`Watcher`]: the
+//! connection, two channel receivers and a sequence number, which the server runs as a
+//! task of its own so that nothing of the accept path's larger state stays allocated for
+//! the watcher's life. Anything else (another route, HTTP/2, a malformed or partial
 //! head) is handed to hyper with the bytes already read put back in front, so every
 //! other request behaves exactly as before. Events, catch-up and keep-alives are the
 //! same as `watch.rs`'s.
@@ -14,6 +16,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use http_body_util::BodyExt;
@@ -21,46 +24,66 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{ClientAddr, Relay, routes, watch};
 use crate::auth::{Decision, Role};
+use crate::store::Current;
 
 const WATCH_PATH: &str = "/api/v1/feeds/watch";
 /// A watch request's head is small; a larger head goes to hyper (and its limits).
 const MAX_HEAD: usize = 4096;
 
-/// Serves `io` as a watch channel if that is what it asks for; otherwise gives it back,
-/// with what was read, for hyper.
-pub async fn try_serve<I>(relay: &Arc<Relay>, mut io: I, client: ClientAddr) -> Option<Rewind<I>>
+/// What the lean path made of a connection.
+pub enum Lean<I> {
+    /// An authorized watch channel, answered and caught up: [`Watcher::run`] keeps it.
+    Watching(Box<Watcher<I>>),
+    /// Anything else, for hyper, with the bytes already read put back in front.
+    Other(Rewind<I>),
+    /// Answered and closed (refused credentials, or a write that failed).
+    Done,
+}
+
+/// Reads the request head on `io`. An authorized `GET /api/v1/feeds/watch` is answered
+/// (response head and catch-up events) and handed back as a [`Watcher`]; anything else is
+/// given back, with what was read, for hyper.
+pub async fn try_serve<I>(relay: &Arc<Relay>, mut io: I, client: ClientAddr) -> Lean<I>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let mut head = Vec::with_capacity(1024);
-    // Boxed, so its buffer is not part of the long-lived watcher's state.
+    let idle = relay.config.listen.idle_timeout.0;
+    // Boxed, so its buffer is not part of this future's state.
     let complete = Box::pin(tokio::time::timeout(
         relay.config.listen.header_read_timeout.0,
         async {
             let mut chunk = [0u8; 1024];
             loop {
-                let n = io.read(&mut chunk).await?;
+                // Nothing for the idle timeout is idle, as on every other connection.
+                let n = match tokio::time::timeout(idle, io.read(&mut chunk)).await {
+                    Ok(read) => read?,
+                    Err(_) => return Ok::<Head, io::Error>(Head::Gone),
+                };
                 if n == 0 {
-                    return Ok::<bool, io::Error>(false);
+                    return Ok(Head::Gone);
                 }
                 head.extend_from_slice(&chunk[..n]);
                 if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    return Ok(true);
+                    return Ok(Head::Complete);
                 }
                 if head.len() > MAX_HEAD {
-                    return Ok(false);
+                    return Ok(Head::TooLarge);
                 }
             }
         },
     ))
     .await;
-    let Ok(Ok(true)) = complete else {
-        // Closed, timed out, too large or cut: hyper applies its own rules to the rest.
-        return Some(Rewind::new(head, io));
-    };
+    match complete {
+        Ok(Ok(Head::Complete)) => {}
+        // Too large for a watch request: hyper applies its own limits and answers.
+        Ok(Ok(Head::TooLarge)) => return Lean::Other(Rewind::new(head, io)),
+        // Closed, idle, too slow or broken: nothing to answer.
+        Ok(Ok(Head::Gone) | Err(_)) | Err(_) => return Lean::Done,
+    }
     let request = match parse(&head) {
         Some(r) => r,
-        None => return Some(Rewind::new(head, io)),
+        None => return Lean::Other(Rewind::new(head, io)),
     };
     drop(head);
     let decision = relay
@@ -76,13 +99,128 @@ where
         let status = response.status();
         let _ = write_response(&mut io, response).await;
         count(relay, status.as_str());
-        return None;
+        return Lean::Done;
     }
     count(relay, "200");
-    let last_event_id = request.last_event_id;
-    drop(request);
-    let _ = stream_events(relay, io, last_event_id).await;
-    None
+    match Watcher::start(relay, io, request.last_event_id).await {
+        Ok(w) => Lean::Watching(Box::new(w)),
+        Err(e) => {
+            tracing::debug!(error = %e, "a watcher went away while being caught up");
+            Lean::Done
+        }
+    }
+}
+
+/// An open watch channel: the connection, the store's and the keep-alive clock's
+/// receivers, and the last sequence sent. This is all an idle watcher keeps, for as long
+/// as it stays connected, so it is kept small: no buffers, no timer of its own (the
+/// keep-alive clock is shared by every watcher; a write gets a deadline only while it
+/// waits).
+pub struct Watcher<I> {
+    io: I,
+    current: tokio::sync::watch::Receiver<Option<Arc<Current>>>,
+    ticks: tokio::sync::watch::Receiver<u64>,
+    last_sent: u64,
+    guard: watch::WatcherGuard,
+}
+
+impl<I: AsyncWrite + Unpin> Watcher<I> {
+    /// Sends the response head and the events after `last_id`.
+    async fn start(relay: &Arc<Relay>, mut io: I, last_id: Option<u64>) -> io::Result<Self> {
+        // Subscribe before reading the backlog, so nothing falls between the two.
+        let current = relay.store.subscribe();
+        let ticks = relay.keepalive.subscribe();
+        let backlog = watch::backlog(relay, last_id).await;
+        let guard = watch::WatcherGuard::new(Arc::clone(relay));
+        let limit = relay.config.listen.idle_timeout.0;
+        let mut out = String::from(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
+        );
+        for e in &backlog {
+            out.push_str(&frame(e));
+        }
+        send(&mut io, out.as_bytes(), limit).await?;
+        let last_sent = backlog
+            .last()
+            .map(|e| e.sequence.0)
+            .or(last_id)
+            .unwrap_or(0);
+        Ok(Self {
+            io,
+            current,
+            ticks,
+            last_sent,
+            guard,
+        })
+    }
+
+    /// Sends each new current bundle's event and the keep-alives until the client goes,
+    /// a write stalls for `listen.idle_timeout`, or the relay shuts down. `slot` is the
+    /// connection's place under the connection cap, held for as long as this runs.
+    pub async fn run(mut self: Box<Self>, slot: tokio::sync::OwnedSemaphorePermit) {
+        let _slot = slot;
+        let relay = Arc::clone(&self.guard.relay);
+        let limit = relay.config.listen.idle_timeout.0;
+        loop {
+            let out = tokio::select! {
+                changed = self.current.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let current = self.current.borrow_and_update().clone();
+                    match current {
+                        Some(c) if c.record.sequence.0 > self.last_sent => {
+                            self.last_sent = c.record.sequence.0;
+                            frame(&crate::store::Event {
+                                sequence: c.record.sequence,
+                                sha256: c.record.sha256,
+                                size: c.record.size,
+                            })
+                        }
+                        _ => continue,
+                    }
+                }
+                changed = self.ticks.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    ":keep-alive\n\n".to_owned()
+                }
+                () = relay.stopping.cancelled() => {
+                    let _ = tokio::time::timeout(limit, self.io.shutdown()).await;
+                    return;
+                }
+            };
+            if let Err(e) = send(&mut self.io, out.as_bytes(), limit).await {
+                tracing::debug!(error = %e, "watcher gone");
+                return;
+            }
+        }
+    }
+}
+
+/// Writes and flushes `bytes`, or fails if the client has not taken them within `limit`
+/// (a watcher that stopped reading).
+async fn send<I: AsyncWrite + Unpin>(io: &mut I, bytes: &[u8], limit: Duration) -> io::Result<()> {
+    match tokio::time::timeout(limit, async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    })
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the watcher took nothing for the idle timeout",
+        )),
+    }
+}
+
+/// How reading a request head ended.
+enum Head {
+    Complete,
+    TooLarge,
+    Gone,
 }
 
 struct WatchRequest {
@@ -120,62 +258,6 @@ fn parse(head: &[u8]) -> Option<WatchRequest> {
         authorization,
         last_event_id,
     })
-}
-
-async fn stream_events<I: AsyncWrite + Unpin>(
-    relay: &Arc<Relay>,
-    mut io: I,
-    last_id: Option<u64>,
-) -> io::Result<()> {
-    // Subscribe before reading the backlog, so nothing falls between the two.
-    let mut receiver = relay.store.subscribe();
-    let backlog = watch::backlog(relay, last_id).await;
-    let _guard = watch::WatcherGuard::new(Arc::clone(relay));
-    io.write_all(
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
-    )
-    .await?;
-    let mut last_sent = backlog
-        .last()
-        .map(|e| e.sequence.0)
-        .or(last_id)
-        .unwrap_or(0);
-    for e in &backlog {
-        io.write_all(frame(e).as_bytes()).await?;
-    }
-    drop(backlog);
-    io.flush().await?;
-    let keepalive = relay.config.routes.watch_keepalive.0;
-    loop {
-        tokio::select! {
-            changed = receiver.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                let current = receiver.borrow_and_update().clone();
-                if let Some(c) = current
-                    && c.record.sequence.0 > last_sent
-                {
-                    last_sent = c.record.sequence.0;
-                    let e = crate::store::Event {
-                        sequence: c.record.sequence,
-                        sha256: c.record.sha256,
-                        size: c.record.size,
-                    };
-                    io.write_all(frame(&e).as_bytes()).await?;
-                    io.flush().await?;
-                }
-            }
-            () = tokio::time::sleep(keepalive) => {
-                io.write_all(b":keep-alive\n\n").await?;
-                io.flush().await?;
-            }
-            () = relay.stopping.cancelled() => {
-                let _ = io.shutdown().await;
-                return Ok(());
-            }
-        }
-    }
 }
 
 fn frame(e: &crate::store::Event) -> String {

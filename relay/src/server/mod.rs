@@ -64,7 +64,13 @@ pub struct Relay {
     /// Cancelled at shutdown: ends the open watch channels so connections can drain.
     pub(crate) stopping: CancellationToken,
     pub(crate) sync: sync::SyncState,
+    /// Ticks every `routes.watch_keepalive`: one clock for every lean watcher, rather
+    /// than a timer each.
+    pub(crate) keepalive: tokio::sync::watch::Sender<u64>,
 }
+
+/// A lean watcher's life, once its connection has been answered.
+type Watching = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The address a connection came from, for per-client limits and logs.
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +120,7 @@ impl Relay {
             tls,
             stopping: CancellationToken::new(),
             sync: sync::SyncState::new(&config.sources, &config.archives),
+            keepalive: tokio::sync::watch::Sender::new(0),
             config,
         });
         Ok((relay, notes))
@@ -178,6 +185,7 @@ impl Relay {
                 Vec::new()
             }
         };
+        tokio::spawn(keepalive_clock(Arc::clone(&self)));
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(listen.max_connections));
@@ -215,8 +223,11 @@ impl Relay {
             let watcher = graceful.watcher();
             let acceptor = self.tls.as_ref().map(tls::Reloadable::acceptor);
             let relay = Arc::clone(&self);
-            tokio::spawn(async move {
-                let _slot = slot;
+            // The connection's work up to the point where it is known to be a lean
+            // watcher is boxed, and freed when that point is reached: a watcher's task
+            // then keeps only the watcher.
+            let accept = Box::pin(async move {
+                let slot = slot;
                 let result = match acceptor {
                     Some(acceptor) => {
                         let handshake = Box::pin(tokio::time::timeout(
@@ -227,42 +238,55 @@ impl Relay {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => {
                                 debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
+                                return None;
                             }
                             Err(_) => {
                                 debug!(%peer, "TLS handshake timed out");
-                                return;
+                                return None;
                             }
                         };
-                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                        let io = idle::IdleTimeout::new(tls, idle_timeout);
-                        let io = if h2 {
-                            fastwatch::Rewind::new(Vec::new(), io)
+                        let io = if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                            fastwatch::Rewind::new(Vec::new(), tls)
                         } else {
-                            match Box::pin(fastwatch::try_serve(&relay, io, client)).await {
-                                Some(io) => io,
-                                None => return,
+                            match Box::pin(fastwatch::try_serve(&relay, tls, client)).await {
+                                fastwatch::Lean::Other(io) => io,
+                                fastwatch::Lean::Watching(watcher) => {
+                                    return Some(Box::pin(watcher.run(slot)) as Watching);
+                                }
+                                fastwatch::Lean::Done => return None,
                             }
                         };
-                        // Boxed: the hyper connection's state is large, and an idle watcher's
-                        // task (served by `fastwatch`) should not carry room for it.
+                        let io = idle::IdleTimeout::new(io, idle_timeout);
+                        // Boxed: the hyper connection's state is large, and the task's
+                        // other states should not carry room for it.
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                         Box::pin(watcher.watch(conn.into_owned())).await
                     }
                     None => {
-                        let io = idle::IdleTimeout::new(stream, idle_timeout);
-                        let Some(io) = Box::pin(fastwatch::try_serve(&relay, io, client)).await
-                        else {
-                            return;
+                        let io = match Box::pin(fastwatch::try_serve(&relay, stream, client)).await
+                        {
+                            fastwatch::Lean::Other(io) => io,
+                            fastwatch::Lean::Watching(watcher) => {
+                                return Some(Box::pin(watcher.run(slot)) as Watching);
+                            }
+                            fastwatch::Lean::Done => return None,
                         };
+                        let io = idle::IdleTimeout::new(io, idle_timeout);
                         let conn =
                             builder.serve_connection_with_upgrades(TokioIo::new(io), service);
                         Box::pin(watcher.watch(conn.into_owned())).await
                     }
                 };
+                drop(slot);
                 if let Err(e) = result {
                     debug!(%peer, error = %e, "connection ended with an error");
+                }
+                None
+            });
+            tokio::spawn(async move {
+                if let Some(watching) = accept.await {
+                    watching.await;
                 }
             });
         }
@@ -283,6 +307,19 @@ impl Relay {
             }
         }
         Ok(())
+    }
+}
+
+/// Ticks `Relay::keepalive` every `routes.watch_keepalive` until shutdown.
+async fn keepalive_clock(relay: Arc<Relay>) {
+    let period = relay.config.routes.watch_keepalive.0;
+    let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => relay.keepalive.send_modify(|n| *n = n.wrapping_add(1)),
+            () = relay.stopping.cancelled() => return,
+        }
     }
 }
 

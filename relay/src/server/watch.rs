@@ -91,7 +91,7 @@ pub async fn backlog(relay: &Arc<Relay>, last_id: Option<u64>) -> Vec<Event> {
 
 /// Counts open watchers in the metrics for as long as the stream lives.
 pub struct WatcherGuard {
-    relay: Arc<Relay>,
+    pub(super) relay: Arc<Relay>,
 }
 
 impl WatcherGuard {
