@@ -262,7 +262,9 @@ pub struct Storage {
     pub retention: usize,
     /// Largest accepted upload, in bytes.
     pub max_upload_bytes: u64,
-    /// The current bundle is served from memory when it is at most this large.
+    /// A current bundle at most this large is served from memory while downloads are in
+    /// progress: read once, shared by every download that overlaps, freed with the last
+    /// (an idle relay holds none). Larger ones are streamed from their file.
     pub memory_cache_bytes: u64,
     /// sled's page cache.
     pub sled_cache_bytes: u64,

@@ -15,7 +15,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use tokio::sync::watch;
@@ -84,8 +83,12 @@ impl BundleRecord {
 pub struct Current {
     pub record: BundleRecord,
     pub path: PathBuf,
-    /// The whole file, when it is small enough to keep in memory.
-    pub body: Option<Bytes>,
+    /// Whether downloads may hold the whole file in memory (it is at most
+    /// `storage.memory_cache_bytes`).
+    pub in_memory: bool,
+    /// The file's bytes while downloads hold them: loaded by the first download, shared by
+    /// every download that overlaps it, freed with the last. An idle relay holds none.
+    pub loaded: tokio::sync::Mutex<std::sync::Weak<Vec<u8>>>,
 }
 
 /// One entry of the watch channel's log.
@@ -449,12 +452,13 @@ impl Store {
             return Ok(None);
         };
         let path = self.blob_path(&sha);
-        let body = if record.size <= self.settings.memory_cache_bytes {
-            Some(Bytes::from(fs::read(&path).map_err(|e| io_err(&path, e))?))
-        } else {
-            None
-        };
-        Ok(Some(Arc::new(Current { record, path, body })))
+        let in_memory = record.size <= self.settings.memory_cache_bytes;
+        Ok(Some(Arc::new(Current {
+            record,
+            path,
+            in_memory,
+            loaded: tokio::sync::Mutex::new(std::sync::Weak::new()),
+        })))
     }
 
     /// Start-up check: every record has its file; the current file is intact, else the

@@ -156,6 +156,22 @@ fn curl_and_wget_download_resume_and_revalidate() {
     assert_eq!(code, 0);
     assert_eq!(std::fs::read(&out).unwrap(), bundle, "custom location");
 
+    // Consoles that stop at TLS 1.2 are served the same bytes.
+    let (code, _) = curl(&[
+        "--cacert",
+        &ca,
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        "-u",
+        "reader:reader-pw",
+        &format!("{url}/api/v1/feeds/bundle"),
+        "-o",
+        out_s,
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read(&out).unwrap(), bundle, "over TLS 1.2");
+
     // A download cut short: curl -C - asks for the rest and completes it.
     std::fs::write(&out, &bundle[..bundle.len() / 3]).unwrap();
     let (code, _) = curl(&[

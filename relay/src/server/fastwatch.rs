@@ -45,7 +45,7 @@ pub enum Lean<I> {
 /// given back, with what was read, for hyper.
 pub async fn try_serve<I>(relay: &Arc<Relay>, mut io: I, client: ClientAddr) -> Lean<I>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + ReleaseBuffers + Unpin,
 {
     let mut head = Vec::with_capacity(1024);
     let idle = relay.config.listen.idle_timeout.0;
@@ -124,7 +124,22 @@ pub struct Watcher<I> {
     guard: watch::WatcherGuard,
 }
 
-impl<I: AsyncWrite + Unpin> Watcher<I> {
+/// A connection that can give back the memory of its empty buffers while it waits.
+pub trait ReleaseBuffers {
+    fn release_buffers(&mut self);
+}
+
+impl ReleaseBuffers for tokio::net::TcpStream {
+    fn release_buffers(&mut self) {}
+}
+
+impl ReleaseBuffers for super::tlsconn::TlsConn {
+    fn release_buffers(&mut self) {
+        super::tlsconn::TlsConn::release_buffers(self);
+    }
+}
+
+impl<I: AsyncWrite + ReleaseBuffers + Unpin> Watcher<I> {
     /// Sends the response head and the events after `last_id`.
     async fn start(relay: &Arc<Relay>, mut io: I, last_id: Option<u64>) -> io::Result<Self> {
         // Subscribe before reading the backlog, so nothing falls between the two.
@@ -140,6 +155,7 @@ impl<I: AsyncWrite + Unpin> Watcher<I> {
             out.push_str(&frame(e));
         }
         send(&mut io, out.as_bytes(), limit).await?;
+        io.release_buffers();
         let last_sent = backlog
             .last()
             .map(|e| e.sequence.0)
@@ -195,6 +211,7 @@ impl<I: AsyncWrite + Unpin> Watcher<I> {
                 tracing::debug!(error = %e, "watcher gone");
                 return;
             }
+            self.io.release_buffers();
         }
     }
 }

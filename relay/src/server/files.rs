@@ -11,7 +11,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::Relay;
 use super::routes::{empty, problem};
@@ -51,20 +50,28 @@ impl From<&ArchiveRecord> for Served {
 }
 
 /// `GET /api/v1/feeds/bundle` and the custom location: the current bundle.
-pub async fn current_bundle(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
+pub async fn current_bundle(
+    State(relay): State<Arc<Relay>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
     let Some(current) = relay.store.current() else {
         return problem(StatusCode::NOT_FOUND, "no bundle held yet");
     };
-    let source = match &current.body {
-        Some(bytes) => Source::Memory(bytes.clone()),
-        None => Source::File(current.path.clone()),
+    let served = Served::from(&current.record);
+    let source = if method == axum::http::Method::HEAD {
+        // The headers say it all; nothing is read.
+        Source::File(current.path.clone())
+    } else {
+        Source::Current(current)
     };
-    serve(&headers, &Served::from(&current.record), source, "no-cache").await
+    serve(&headers, &served, source, "no-cache").await
 }
 
 /// `GET /api/v1/bundles/{sha256}`: a held bundle; immutable by construction.
 pub async fn held_bundle(
     State(relay): State<Arc<Relay>>,
+    method: axum::http::Method,
     Path(sha256): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -74,8 +81,8 @@ pub async fn held_bundle(
     match lookup(&relay, move |store| store.held(&sha256)).await {
         Ok(Some((record, path))) => {
             let source = match relay.store.current() {
-                Some(c) if c.record.sha256 == sha256 && c.body.is_some() => {
-                    Source::Memory(c.body.clone().unwrap_or_default())
+                Some(c) if c.record.sha256 == sha256 && method != axum::http::Method::HEAD => {
+                    Source::Current(c)
                 }
                 _ => Source::File(path),
             };
@@ -181,8 +188,48 @@ pub fn manifest_document(r: &BundleRecord) -> serde_json::Value {
 
 /// Where the bytes come from.
 pub enum Source {
-    Memory(bytes::Bytes),
+    /// The current bundle: from memory when it is small enough (see [`shared_bytes`]),
+    /// else from its file.
+    Current(Arc<crate::store::Current>),
     File(std::path::PathBuf),
+}
+
+/// The current bundle's bytes in memory, shared by every download in progress: the
+/// first one reads the file, those that overlap it use the same bytes, and the memory
+/// goes with the last. `None` when it is too large to hold or cannot be read (the file
+/// is streamed instead).
+async fn shared_bytes(
+    path: &std::path::Path,
+    loaded: &tokio::sync::Mutex<std::sync::Weak<Vec<u8>>>,
+) -> Option<bytes::Bytes> {
+    /// Keeps the shared file bytes alive for as long as a body slice refers to them.
+    struct Shared(Arc<Vec<u8>>);
+    impl AsRef<[u8]> for Shared {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    // One download reads the file; the others wait for it rather than read their own.
+    let mut loaded = loaded.lock().await;
+    if let Some(bytes) = loaded.upgrade() {
+        return Some(bytes::Bytes::from_owner(Shared(bytes)));
+    }
+    let owned = path.to_owned();
+    match tokio::task::spawn_blocking(move || std::fs::read(owned)).await {
+        Ok(Ok(bytes)) => {
+            let bytes = Arc::new(bytes);
+            *loaded = Arc::downgrade(&bytes);
+            Some(bytes::Bytes::from_owner(Shared(bytes)))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(path = %path.display(), error = %e, "reading a bundle into memory");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reading a bundle into memory");
+            None
+        }
+    }
 }
 
 async fn serve(
@@ -215,17 +262,25 @@ async fn serve(
             return r;
         }
     };
-    let body = match source {
-        Source::Memory(bytes) => {
+    let (memory, path) = match source {
+        Source::Current(current) if current.in_memory => (
+            shared_bytes(&current.path, &current.loaded).await,
+            current.path.clone(),
+        ),
+        Source::Current(current) => (None, current.path.clone()),
+        Source::File(path) => (None, path),
+    };
+    let body = match memory {
+        Some(bytes) => {
             let (Ok(from), Ok(to)) = (usize::try_from(start), usize::try_from(start + len)) else {
                 return problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "range out of memory bounds",
                 );
             };
-            Body::from(bytes.slice(from..to.min(bytes.len())))
+            Body::from(bytes.slice(from.min(bytes.len())..to.min(bytes.len())))
         }
-        Source::File(path) => match open_range(&path, start, len).await {
+        None => match open_range(&path, start, len).await {
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "opening a bundle file");
@@ -255,11 +310,54 @@ async fn serve(
     response
 }
 
+/// How much of a bundle file one blocking read takes: large, so that a download costs
+/// few trips to the blocking pool, and bounded, so sixteen downloads hold little memory.
+const FILE_CHUNK: u64 = 512 * 1024;
+
+/// Streams `len` bytes of the file from `start`. Each chunk is one read on the blocking
+/// pool, straight into the buffer that becomes the body chunk (no second copy through an
+/// intermediate buffer, no zeroing first).
 async fn open_range(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Body> {
-    let mut file = tokio::fs::File::open(path).await?;
-    file.seek(SeekFrom::Start(start)).await?;
-    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
-    Ok(Body::from_stream(stream))
+    let path = path.to_owned();
+    let file = tokio::task::spawn_blocking(move || {
+        use std::io::Seek;
+        let mut file = std::fs::File::open(path)?;
+        file.seek(SeekFrom::Start(start))?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    let file = Arc::new(file);
+    let chunks = futures_util::stream::try_unfold(len, move |left| {
+        let file = Arc::clone(&file);
+        async move {
+            if left == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            let want = left.min(FILE_CHUNK);
+            let chunk = tokio::task::spawn_blocking(move || read_chunk(&file, want))
+                .await
+                .map_err(std::io::Error::other)??;
+            let got = chunk.len() as u64;
+            Ok(Some((bytes::Bytes::from(chunk), left - got)))
+        }
+    });
+    Ok(Body::from_stream(chunks))
+}
+
+/// The next `want` bytes of `file`; a file shorter than that is an error (the store
+/// checked its size, so it changed underneath us).
+fn read_chunk(mut file: &std::fs::File, want: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(usize::try_from(want).map_err(std::io::Error::other)?);
+    file.by_ref().take(want).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < want {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "bundle file shorter than recorded",
+        ));
+    }
+    Ok(buf)
 }
 
 fn etag(sha256: &Sha256) -> String {
@@ -382,6 +480,38 @@ fn parse_range(value: &HeaderValue, size: u64) -> RangeRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn overlapping_downloads_share_one_copy_and_the_last_frees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle");
+        std::fs::write(&path, b"bundle bytes").unwrap();
+        let loaded = tokio::sync::Mutex::new(std::sync::Weak::new());
+
+        let first = shared_bytes(&path, &loaded).await.unwrap();
+        let second = shared_bytes(&path, &loaded).await.unwrap();
+        assert_eq!(&first[..], b"bundle bytes");
+        assert_eq!(first.as_ptr(), second.as_ptr(), "read twice");
+        drop(first);
+        assert!(
+            loaded.lock().await.upgrade().is_some(),
+            "freed while in use"
+        );
+        drop(second);
+        assert!(
+            loaded.lock().await.upgrade().is_none(),
+            "held after the last"
+        );
+
+        // The next download reads the file again (it may have been replaced).
+        std::fs::write(&path, b"other bytes").unwrap();
+        assert_eq!(
+            &shared_bytes(&path, &loaded).await.unwrap()[..],
+            b"other bytes"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert!(shared_bytes(&path, &loaded).await.is_none());
+    }
 
     fn check(spec: &str, size: u64, expected: RangeRequest) {
         let value = HeaderValue::from_str(spec).unwrap();

@@ -15,6 +15,7 @@ mod routes;
 mod status;
 mod sync;
 mod tls;
+mod tlsconn;
 mod upload;
 mod watch;
 
@@ -221,18 +222,18 @@ impl Relay {
             });
             let builder = builder.clone();
             let watcher = graceful.watcher();
-            let acceptor = self.tls.as_ref().map(tls::Reloadable::acceptor);
+            let tls_config = self.tls.as_ref().map(tls::Reloadable::config);
             let relay = Arc::clone(&self);
             // The connection's work up to the point where it is known to be a lean
             // watcher is boxed, and freed when that point is reached: a watcher's task
             // then keeps only the watcher.
             let accept = Box::pin(async move {
                 let slot = slot;
-                let result = match acceptor {
-                    Some(acceptor) => {
+                let result = match tls_config {
+                    Some(tls_config) => {
                         let handshake = Box::pin(tokio::time::timeout(
                             handshake_timeout,
-                            acceptor.accept(stream),
+                            tlsconn::TlsConn::accept(stream, tls_config),
                         ));
                         let tls = match handshake.await {
                             Ok(Ok(tls)) => tls,
@@ -245,7 +246,7 @@ impl Relay {
                                 return None;
                             }
                         };
-                        let io = if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                        let io = if tls.alpn_protocol() == Some(b"h2".as_slice()) {
                             fastwatch::Rewind::new(Vec::new(), tls)
                         } else {
                             match Box::pin(fastwatch::try_serve(&relay, tls, client)).await {

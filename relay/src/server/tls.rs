@@ -7,28 +7,27 @@ use std::sync::{Arc, RwLock};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::TlsAcceptor;
 
 use super::ServerError;
 
 pub struct Reloadable {
     cert: PathBuf,
     key: PathBuf,
-    current: RwLock<TlsAcceptor>,
+    current: RwLock<Arc<ServerConfig>>,
 }
 
 impl Reloadable {
     pub fn load(cert: PathBuf, key: PathBuf) -> Result<Self, ServerError> {
-        let acceptor = acceptor(&cert, &key)?;
+        let config = server_config(&cert, &key)?;
         Ok(Self {
             cert,
             key,
-            current: RwLock::new(acceptor),
+            current: RwLock::new(config),
         })
     }
 
-    /// The acceptor for the next connection.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    /// The configuration (certificate, key) for the next connection.
+    pub fn config(&self) -> Arc<ServerConfig> {
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -36,7 +35,7 @@ impl Reloadable {
     }
 
     pub fn reload(&self) -> Result<(), ServerError> {
-        let fresh = acceptor(&self.cert, &self.key)?;
+        let fresh = server_config(&self.cert, &self.key)?;
         *self
             .current
             .write()
@@ -45,7 +44,7 @@ impl Reloadable {
     }
 }
 
-fn acceptor(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, ServerError> {
+fn server_config(cert: &PathBuf, key: &PathBuf) -> Result<Arc<ServerConfig>, ServerError> {
     let err = |what: &str, path: &PathBuf, e: &dyn std::fmt::Display| {
         ServerError::Tls(format!("{what} {}: {e}", path.display()))
     };
@@ -68,5 +67,5 @@ fn acceptor(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, ServerError> {
         .with_single_cert(chain, key_der)
         .map_err(|e| ServerError::Tls(format!("certificate and key do not go together: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
