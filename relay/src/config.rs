@@ -43,6 +43,69 @@ pub struct Config {
     pub schedule: Schedule,
     /// Vendor archives (opaque, unsigned) mirrored for existing consoles.
     pub archives: Vec<ArchiveConfig>,
+    /// How a central relay pushes to its supervisors.
+    pub projects: Projects,
+    /// The supervisors a central relay pushes each new bundle to; empty: none.
+    pub supervisors: Vec<SupervisorConfig>,
+}
+
+/// Pushing to supervisors (`[projects]`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Projects {
+    /// Pushes in flight at a time, over all supervisors.
+    pub concurrency: usize,
+    /// After a failed push, the next try comes after this, doubling with each failure in
+    /// a row up to `retry_max` (with random jitter), or after the supervisor's Retry-After.
+    pub retry_min: HumanDuration,
+    pub retry_max: HumanDuration,
+}
+
+impl Default for Projects {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            retry_min: HumanDuration::secs(10),
+            retry_max: HumanDuration::secs(15 * 60),
+        }
+    }
+}
+
+/// A supervisor relay that central pushes to (`[[supervisors]]`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    /// `[a-z0-9_-]+`, unique: how status, metrics and `relay projects push` name it.
+    pub name: String,
+    /// The supervisor relay, e.g. `https://supervisor-east.example:8083`.
+    pub url: String,
+    /// Central's credential there (role `uploader` on the supervisor).
+    pub user: String,
+    pub password: crate::client::Secret,
+    /// CA certificate(s) to trust for this supervisor instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// A proxy on the way (otherwise HTTPS_PROXY / NO_PROXY apply).
+    pub proxy: Option<ProxyConfig>,
+    /// Ignore HTTPS_PROXY / NO_PROXY for this supervisor.
+    #[serde(default)]
+    pub no_proxy: bool,
+}
+
+impl SupervisorConfig {
+    /// The client endpoint for this supervisor.
+    pub fn endpoint(&self, schedule: &Schedule) -> crate::client::Endpoint {
+        SourceConfig {
+            kind: crate::client::SourceKind::Upstream,
+            url: self.url.clone(),
+            token: None,
+            user: Some(self.user.clone()),
+            password: Some(self.password.clone()),
+            ca: self.ca.clone(),
+            proxy: self.proxy.clone(),
+            no_proxy: self.no_proxy,
+        }
+        .endpoint(schedule)
+    }
 }
 
 /// A named vendor archive (`[[archives]]`).
@@ -447,6 +510,38 @@ impl Config {
                     a.name
                 )));
             }
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &self.supervisors {
+            let ok_name = !s.name.is_empty()
+                && s.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok_name {
+                return Err(ConfigError::Invalid(format!(
+                    "supervisors: name {:?} must be made of a-z, 0-9, - and _",
+                    s.name
+                )));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "supervisors: name {} is used twice",
+                    s.name
+                )));
+            }
+            if !(s.url.starts_with("https://") || s.url.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "supervisors.{}: url must be an http(s) URL: {}",
+                    s.name, s.url
+                )));
+            }
+        }
+        if self.projects.concurrency == 0 {
+            return invalid("projects.concurrency must be at least 1");
+        }
+        if self.projects.retry_min.0.is_zero() || self.projects.retry_max < self.projects.retry_min
+        {
+            return invalid("projects.retry_min must be above zero and at most projects.retry_max");
         }
         for (name, expr) in [
             ("schedule.check", &self.schedule.check),

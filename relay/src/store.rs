@@ -91,6 +91,21 @@ pub struct Current {
     pub loaded: tokio::sync::Mutex<std::sync::Weak<Vec<u8>>>,
 }
 
+/// Central's record of one supervisor (see `server/projects.rs`), kept across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupervisorState {
+    /// The sequence the supervisor holds, as far as central knows (a push it accepted,
+    /// or a 409 for a sequence it already had).
+    pub sequence: Option<Sequence>,
+    /// When that bundle was made (for the age of the oldest bundle in the fleet).
+    pub created: Option<Timestamp>,
+    pub last_attempt: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<String>,
+    /// `unreachable`, `tls`, `auth`, `rejected`, `timeout` or `other`.
+    pub last_error_kind: Option<String>,
+}
+
 /// One entry of the watch channel's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -134,6 +149,8 @@ pub struct Store {
     meta: sled::Tree,
     events: sled::Tree,
     archives: sled::Tree,
+    /// Central's record of each supervisor (`SupervisorState`), by name.
+    supervisors: sled::Tree,
     current: watch::Sender<Option<Arc<Current>>>,
     commit_lock: tokio::sync::Mutex<()>,
 }
@@ -204,6 +221,7 @@ impl Store {
             meta: db.open_tree("meta")?,
             events: db.open_tree("events")?,
             archives: db.open_tree("archives")?,
+            supervisors: db.open_tree("supervisors")?,
             db,
             blobs,
             incoming,
@@ -326,6 +344,21 @@ impl Store {
                 let path = self.blob_path(&r.sha256);
                 (r, path)
             }))
+    }
+
+    /// What central last learned of supervisor `name`.
+    pub fn supervisor(&self, name: &str) -> Result<Option<SupervisorState>, StoreError> {
+        self.supervisors
+            .get(name.as_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Records what central learned of supervisor `name`. Not flushed at once: losing
+    /// the last few records in a crash costs at most a push that a 409 then answers.
+    pub fn set_supervisor(&self, name: &str, state: &SupervisorState) -> Result<(), StoreError> {
+        self.supervisors.insert(name.as_bytes(), encode(state)?)?;
+        Ok(())
     }
 
     pub fn archives(&self) -> Result<Vec<ArchiveRecord>, StoreError> {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bundle;
+mod fleet;
 mod keys;
 mod ping;
 mod serve;
@@ -60,6 +61,12 @@ pub enum Command {
     /// Ask a running relay to check its sources now (an admin's credential).
     #[command(subcommand)]
     Sync(transfer::SyncCommand),
+    /// A relay's state: its bundle, checks, and its supervisors as a fleet table. Exit
+    /// code 1 when the bundle is not fresh or a supervisor is behind.
+    Status(fleet::StatusArgs),
+    /// Central-to-supervisor distribution.
+    #[command(subcommand)]
+    Projects(fleet::ProjectsCommand),
 }
 
 /// How a command ended, for the exit code: 0 success, 1 a failed check.
@@ -90,6 +97,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Upload(args) => transfer::upload_cmd(args),
         Command::Ping(args) => ping::run(args),
         Command::Sync(cmd) => transfer::sync_cmd(cmd),
+        Command::Status(args) => fleet::status_cmd(args),
+        Command::Projects(cmd) => fleet::projects_cmd(cmd),
     }
 }
 

@@ -48,7 +48,7 @@ pub struct Address {
 }
 
 impl Address {
-    fn endpoint(&self) -> Endpoint {
+    pub(crate) fn endpoint(&self) -> Endpoint {
         let mut e = Endpoint::new(&self.address);
         e.credential = match (&self.token, &self.user, &self.password) {
             (Some(t), _, _) => Credential::Bearer(Secret::new(t.clone())),

@@ -13,6 +13,8 @@ pub struct Metrics {
     pub current_sequence: IntGauge,
     pub bundle_age_seconds: IntGauge,
     pub uploads: IntCounterVec,
+    pub supervisors_behind: IntGauge,
+    pub supervisor_oldest_bundle_age_seconds: IntGauge,
 }
 
 impl Metrics {
@@ -66,6 +68,14 @@ impl Metrics {
                 "Age of the current bundle (since it was created)",
             ),
             uploads: counter_vec("relay_uploads_total", "Uploads by outcome", &["outcome"]),
+            supervisors_behind: gauge(
+                "relay_supervisors_behind",
+                "Supervisors that hold less than this relay's current bundle",
+            ),
+            supervisor_oldest_bundle_age_seconds: gauge(
+                "relay_supervisor_oldest_bundle_age_seconds",
+                "Age of the oldest bundle a supervisor holds, from its creation",
+            ),
             registry,
         }
     }

@@ -11,6 +11,7 @@ mod fastwatch;
 mod files;
 mod idle;
 mod metrics;
+mod projects;
 mod routes;
 mod status;
 mod sync;
@@ -39,6 +40,7 @@ use crate::store::{Store, StoreSettings};
 
 pub use bootstrap::{Prepared, install_sample, prepare};
 pub use metrics::Metrics;
+pub use projects::SupervisorStatus;
 pub use sync::{SourceStatus, SyncStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,8 @@ pub struct Relay {
     /// Ticks every `routes.watch_keepalive`: one clock for every lean watcher, rather
     /// than a timer each.
     pub(crate) keepalive: tokio::sync::watch::Sender<u64>,
+    /// Central's side of projects: what each supervisor holds.
+    pub(crate) projects: projects::ProjectsState,
 }
 
 /// A lean watcher's life, once its connection has been answered.
@@ -112,7 +116,9 @@ impl Relay {
         } else {
             Some(tls::Reloadable::load(config.tls_cert(), config.tls_key())?)
         };
+        let projects = projects::ProjectsState::new(&config.supervisors, &store);
         let relay = Arc::new(Self {
+            projects,
             metrics: Metrics::new(),
             store: Arc::new(store),
             auth,
@@ -186,6 +192,8 @@ impl Relay {
                 Vec::new()
             }
         };
+        let mut sync_tasks = sync_tasks;
+        sync_tasks.extend(projects::start(&self));
         tokio::spawn(keepalive_clock(Arc::clone(&self)));
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();

@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use tower_http::trace::TraceLayer;
 
 use super::{ClientAddr, Relay, files, status, upload, watch};
@@ -83,6 +83,10 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route(
             "/api/v1/feeds/force-refresh",
             put(status::force_refresh).post(status::force_refresh),
+        )
+        .route(
+            "/api/v1/projects/push",
+            post(status::projects_push).put(status::projects_push),
         )
         .route_layer(middleware::from_fn_with_state(
             (Arc::clone(&relay), Role::Admin),

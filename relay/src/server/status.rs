@@ -35,7 +35,9 @@ pub struct Status {
     pub held: Vec<HeldStatus>,
     /// Vendor archives: opaque, integrity-checked only, never signed.
     pub archives: Vec<ArchiveStatus>,
-    pub supervisors: Vec<serde_json::Value>,
+    /// Projects: each supervisor this relay pushes to, and how many are behind.
+    pub supervisors: Vec<super::SupervisorStatus>,
+    pub supervisors_behind: usize,
 }
 
 #[derive(Serialize)]
@@ -105,6 +107,9 @@ pub fn status(relay: &Relay) -> Status {
         })
         .collect();
     let sync = relay.sync.snapshot();
+    let supervisors = relay
+        .projects
+        .snapshot(current.as_ref().map(|c| c.sequence));
     let held_archives = relay.store.archives().unwrap_or_default();
     let archives = relay
         .config
@@ -138,7 +143,8 @@ pub fn status(relay: &Relay) -> Status {
         watchers: relay.metrics.watchers.get(),
         held,
         archives,
-        supervisors: Vec::new(),
+        supervisors_behind: supervisors.iter().filter(|s| s.behind).count(),
+        supervisors,
     }
 }
 
@@ -216,12 +222,13 @@ pub async fn html(State(relay): State<Arc<Relay>>) -> Html<String> {
             ),
         );
     }
+    let fleet = fleet_table(&s);
     let class = s.current.as_ref().map_or("critical", |c| c.freshness);
     Html(format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Intelligence Relay</title>\
 <style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:2em}}\
 .ok{{color:#176117}}.warning{{color:#8a5a00}}.critical{{color:#a11}}</style></head>\n\
-<body><h1>Intelligence Relay</h1><p class=\"{class}\">Freshness: {class}</p>\n<table>\n{rows}</table>\n\
+<body><h1>Intelligence Relay</h1><p class=\"{class}\">Freshness: {class}</p>\n<table>\n{rows}</table>\n{fleet}\
 <p><a href=\"/api/v1/status\">status as JSON</a></p></body></html>\n"
     ))
 }
@@ -236,7 +243,77 @@ pub async fn force_refresh(State(relay): State<Arc<Relay>>) -> Response {
         .into_response()
 }
 
+/// The supervisors as a table (empty when there are none): which holds what, and why one
+/// is behind.
+fn fleet_table(s: &Status) -> String {
+    if s.supervisors.is_empty() {
+        return String::new();
+    }
+    let or_dash = |t: Option<Timestamp>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    let mut out = format!(
+        "<h2>Supervisors ({} of {} behind)</h2>\n<table>\n<tr><th>Name</th><th>Sequence</th>\
+<th>State</th><th>Last success</th><th>Last attempt</th><th>Next attempt</th><th>Last error</th></tr>\n",
+        s.supervisors_behind,
+        s.supervisors.len()
+    );
+    for sup in &s.supervisors {
+        let (class, state) = if sup.behind {
+            ("critical", "behind")
+        } else {
+            ("ok", "current")
+        };
+        let error = match (&sup.last_error_kind, &sup.last_error) {
+            (Some(kind), Some(e)) => format!("{kind}: {e}"),
+            _ => "-".to_owned(),
+        };
+        out += &format!(
+            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape(&sup.name),
+            sup.sequence
+                .map_or_else(|| "none".to_owned(), |q| q.to_string()),
+            or_dash(sup.last_success),
+            or_dash(sup.last_attempt),
+            or_dash(sup.next_attempt),
+            escape(&error),
+        );
+    }
+    out + "</table>\n"
+}
+
+/// `POST /api/v1/projects/push` (admin), optionally `?supervisor=NAME`: "update now".
+/// Checks the sources and pushes to the supervisors at once, cutting retry waits short.
+pub async fn projects_push(State(relay): State<Arc<Relay>>, uri: axum::http::Uri) -> Response {
+    let names: Vec<String> = relay
+        .config
+        .supervisors
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    // Supervisor names are [a-z0-9_-]: nothing in them needs percent-decoding.
+    let only = uri
+        .query()
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("supervisor="));
+    if !relay.projects.push_now(&names, only) {
+        return super::routes::problem(
+            axum::http::StatusCode::NOT_FOUND,
+            "no such supervisor configured",
+        );
+    }
+    relay.sync.force();
+    (
+        axum::http::StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "status": "push requested",
+            "supervisors": names.iter().filter(|n| only.is_none_or(|o| o == n.as_str())).collect::<Vec<_>>(),
+        })),
+    )
+        .into_response()
+}
+
 pub async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
+    super::projects::metrics(&relay);
     if let Some(c) = relay.store.current() {
         let r = &c.record;
         relay

@@ -613,7 +613,7 @@ fn backoff(schedule: &crate::config::Schedule, failures: u32) -> Duration {
 }
 
 /// A random duration in `[0, max)`.
-fn random_below(max: Duration) -> Duration {
+pub(super) fn random_below(max: Duration) -> Duration {
     let mut raw = [0u8; 8];
     if getrandom::fill(&mut raw).is_err() || max.is_zero() {
         return Duration::ZERO;

@@ -1,0 +1,376 @@
+//! Projects: a central relay pushes each new current bundle to its supervisors.
+//!
+//! One task per supervisor (`[[supervisors]]`) follows the store's current bundle. When the
+//! supervisor is behind (central's record, kept in sled, says it holds an older sequence or
+//! none), the task uploads the current bundle file to the supervisor's ordinary upload
+//! route with central's credential, under a relay-wide limit on pushes in flight. A 201
+//! or a 409 (it already holds that sequence or a newer one) is delivery; anything else is
+//! recorded with its kind and retried after an exponential backoff with jitter, or at once
+//! when a newer bundle supersedes the one being retried, or when an admin asks ("update
+//! now"). The supervisor checks signature and sequence as for any upload, so central
+//! cannot make it hold what the origin did not sign.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tracing::{info, warn};
+
+use super::Relay;
+use crate::bundle::{Sequence, Timestamp};
+use crate::client::{FailureKind, SyncError};
+use crate::config::SupervisorConfig;
+use crate::store::{Current, SupervisorState};
+
+/// Each supervisor's state as status shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SupervisorStatus {
+    pub name: String,
+    pub url: String,
+    /// The sequence it holds, as far as central knows.
+    pub sequence: Option<Sequence>,
+    /// It holds less than central's current bundle.
+    pub behind: bool,
+    pub last_attempt: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub next_attempt: Option<Timestamp>,
+    pub last_error: Option<String>,
+    /// `unreachable`, `tls`, `auth`, `rejected`, `timeout` or `other`.
+    pub last_error_kind: Option<String>,
+    /// When the bundle it holds was made.
+    #[serde(skip)]
+    pub created: Option<Timestamp>,
+}
+
+/// The projects side of a relay: what each supervisor holds, and the "push now" bell.
+pub struct ProjectsState {
+    status: Mutex<Vec<SupervisorStatus>>,
+    /// One per supervisor: rung by "update now".
+    push_now: Vec<Notify>,
+}
+
+impl ProjectsState {
+    pub fn new(relay_supervisors: &[SupervisorConfig], store: &crate::store::Store) -> Self {
+        let status = relay_supervisors
+            .iter()
+            .map(|s| {
+                let held = store.supervisor(&s.name).ok().flatten().unwrap_or_default();
+                view(s, &held, None)
+            })
+            .collect();
+        Self {
+            status: Mutex::new(status),
+            push_now: relay_supervisors.iter().map(|_| Notify::new()).collect(),
+        }
+    }
+
+    /// Every supervisor's state, `behind` worked out against `current`.
+    pub fn snapshot(&self, current: Option<Sequence>) -> Vec<SupervisorStatus> {
+        let mut list = self.lock().clone();
+        for s in &mut list {
+            s.behind = current.is_some_and(|c| s.sequence.is_none_or(|held| held < c));
+        }
+        list
+    }
+
+    /// "Update now": push to the named supervisor (all when `None`) at once, even one
+    /// central believes current. False when no supervisor has that name.
+    pub fn push_now(&self, names: &[String], only: Option<&str>) -> bool {
+        let mut any = false;
+        for (i, name) in names.iter().enumerate() {
+            if only.is_none_or(|o| o == name) {
+                if let Some(bell) = self.push_now.get(i) {
+                    bell.notify_one();
+                }
+                any = true;
+            }
+        }
+        any
+    }
+
+    fn set(&self, index: usize, status: SupervisorStatus) {
+        if let Some(slot) = self.lock().get_mut(index) {
+            *slot = status;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SupervisorStatus>> {
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn view(
+    config: &SupervisorConfig,
+    held: &SupervisorState,
+    next_attempt: Option<Timestamp>,
+) -> SupervisorStatus {
+    SupervisorStatus {
+        name: config.name.clone(),
+        url: config.url.clone(),
+        sequence: held.sequence,
+        behind: false,
+        last_attempt: held.last_attempt,
+        last_success: held.last_success,
+        next_attempt,
+        last_error: held.last_error.clone(),
+        last_error_kind: held.last_error_kind.clone(),
+        created: held.created,
+    }
+}
+
+/// Starts one push task per supervisor. They end when the relay stops.
+pub fn start(relay: &Arc<Relay>) -> Vec<tokio::task::JoinHandle<()>> {
+    let gate = Arc::new(Semaphore::new(relay.config.projects.concurrency));
+    (0..relay.config.supervisors.len())
+        .map(|index| {
+            let relay = Arc::clone(relay);
+            let gate = Arc::clone(&gate);
+            tokio::spawn(async move { follow(relay, index, gate).await })
+        })
+        .collect()
+}
+
+/// Keeps supervisor `index` holding central's current bundle.
+async fn follow(relay: Arc<Relay>, index: usize, gate: Arc<Semaphore>) {
+    let Some(config) = relay.config.supervisors.get(index).cloned() else {
+        return;
+    };
+    let endpoint = config.endpoint(&relay.config.schedule);
+    let client = match endpoint.client() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(supervisor = %config.name, error = %e, "supervisor not usable; no pushes");
+            let held = SupervisorState {
+                last_error: Some(e.message.clone()),
+                last_error_kind: Some("other".into()),
+                ..relay
+                    .store
+                    .supervisor(&config.name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            relay.projects.set(index, view(&config, &held, None));
+            return;
+        }
+    };
+    let mut current = relay.store.subscribe();
+    let mut failures = 0u32;
+    let mut forced = false;
+    loop {
+        let target = current.borrow_and_update().clone();
+        let mut held = match relay.store.supervisor(&config.name) {
+            Ok(h) => h.unwrap_or_default(),
+            Err(e) => {
+                warn!(supervisor = %config.name, error = %e, "reading its record");
+                SupervisorState::default()
+            }
+        };
+        let due = target
+            .as_ref()
+            .filter(|c| forced || held.sequence.is_none_or(|s| s < c.record.sequence));
+        let Some(bundle) = due.cloned() else {
+            failures = 0;
+            relay.projects.set(index, view(&config, &held, None));
+            tokio::select! {
+                changed = current.changed() => if changed.is_err() { return },
+                () = relay.projects.push_now[index].notified() => forced = true,
+                () = relay.stopping.cancelled() => return,
+            }
+            continue;
+        };
+        forced = false;
+        let outcome = {
+            let Ok(_permit) = gate.acquire().await else {
+                return;
+            };
+            held.last_attempt = Some(super::now());
+            relay.projects.set(index, view(&config, &held, None));
+            tokio::select! {
+                outcome = push(&client, &endpoint, &bundle) => outcome,
+                () = relay.stopping.cancelled() => return,
+            }
+        };
+        let delay = match outcome {
+            Ok(accepted) => {
+                info!(
+                    supervisor = %config.name,
+                    sequence = %bundle.record.sequence,
+                    already_held = !accepted,
+                    "supervisor holds the bundle"
+                );
+                held.sequence = Some(bundle.record.sequence);
+                held.created = Some(bundle.record.created);
+                held.last_success = Some(super::now());
+                held.last_error = None;
+                held.last_error_kind = None;
+                failures = 0;
+                None
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                let kind = kind_of(&e);
+                warn!(
+                    supervisor = %config.name,
+                    sequence = %bundle.record.sequence,
+                    kind,
+                    error = %e,
+                    "push failed"
+                );
+                held.last_error = Some(e.message.clone());
+                held.last_error_kind = Some(kind.to_owned());
+                let wait = backoff(&relay.config.projects, failures);
+                Some(e.retry_after.map_or(wait, |r| r.max(wait)))
+            }
+        };
+        if let Err(e) = relay.store.set_supervisor(&config.name, &held) {
+            warn!(supervisor = %config.name, error = %e, "recording its state");
+        }
+        metrics(&relay);
+        let Some(delay) = delay else {
+            continue;
+        };
+        let next = super::now().unix().saturating_add(
+            i64::try_from(delay.as_secs()).unwrap_or(i64::MAX)
+                + i64::from(delay.subsec_nanos() > 0),
+        );
+        relay
+            .projects
+            .set(index, view(&config, &held, Timestamp::from_unix(next)));
+        // Wait out the backoff, unless a newer bundle supersedes this one or an admin
+        // asks for a push now.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            changed = current.changed() => if changed.is_err() { return },
+            () = relay.projects.push_now[index].notified() => forced = true,
+            () = relay.stopping.cancelled() => return,
+        }
+    }
+}
+
+/// Uploads the bundle's file. `Ok(true)`: stored; `Ok(false)`: the supervisor already
+/// held that sequence or a newer one (409).
+async fn push(
+    client: &reqwest::Client,
+    endpoint: &crate::client::Endpoint,
+    bundle: &Current,
+) -> Result<bool, SyncError> {
+    let url = format!("{}/api/v1/feeds/bundle", endpoint.base());
+    let file = tokio::fs::File::open(&bundle.path).await.map_err(|e| {
+        SyncError::new(
+            FailureKind::Local,
+            format!("{}: {e}", bundle.path.display()),
+        )
+    })?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
+    let response = endpoint
+        .authorize(client.put(&url))
+        .header(reqwest::header::CONTENT_TYPE, "application/gzip")
+        .header(reqwest::header::CONTENT_LENGTH, bundle.record.size)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| SyncError::transport(&url, &e))?;
+    match response.status().as_u16() {
+        201 => Ok(true),
+        409 => Ok(false),
+        413 | 422 => {
+            let status = response.status();
+            let reason = response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "no reason given".to_owned());
+            Err(SyncError::new(
+                FailureKind::Verification,
+                format!("{url}: refused ({status}): {reason}"),
+            ))
+        }
+        _ => Err(SyncError::status(&url, &response)),
+    }
+}
+
+/// The operator's words for a failure.
+fn kind_of(e: &SyncError) -> &'static str {
+    match e.kind {
+        FailureKind::Dns | FailureKind::Connect | FailureKind::Network => "unreachable",
+        FailureKind::Tls => "tls",
+        FailureKind::Unauthorized | FailureKind::Forbidden => "auth",
+        FailureKind::Verification | FailureKind::Older | FailureKind::TooLarge => "rejected",
+        FailureKind::Timeout => "timeout",
+        _ => "other",
+    }
+}
+
+/// `retry_min * 2^(failures-1)`, capped at `retry_max`, plus up to half again at random.
+fn backoff(projects: &crate::config::Projects, failures: u32) -> Duration {
+    let exp = projects
+        .retry_min
+        .0
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let capped = exp.min(projects.retry_max.0);
+    capped + super::sync::random_below(capped / 2)
+}
+
+/// Updates the fleet gauges: supervisors behind, and the age of the oldest bundle a
+/// supervisor holds.
+pub fn metrics(relay: &Relay) {
+    let current = relay.store.current().map(|c| c.record.sequence);
+    let fleet = relay.projects.snapshot(current);
+    let behind = fleet.iter().filter(|s| s.behind).count();
+    relay
+        .metrics
+        .supervisors_behind
+        .set(i64::try_from(behind).unwrap_or(i64::MAX));
+    let now = super::now().unix();
+    let oldest = fleet
+        .iter()
+        .filter_map(|s| s.created)
+        .map(|c| now - c.unix())
+        .max()
+        .unwrap_or(0);
+    relay
+        .metrics
+        .supervisor_oldest_bundle_age_seconds
+        .set(oldest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HumanDuration, Projects};
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let p = Projects {
+            concurrency: 1,
+            retry_min: HumanDuration::secs(2),
+            retry_max: HumanDuration::secs(10),
+        };
+        for (failures, base) in [(1, 2), (2, 4), (3, 8), (4, 10), (30, 10)] {
+            let d = backoff(&p, failures);
+            let base = Duration::from_secs(base);
+            assert!(d >= base && d <= base + base / 2, "{failures}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn failures_get_the_operators_names() {
+        let named = |k| kind_of(&SyncError::new(k, "x"));
+        assert_eq!(named(FailureKind::Connect), "unreachable");
+        assert_eq!(named(FailureKind::Dns), "unreachable");
+        assert_eq!(named(FailureKind::Tls), "tls");
+        assert_eq!(named(FailureKind::Unauthorized), "auth");
+        assert_eq!(named(FailureKind::Forbidden), "auth");
+        assert_eq!(named(FailureKind::Verification), "rejected");
+        assert_eq!(named(FailureKind::Timeout), "timeout");
+        assert_eq!(named(FailureKind::ServerError), "other");
+    }
+}

@@ -1,0 +1,80 @@
+//! Projects, in process: a central relay pushing to supervisor relays on loopback with
+//! real TLS and stores. (`tests/tests/projects.rs` runs the same as separate processes.)
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use relay::client::Secret;
+use relay::config::{HumanDuration, SupervisorConfig};
+use support::server::{TestRelay, fresh_bundle, sequence};
+
+fn supervisor(name: &str, relay: &TestRelay, password: &str) -> SupervisorConfig {
+    SupervisorConfig {
+        name: name.into(),
+        url: relay.url.clone(),
+        user: "uploader".into(),
+        password: Secret::new(password),
+        ca: Some(relay.ca.clone()),
+        proxy: None,
+        no_proxy: true,
+    }
+}
+
+fn fast(c: &mut relay::config::Config) {
+    c.projects.retry_min = HumanDuration(Duration::from_millis(100));
+    c.projects.retry_max = HumanDuration(Duration::from_millis(500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_pushes_each_new_bundle_and_reports_the_fleet() {
+    let east = TestRelay::start().await;
+    let west = TestRelay::start().await;
+    let central = TestRelay::start_with(|c| {
+        fast(c);
+        c.supervisors = vec![
+            supervisor("east", &east, "uploader-pw"),
+            supervisor("west", &west, "wrong"),
+        ];
+    })
+    .await;
+    assert_eq!(central.upload(fresh_bundle(3)).await.status(), 201);
+    east.until("the push", |s| sequence(s) == Some(3)).await;
+    let s = central
+        .until("west's refusal", |s| {
+            s["supervisors"][1]["last_error_kind"] == "auth"
+        })
+        .await;
+    assert_eq!(s["supervisors"][0]["name"], "east");
+    assert_eq!(s["supervisors"][0]["sequence"], 3);
+    assert_eq!(s["supervisors"][0]["behind"], false);
+    assert_eq!(s["supervisors"][1]["behind"], true, "{s:#}");
+    assert!(s["supervisors"][1]["next_attempt"].is_string(), "{s:#}");
+    assert_eq!(s["supervisors_behind"], 1);
+    assert!(sequence(&west.status().await).is_none());
+
+    let page = central.get("/").send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Supervisors (1 of 2 behind)"), "{page}");
+    let metrics = central
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("relay_supervisors_behind 1"), "{metrics}");
+
+    // The next bundle follows; a supervisor that already holds one answers 409: delivered.
+    assert_eq!(east.upload(fresh_bundle(4)).await.status(), 201);
+    assert_eq!(central.upload(fresh_bundle(4)).await.status(), 201);
+    let s = central
+        .until("east at 4", |s| s["supervisors"][0]["sequence"] == 4)
+        .await;
+    assert!(s["supervisors"][0]["last_error"].is_null(), "{s:#}");
+    central.stop().await;
+    east.stop().await;
+    west.stop().await;
+}
