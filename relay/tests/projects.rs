@@ -78,3 +78,38 @@ async fn central_pushes_each_new_bundle_and_reports_the_fleet() {
     east.stop().await;
     west.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_that_pushes_cannot_reach_catches_up_by_pulling_from_central() {
+    let central = TestRelay::start_with(fast).await;
+    // The supervisor also lists central as an upstream; central's pushes to it fail
+    // (wrong password), so what it gets, it pulls.
+    let east = TestRelay::start_with(|c| {
+        c.sources = vec![relay::config::SourceConfig {
+            kind: relay::client::SourceKind::Upstream,
+            url: central.url.clone(),
+            token: None,
+            user: Some("reader".into()),
+            password: Some(Secret::new("reader-pw")),
+            ca: Some(central.ca.clone()),
+            proxy: None,
+            no_proxy: true,
+        }];
+    })
+    .await;
+    let mut config = central.relay_config();
+    config.supervisors = vec![supervisor("east", &east, "wrong")];
+    let addr = central.addr;
+    let stopped = central.stop_keep_dir().await;
+    let central = TestRelay::start_on(stopped.dir, config, addr).await;
+    assert_eq!(central.upload(fresh_bundle(5)).await.status(), 201);
+    east.until("the pull from central", |s| sequence(s) == Some(5))
+        .await;
+    central
+        .until("the push refused all the same", |s| {
+            s["supervisors"][0]["last_error_kind"] == "auth"
+        })
+        .await;
+    central.stop().await;
+    east.stop().await;
+}
