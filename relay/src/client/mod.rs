@@ -9,6 +9,7 @@
 mod endpoint;
 mod error;
 mod fetch;
+pub mod settings;
 mod source;
 
 pub use endpoint::{Credential, Endpoint, ProxySettings, Secret};

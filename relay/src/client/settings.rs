@@ -1,0 +1,146 @@
+//! The settings of a source and of the schedule that checks it, shared by the relay's
+//! configuration (`[[sources]]`, `[schedule]`) and defender-lite's, so both read the same
+//! TOML the same way.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One source of bundles (`[[sources]]`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `upstream` (a relay or the origin speaking this API) or `custom_location` (a URL
+    /// of a bundle file).
+    pub kind: crate::client::SourceKind,
+    pub url: String,
+    /// Access token (upstream), sent as `Authorization: Bearer`.
+    pub token: Option<crate::client::Secret>,
+    /// Basic credential.
+    pub user: Option<String>,
+    pub password: Option<crate::client::Secret>,
+    /// CA certificate(s) to trust for this source instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// A proxy for this source (otherwise HTTPS_PROXY / NO_PROXY apply).
+    pub proxy: Option<ProxyConfig>,
+    /// Ignore HTTPS_PROXY / NO_PROXY for this source.
+    #[serde(default)]
+    pub no_proxy: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<crate::client::Secret>,
+    /// The proxy's own CA (a TLS-intercepting proxy).
+    pub ca: Option<PathBuf>,
+}
+
+/// When sources are checked.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedule {
+    /// The regular check (cron, 6 fields with seconds first, UTC): daily by default.
+    pub check: String,
+    /// A random delay of up to this much before each regular check, so that many relays
+    /// do not ask at the same instant.
+    pub jitter: HumanDuration,
+    /// After a failed check, retry on this schedule until one succeeds: hourly.
+    pub retry: String,
+    /// While an upstream's watch channel is down, poll its manifest this often.
+    pub poll_interval: HumanDuration,
+    pub connect_timeout: HumanDuration,
+    pub request_timeout: HumanDuration,
+    /// A download slower than this (bytes per second, over `transfer_floor_window`) is
+    /// aborted and resumed at the next attempt.
+    pub min_transfer_rate: u64,
+    pub transfer_floor_window: HumanDuration,
+    /// After a source fails, it is not asked again for `backoff_base`, doubling with each
+    /// failure in a row up to `backoff_max` (plus random jitter), or for its Retry-After.
+    pub backoff_base: HumanDuration,
+    pub backoff_max: HumanDuration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            check: "0 0 3 * * *".into(),
+            jitter: HumanDuration::secs(3600),
+            retry: "0 0 * * * *".into(),
+            poll_interval: HumanDuration::secs(15 * 60),
+            connect_timeout: HumanDuration::secs(10),
+            request_timeout: HumanDuration::secs(30),
+            min_transfer_rate: 1024,
+            transfer_floor_window: HumanDuration::secs(30),
+            backoff_base: HumanDuration::secs(30),
+            backoff_max: HumanDuration::secs(3600),
+        }
+    }
+}
+
+impl SourceConfig {
+    /// The client endpoint for this source.
+    pub fn endpoint(&self, schedule: &Schedule) -> crate::client::Endpoint {
+        use crate::client::{Credential, Endpoint, ProxySettings};
+        let mut e = Endpoint::new(&self.url);
+        e.credential = match (&self.token, &self.user, &self.password) {
+            (Some(t), _, _) => Credential::Bearer(t.clone()),
+            (None, Some(u), Some(p)) => Credential::Basic {
+                user: u.clone(),
+                password: p.clone(),
+            },
+            _ => Credential::None,
+        };
+        e.ca = self.ca.clone();
+        e.no_env_proxy = self.no_proxy;
+        e.proxy = self.proxy.as_ref().map(|p| ProxySettings {
+            url: p.url.clone(),
+            user: p.user.clone(),
+            password: p.password.clone(),
+            ca: p.ca.clone(),
+        });
+        e.connect_timeout = schedule.connect_timeout.0;
+        e.request_timeout = schedule.request_timeout.0;
+        e
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> Self {
+        Self(Duration::from_secs(s))
+    }
+}
+
+impl fmt::Debug for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Self).map_err(|e| {
+            serde::de::Error::custom(format!("{s:?} is not a duration like \"24h\": {e}"))
+        })
+    }
+}
