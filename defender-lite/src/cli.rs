@@ -36,6 +36,34 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         held_sequence: Option<u64>,
     },
+    /// Follow a relay or a custom location: check the sources in order, apply a newer
+    /// bundle atomically (the last good one is kept). Without --once, keep checking:
+    /// every sync.check_every (24 h) plus jitter, every sync.retry_every (1 h) while
+    /// checks fail. Exit 1 (with --once) when no source could be checked.
+    Sync {
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/defender-lite/defender-lite.toml"
+        )]
+        config: PathBuf,
+        /// One check, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// What is applied (sequence, age, source) and how the last check went. Exit 1 when
+    /// nothing is applied or the last check failed.
+    Status {
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/defender-lite/defender-lite.toml"
+        )]
+        config: PathBuf,
+        /// Print the state as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How a command ended.
@@ -45,8 +73,50 @@ pub enum Outcome {
     CheckFailed,
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
+        Command::Sync { config, once } => {
+            let config = crate::config::Config::load(&config)?;
+            if !once {
+                runtime()?.block_on(crate::sync::run(&config))?;
+                return Ok(Outcome::Success);
+            }
+            match runtime()?.block_on(crate::sync::check_once(&config))? {
+                Ok(crate::sync::Checked::Applied(seq)) => {
+                    println!("applied bundle sequence {seq}");
+                    Ok(Outcome::Success)
+                }
+                Ok(crate::sync::Checked::UpToDate) => {
+                    println!("up to date");
+                    Ok(Outcome::Success)
+                }
+                Err(e) => {
+                    println!("check failed ({}): {}", kind_name(e.kind), e.message);
+                    Ok(Outcome::CheckFailed)
+                }
+            }
+        }
+        Command::Status { config, json } => {
+            let config = crate::config::Config::load(&config)?;
+            let state = crate::sync::State::load(&config.data_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&state)?);
+            } else {
+                print!("{}", describe(&state, Timestamp::now()));
+            }
+            Ok(if state.current.is_some() && state.last_error.is_none() {
+                Outcome::Success
+            } else {
+                Outcome::CheckFailed
+            })
+        }
         Command::Verify {
             file,
             trust,
@@ -75,4 +145,47 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
         }
     }
+}
+
+fn kind_name(kind: relay::client::FailureKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{kind:?}"))
+}
+
+/// The state as lines an operator reads.
+pub fn describe(state: &crate::sync::State, now: Timestamp) -> String {
+    let or_never = |t: Option<Timestamp>| t.map_or_else(|| "never".to_owned(), |t| t.to_string());
+    let mut out = match &state.current {
+        Some(a) => {
+            let age = now.unix() - a.created.unix();
+            format!(
+                "bundle: sequence {} from {} (via {}), created {} ({} h {} min ago), expires {}\n",
+                a.sequence,
+                a.origin,
+                a.source,
+                a.created,
+                age / 3600,
+                (age % 3600) / 60,
+                a.expires
+            )
+        }
+        None => "bundle: none applied yet\n".to_owned(),
+    };
+    out += &format!(
+        "last check: {}; last success: {}; next check: {}\n",
+        or_never(state.last_check),
+        or_never(state.last_success),
+        or_never(state.next_check)
+    );
+    out += &format!(
+        "last error: {}\n",
+        match (&state.last_error, state.last_error_kind) {
+            (Some(e), Some(k)) => format!("{}: {e}", kind_name(k)),
+            (Some(e), None) => e.clone(),
+            _ => "none".to_owned(),
+        }
+    );
+    out
 }

@@ -5,3 +5,5 @@
 //! runtime defense follow.
 
 pub mod cli;
+pub mod config;
+pub mod sync;

@@ -92,6 +92,9 @@ impl Endpoint {
 
     /// Builds the HTTP client for this endpoint.
     pub fn client(&self) -> Result<reqwest::Client, SyncError> {
+        // rustls with ring, whoever the caller is (the relay installs it at start; the
+        // agent and library users need not know). A provider already installed stays.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.request_timeout.max(Duration::from_secs(30)))

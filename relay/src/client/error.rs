@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::bundle::VerifyError;
 
 /// What kind of failure, for status, metrics and the retry policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// Name resolution failed.

@@ -1,0 +1,144 @@
+//! defender-lite's configuration: one TOML file. `[[sources]]` and the timeouts are the
+//! relay's own settings (`relay::client::settings`), so an agent follows a relay or a
+//! custom location exactly as a downstream relay does.
+
+use std::path::{Path, PathBuf};
+
+use relay::client::settings::{HumanDuration, Schedule, SourceConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where applied bundles, their indexes and the sync state live.
+    pub data_dir: PathBuf,
+    pub trust: Trust,
+    /// Where bundles come from, tried in order (the next on failure).
+    pub sources: Vec<SourceConfig>,
+    pub sync: Sync,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Trust {
+    /// Public-key files (`relay keys generate --public`) whose bundles are accepted.
+    pub keys: Vec<PathBuf>,
+}
+
+/// When the agent checks, and how patient it is with a source.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sync {
+    /// The regular check: every 24 hours, plus up to `jitter` at random.
+    pub check_every: HumanDuration,
+    /// After a failed check, try again this often until one succeeds.
+    pub retry_every: HumanDuration,
+    pub jitter: HumanDuration,
+    pub connect_timeout: HumanDuration,
+    pub request_timeout: HumanDuration,
+    /// A download slower than this (bytes per second over `transfer_floor_window`) is cut
+    /// and resumed at the next check.
+    pub min_transfer_rate: u64,
+    pub transfer_floor_window: HumanDuration,
+    /// Largest bundle accepted, in bytes.
+    pub max_bundle_bytes: u64,
+}
+
+impl Default for Sync {
+    fn default() -> Self {
+        Self {
+            check_every: HumanDuration::secs(24 * 3600),
+            retry_every: HumanDuration::secs(3600),
+            jitter: HumanDuration::secs(3600),
+            connect_timeout: HumanDuration::secs(10),
+            request_timeout: HumanDuration::secs(30),
+            min_transfer_rate: 1024,
+            transfer_floor_window: HumanDuration::secs(30),
+            max_bundle_bytes: 2 << 30,
+        }
+    }
+}
+
+impl Sync {
+    /// The relay's schedule type carries the client timeouts the endpoints use.
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+            min_transfer_rate: self.min_transfer_rate,
+            transfer_floor_window: self.transfer_floor_window,
+            ..Schedule::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks the file. Relative paths in it are taken from its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if config.data_dir.as_os_str().is_empty() {
+            config.data_dir = PathBuf::from("defender-lite-data");
+        }
+        rebase(&mut config.data_dir);
+        config.trust.keys.iter_mut().for_each(rebase);
+        for s in &mut config.sources {
+            if let Some(ca) = &mut s.ca {
+                rebase(ca);
+            }
+        }
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        if config.trust.keys.is_empty() {
+            return Err(invalid(
+                "trust.keys is empty: name the origin's public key file(s)".into(),
+            ));
+        }
+        for (i, s) in config.sources.iter().enumerate() {
+            if !(s.url.starts_with("https://") || s.url.starts_with("http://")) {
+                return Err(invalid(format!(
+                    "sources[{i}].url must be an http(s) URL: {}",
+                    s.url
+                )));
+            }
+            if s.token.is_some() && s.user.is_some() {
+                return Err(invalid(format!(
+                    "sources[{i}]: give a token or a user, not both"
+                )));
+            }
+            if s.user.is_some() != s.password.is_some() {
+                return Err(invalid(format!(
+                    "sources[{i}]: user and password go together"
+                )));
+            }
+        }
+        Ok(config)
+    }
+}

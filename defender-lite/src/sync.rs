@@ -1,0 +1,306 @@
+//! Following a relay or a custom location: each check asks the sources in order (the
+//! next when one fails) for a bundle newer than the one applied, with the relay's own
+//! client (`relay::client`: resumable download, size cap, slow-transfer floor, proxies,
+//! per-source CA). A new bundle is verified, unpacked into a directory of its own and
+//! made current by replacing `state.json` (written to a temporary file, synced, renamed),
+//! so a crash leaves either the old bundle or the new one applied, never a mix. The
+//! previous bundle stays on disk as the last good one.
+//!
+//! Layout of the data directory:
+//!
+//! ```text
+//! state.json                 what is applied, and how the last check went
+//! bundles/<seq>-<sha256>/    an applied bundle, unpacked (manifest.json, feeds/...)
+//! work/                      partial downloads, kept across restarts to resume
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use relay::bundle::{Limits, Sequence, Sha256, Timestamp, TrustStore};
+use relay::client::{self, CheckContext, CheckOutcome, FailureKind, FetchLimits, Held, SyncError};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+
+/// The bundle applied now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub sequence: Sequence,
+    pub sha256: Sha256,
+    pub created: Timestamp,
+    pub expires: Timestamp,
+    pub origin: String,
+    /// The source it came from (its URL).
+    pub source: String,
+    pub applied_at: Timestamp,
+    /// Its directory, relative to the data directory.
+    pub dir: PathBuf,
+}
+
+/// `state.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub current: Option<Applied>,
+    /// The one before, kept on disk as the last good bundle.
+    pub previous: Option<Applied>,
+    pub last_check: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<FailureKind>,
+    pub next_check: Option<Timestamp>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a state file: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
+    let path = path.to_owned();
+    move |source| StateError::Io { path, source }
+}
+
+impl State {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("state.json")
+    }
+
+    /// The state in `data_dir`; the default (nothing applied) when there is none yet.
+    pub fn load(data_dir: &Path) -> Result<Self, StateError> {
+        let path = Self::path(data_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Replaces `state.json` atomically and durably.
+    pub fn save(&self, data_dir: &Path) -> Result<(), StateError> {
+        let path = Self::path(data_dir);
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut tmp = tempfile::NamedTempFile::new_in(data_dir).map_err(io_err(data_dir))?;
+        tmp.write_all(&bytes).map_err(io_err(tmp.path()))?;
+        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
+        tmp.persist(&path).map_err(|e| io_err(&path)(e.error))?;
+        if let Ok(dir) = std::fs::File::open(data_dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// How one check ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Checked {
+    UpToDate,
+    Applied(Sequence),
+}
+
+/// One check over the sources in order; the state records how it went either way.
+pub async fn check_once(config: &Config) -> anyhow::Result<Result<Checked, SyncError>> {
+    let data = &config.data_dir;
+    for dir in [data.join("bundles"), data.join("work")] {
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    }
+    let trust = TrustStore::load(&config.trust.keys)?;
+    let limits = Limits::default();
+    let mut state = State::load(data)?;
+    let now = Timestamp::now();
+    state.last_check = Some(now);
+    let result = try_sources(config, &trust, &limits, &state).await;
+    match &result {
+        Ok(Some(applied)) => {
+            state.previous = state.current.replace(applied.clone());
+            state.last_success = Some(now);
+            state.last_error = None;
+            state.last_error_kind = None;
+        }
+        Ok(None) => {
+            state.last_success = Some(now);
+            state.last_error = None;
+            state.last_error_kind = None;
+        }
+        Err(e) => {
+            state.last_error = Some(e.message.clone());
+            state.last_error_kind = Some(e.kind);
+        }
+    }
+    state.save(data)?;
+    if let Ok(Some(_)) = &result {
+        remove_stale(data, &state);
+    }
+    Ok(result.map(|r| match r {
+        Some(applied) => Checked::Applied(applied.sequence),
+        None => Checked::UpToDate,
+    }))
+}
+
+/// Asks each source in turn; the first that answers decides. `Ok(None)`: up to date.
+async fn try_sources(
+    config: &Config,
+    trust: &TrustStore,
+    limits: &Limits,
+    state: &State,
+) -> Result<Option<Applied>, SyncError> {
+    if config.sources.is_empty() {
+        return Err(SyncError::new(
+            FailureKind::Config,
+            "no [[sources]] in the configuration",
+        ));
+    }
+    let schedule = config.sync.schedule();
+    let held = state.current.as_ref().map(|a| Held {
+        sequence: a.sequence,
+        sha256: a.sha256,
+    });
+    let work = config.data_dir.join("work");
+    let ctx = CheckContext {
+        trust,
+        limits,
+        fetch: FetchLimits {
+            max_bytes: config.sync.max_bundle_bytes,
+            min_bytes_per_sec: config.sync.min_transfer_rate,
+            floor_window: config.sync.transfer_floor_window.0,
+        },
+        work_dir: &work,
+        now: Timestamp::now(),
+    };
+    let mut last_error = None;
+    for source in &config.sources {
+        let endpoint = source.endpoint(&schedule);
+        let outcome = match endpoint.client() {
+            Ok(client) => client::check(source.kind, &endpoint, &client, held, &ctx).await,
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(CheckOutcome::UpToDate) => return Ok(None),
+            Ok(CheckOutcome::New { file, .. }) => {
+                let applied = apply(config, trust, limits, &file, &source.url, held);
+                let _ = std::fs::remove_file(&file);
+                return applied.map(Some);
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| SyncError::new(FailureKind::Config, "no source answered")))
+}
+
+/// Unpacks the verified bundle in `file` into a directory of its own (verifying it again
+/// as it is written: what is on disk is what was checked).
+fn apply(
+    config: &Config,
+    trust: &TrustStore,
+    limits: &Limits,
+    file: &Path,
+    source: &str,
+    held: Option<Held>,
+) -> Result<Applied, SyncError> {
+    let local = |e: &dyn std::fmt::Display| SyncError::new(FailureKind::Local, e.to_string());
+    let input =
+        std::fs::File::open(file).map_err(|e| local(&format!("{}: {e}", file.display())))?;
+    let staging = config
+        .data_dir
+        .join("bundles")
+        .join(format!(".incoming-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let verified = relay::bundle::unpack(
+        std::io::BufReader::new(input),
+        &staging,
+        trust,
+        limits,
+        Timestamp::now(),
+        held.map(|h| h.sequence),
+    )
+    .map_err(|e| match e {
+        relay::bundle::UnpackError::Verify(v) => SyncError::verification(source, v),
+        other => local(&other),
+    })?;
+    let m = verified.manifest();
+    let dir = PathBuf::from("bundles").join(format!("{}-{}", m.sequence, verified.sha256()));
+    let dest = config.data_dir.join(&dir);
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| local(&format!("{}: {e}", dest.display())))?;
+    }
+    std::fs::rename(&staging, &dest).map_err(|e| local(&format!("{}: {e}", dest.display())))?;
+    Ok(Applied {
+        sequence: m.sequence,
+        sha256: verified.sha256(),
+        created: m.created,
+        expires: m.expires,
+        origin: m.origin.clone(),
+        source: source.to_owned(),
+        applied_at: Timestamp::now(),
+        dir,
+    })
+}
+
+/// Removes bundle directories that are neither current nor the last good one.
+fn remove_stale(data: &Path, state: &State) {
+    let keep: Vec<PathBuf> = [&state.current, &state.previous]
+        .into_iter()
+        .flatten()
+        .map(|a| data.join(&a.dir))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(data.join("bundles")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !keep.contains(&path) {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+/// The daemon: a check now, then every `sync.check_every` (plus up to `sync.jitter` at
+/// random), or every `sync.retry_every` while checks fail. Ends on SIGTERM or SIGINT.
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let wait = match check_once(config).await? {
+            Ok(Checked::Applied(seq)) => {
+                eprintln!("applied bundle sequence {seq}");
+                config.sync.check_every.0 + random_below(config.sync.jitter.0)
+            }
+            Ok(Checked::UpToDate) => config.sync.check_every.0 + random_below(config.sync.jitter.0),
+            Err(e) => {
+                eprintln!("check failed ({:?}): {}", e.kind, e.message);
+                config.sync.retry_every.0
+            }
+        };
+        let mut state = State::load(&config.data_dir)?;
+        let secs = i64::try_from(wait.as_secs()).unwrap_or(i64::MAX);
+        state.next_check = Timestamp::from_unix(Timestamp::now().unix().saturating_add(secs));
+        state.save(&config.data_dir)?;
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = terminate.recv() => return Ok(()),
+            r = tokio::signal::ctrl_c() => return r.map_err(Into::into),
+        }
+    }
+}
+
+/// A random duration in `[0, max)`.
+fn random_below(max: Duration) -> Duration {
+    let mut raw = [0u8; 8];
+    if getrandom::fill(&mut raw).is_err() || max.is_zero() {
+        return Duration::ZERO;
+    }
+    let span = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(u64::from_le_bytes(raw) % span)
+}
