@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: the real `relay` and `defender-lite` binaries,
 //! built from this workspace, run as separate processes.
 
+pub mod relays;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
