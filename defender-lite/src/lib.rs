@@ -6,4 +6,6 @@
 
 pub mod cli;
 pub mod config;
+pub mod osv;
 pub mod sync;
+pub mod version;
