@@ -9,3 +9,7 @@ pub mod config;
 pub mod osv;
 pub mod sync;
 pub mod version;
+
+// Scanning: an image's filesystem, and the packages installed in it.
+pub mod image;
+pub mod inventory;

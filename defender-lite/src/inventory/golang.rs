@@ -1,0 +1,771 @@
+//! Go binaries: the build info the Go linker embeds in every executable (Go's
+//! `debug/buildinfo` and `runtime/debug.ParseBuildInfo` are the reference). Only regular
+//! files with an execute bit that start with the ELF magic are read past their first
+//! bytes.
+//!
+//! The blob is a 32-byte header, 16-byte aligned: the magic `\xff Go buildinf:`, the
+//! pointer size, a flags byte. Since Go 1.18 (flag 2) the Go version and the module info
+//! follow as varint-length-prefixed strings; before, the header holds two pointers to Go
+//! string headers, resolved here through the ELF program headers. The module info, inside
+//! 16-byte sentinels, is lines of `path`, `mod` (main module), `dep` and `=>` (the
+//! replacement of the line before), tab-separated.
+//!
+//! Where the file can be read at random (a directory image, an uncompressed archive) the
+//! blob is found like Go finds it: the `.go.buildinfo` section, else the first writable
+//! non-executable `PT_LOAD` segment; 64 KiB are searched. In a gzip stream the file is
+//! scanned forward for the aligned magic instead (the section table sits at the end of the
+//! file); the pre-1.18 pointer format cannot be followed backwards there and is reported.
+//!
+//! Packages: `stdlib` at the toolchain version, the main module (unless `(devel)`) and
+//! every dependency (its replacement when one with a version is recorded; a replacement
+//! by a local directory has no version and is left out), versions without the leading
+//! `v`, as OSV writes Go versions.
+
+use std::io::{self, Read, Seek, SeekFrom};
+
+use memchr::memmem;
+
+use super::{Collector, DatabaseKind, Package};
+use crate::image::{FileStream, ImageError};
+
+/// The smallest file worth opening: an ELF header is 52 or 64 bytes.
+pub(crate) const MIN_SIZE: u64 = 52;
+
+const MAGIC: &[u8] = b"\xff Go buildinf:";
+const ALIGN: u64 = 16;
+const HEADER: usize = 32;
+const SEARCH_WINDOW: u64 = 64 * 1024;
+const MAX_INFO: usize = 16 << 20;
+const MAX_TABLE: u64 = 4 << 20;
+const FLAG_INLINE: u8 = 2;
+const PT_LOAD: u32 = 1;
+const PF_X: u32 = 1;
+const PF_W: u32 = 2;
+
+pub(crate) fn read(c: &mut Collector<'_>, paths: &[String]) -> Result<(), ImageError> {
+    let mut found: Vec<(String, Result<Option<BuildInfo>, String>)> = Vec::new();
+    c.image.stream_each(paths, |path, stream| {
+        let outcome = match stream {
+            Ok(stream) => match inspect(stream) {
+                Ok(Outcome::Go(info)) => Ok(Some(info)),
+                Ok(Outcome::NotGo) => Ok(None),
+                Ok(Outcome::Unsupported(reason)) => Err(reason),
+                Err(e) => Err(format!("reading: {e}")),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        if !matches!(outcome, Ok(None)) {
+            found.push((path.to_owned(), outcome));
+        }
+    })?;
+    for (path, outcome) in found {
+        match outcome {
+            Ok(Some(info)) => {
+                let packages = info.packages(&path);
+                c.read_ok(DatabaseKind::GoBinary, &path, packages);
+            }
+            Ok(None) => {}
+            Err(reason) => c.unreadable(DatabaseKind::GoBinary, &path, reason),
+        }
+    }
+    Ok(())
+}
+
+/// What the build info of a Go binary says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct BuildInfo {
+    pub go_version: String,
+    pub path: Option<String>,
+    pub main: Option<Module>,
+    pub deps: Vec<Module>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Module {
+    pub path: String,
+    pub version: String,
+    /// `=>` line: replacement path and version (empty for a local directory).
+    pub replace: Option<(String, String)>,
+}
+
+impl BuildInfo {
+    pub fn packages(&self, declared_in: &str) -> Vec<Package> {
+        let package = |name: &str, version: String| Package {
+            ecosystem: "Go".into(),
+            name: name.to_owned(),
+            version,
+            source_name: None,
+            source_version: None,
+            declared_in: declared_in.to_owned(),
+            found_by: DatabaseKind::GoBinary,
+        };
+        let mut packages = Vec::new();
+        if let Some(version) = toolchain_semver(&self.go_version) {
+            packages.push(package("stdlib", version));
+        }
+        for module in self.main.iter().chain(&self.deps) {
+            let (path, version) = match &module.replace {
+                Some((_, version)) if version.is_empty() => continue,
+                Some((path, version)) => (path.as_str(), version.as_str()),
+                None => (module.path.as_str(), module.version.as_str()),
+            };
+            if path.is_empty() || version.is_empty() || version == "(devel)" {
+                continue;
+            }
+            let version = version.strip_prefix('v').unwrap_or(version);
+            packages.push(package(path, version.to_owned()));
+        }
+        packages
+    }
+}
+
+/// `go1.20.12` -> `1.20.12`, `go1.21` -> `1.21.0`, `go1.21rc2` -> `1.21.0-rc.2`,
+/// `go1.22.1 X:boringcrypto` -> `1.22.1`; development toolchains -> `None`.
+fn toolchain_semver(go_version: &str) -> Option<String> {
+    let version = go_version.split_whitespace().next()?.strip_prefix("go")?;
+    let (release, pre) = match version.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&version[..i], Some(&version[i..])),
+        None => (version, None),
+    };
+    let parts: Vec<&str> = release.split('.').collect();
+    if parts.is_empty()
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let mut semver = match parts.len() {
+        1 => format!("{}.0.0", parts[0]),
+        2 => format!("{}.{}.0", parts[0], parts[1]),
+        _ => release.to_owned(),
+    };
+    if let Some(pre) = pre {
+        let split = pre.find(|c: char| c.is_ascii_digit()).unwrap_or(pre.len());
+        let (word, number) = pre.split_at(split);
+        semver.push('-');
+        semver.push_str(word);
+        if !number.is_empty() {
+            semver.push('.');
+            semver.push_str(number);
+        }
+    }
+    Some(semver)
+}
+
+/// Parses the module info text (between the sentinels), as `ParseBuildInfo` does.
+pub(crate) fn parse_modinfo(text: &str) -> (Option<String>, Option<Module>, Vec<Module>) {
+    let mut path = None;
+    let mut main: Option<Module> = None;
+    let mut deps: Vec<Module> = Vec::new();
+    // Which module an `=>` line replaces: the main one, the last dep, or none.
+    enum Last {
+        None,
+        Main,
+        Dep,
+    }
+    let mut last = Last::None;
+    for line in text.lines() {
+        let mut fields = line.split('\t');
+        let kind = fields.next().unwrap_or("");
+        let rest: Vec<&str> = fields.collect();
+        match kind {
+            "path" => path = rest.first().map(|p| (*p).to_owned()),
+            "mod" | "dep" if rest.len() == 2 || rest.len() == 3 => {
+                let module = Module {
+                    path: rest[0].to_owned(),
+                    version: rest[1].to_owned(),
+                    replace: None,
+                };
+                if kind == "mod" {
+                    main = Some(module);
+                    last = Last::Main;
+                } else {
+                    deps.push(module);
+                    last = Last::Dep;
+                }
+            }
+            "=>" if rest.len() == 3 => {
+                let replacement = Some((rest[0].to_owned(), rest[1].to_owned()));
+                match last {
+                    Last::Main => {
+                        if let Some(main) = main.as_mut() {
+                            main.replace = replacement;
+                        }
+                    }
+                    Last::Dep => {
+                        if let Some(dep) = deps.last_mut() {
+                            dep.replace = replacement;
+                        }
+                    }
+                    Last::None => {}
+                }
+                last = Last::None;
+            }
+            _ => {}
+        }
+    }
+    (path, main, deps)
+}
+
+pub(crate) enum Outcome {
+    NotGo,
+    Go(BuildInfo),
+    /// A Go binary whose build info cannot be read here.
+    Unsupported(String),
+}
+
+/// Reads the build info of one file, if it is a Go ELF executable.
+pub(crate) fn inspect(stream: &mut FileStream<'_>) -> io::Result<Outcome> {
+    let mut ident = [0u8; 64];
+    let n = read_up_to(stream, &mut ident)?;
+    let Some(elf) = Elf::parse(&ident[..n]) else {
+        return Ok(Outcome::NotGo);
+    };
+    if stream.is_random_access() {
+        random_access(stream, &elf)
+    } else {
+        forward(stream, &ident[..n])
+    }
+}
+
+/// The ELF header fields needed here.
+struct Elf {
+    is64: bool,
+    little: bool,
+    phoff: u64,
+    phentsize: u64,
+    phnum: u64,
+    shoff: u64,
+    shentsize: u64,
+    shnum: u64,
+    shstrndx: u64,
+}
+
+impl Elf {
+    fn parse(ident: &[u8]) -> Option<Elf> {
+        if !ident.starts_with(b"\x7fELF") || ident.len() < 52 {
+            return None;
+        }
+        let is64 = match ident[4] {
+            1 => false,
+            2 => true,
+            _ => return None,
+        };
+        let little = match ident[5] {
+            1 => true,
+            2 => false,
+            _ => return None,
+        };
+        let e = Endian(little);
+        if is64 {
+            if ident.len() < 64 {
+                return None;
+            }
+            Some(Elf {
+                is64,
+                little,
+                phoff: e.u64(ident, 32)?,
+                shoff: e.u64(ident, 40)?,
+                phentsize: e.u16(ident, 54)?,
+                phnum: e.u16(ident, 56)?,
+                shentsize: e.u16(ident, 58)?,
+                shnum: e.u16(ident, 60)?,
+                shstrndx: e.u16(ident, 62)?,
+            })
+        } else {
+            Some(Elf {
+                is64,
+                little,
+                phoff: e.u32(ident, 28)?.into(),
+                shoff: e.u32(ident, 32)?.into(),
+                phentsize: e.u16(ident, 42)?,
+                phnum: e.u16(ident, 44)?,
+                shentsize: e.u16(ident, 46)?,
+                shnum: e.u16(ident, 48)?,
+                shstrndx: e.u16(ident, 50)?,
+            })
+        }
+    }
+
+    /// (offset, vaddr, filesz, flags) of every PT_LOAD segment.
+    fn load_segments(&self, stream: &mut FileStream<'_>) -> io::Result<Vec<(u64, u64, u64, u32)>> {
+        let entry = if self.is64 { 56 } else { 32 };
+        if self.phoff == 0 || self.phnum == 0 || self.phentsize < entry {
+            return Ok(Vec::new());
+        }
+        let table = read_at(
+            stream,
+            self.phoff,
+            (self.phentsize * self.phnum).min(MAX_TABLE),
+        )?;
+        let e = Endian(self.little);
+        let mut segments = Vec::new();
+        for raw in table.chunks_exact(self.phentsize as usize) {
+            // (type, flags, offset, vaddr, filesz): the two layouts order them differently.
+            let parsed = if self.is64 {
+                program_header(e, raw, [0, 4, 8, 16, 32], true)
+            } else {
+                program_header(e, raw, [0, 24, 4, 8, 16], false)
+            };
+            if let Some((kind, flags, offset, vaddr, filesz)) = parsed
+                && kind == PT_LOAD
+            {
+                segments.push((offset, vaddr, filesz, flags));
+            }
+        }
+        Ok(segments)
+    }
+
+    /// The file offset of the `.go.buildinfo` section, if the section table names one.
+    fn buildinfo_section(&self, stream: &mut FileStream<'_>) -> io::Result<Option<u64>> {
+        let entry = if self.is64 { 64 } else { 40 };
+        if self.shoff == 0
+            || self.shnum == 0
+            || self.shentsize < entry
+            || self.shstrndx >= self.shnum
+        {
+            return Ok(None);
+        }
+        let table = read_at(
+            stream,
+            self.shoff,
+            (self.shentsize * self.shnum).min(MAX_TABLE),
+        )?;
+        let e = Endian(self.little);
+        let section = |index: u64| -> Option<(u32, u64, u64)> {
+            let start = usize::try_from(index * self.shentsize).ok()?;
+            let raw = table.get(start..start + self.shentsize as usize)?;
+            if self.is64 {
+                Some((e.u32(raw, 0)?, e.u64(raw, 24)?, e.u64(raw, 32)?))
+            } else {
+                Some((
+                    e.u32(raw, 0)?,
+                    e.u32(raw, 16)?.into(),
+                    e.u32(raw, 20)?.into(),
+                ))
+            }
+        };
+        let Some((_, names_offset, names_size)) = section(self.shstrndx) else {
+            return Ok(None);
+        };
+        let names = read_at(stream, names_offset, names_size.min(MAX_TABLE))?;
+        for index in 0..self.shnum {
+            let Some((name, offset, _)) = section(index) else {
+                break;
+            };
+            let name = names.get(name as usize..).unwrap_or(&[]);
+            if name.starts_with(b".go.buildinfo\0") {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// (type, flags, offset, vaddr, filesz) of a program header, from the fields' offsets.
+fn program_header(
+    e: Endian,
+    raw: &[u8],
+    at: [usize; 5],
+    is64: bool,
+) -> Option<(u32, u32, u64, u64, u64)> {
+    let word = |at: usize| {
+        if is64 {
+            e.u64(raw, at)
+        } else {
+            e.u32(raw, at).map(u64::from)
+        }
+    };
+    Some((
+        e.u32(raw, at[0])?,
+        e.u32(raw, at[1])?,
+        word(at[2])?,
+        word(at[3])?,
+        word(at[4])?,
+    ))
+}
+
+#[derive(Clone, Copy)]
+struct Endian(bool);
+
+impl Endian {
+    fn u16(self, b: &[u8], at: usize) -> Option<u64> {
+        let raw: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
+        Some(u64::from(if self.0 {
+            u16::from_le_bytes(raw)
+        } else {
+            u16::from_be_bytes(raw)
+        }))
+    }
+    fn u32(self, b: &[u8], at: usize) -> Option<u32> {
+        let raw: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+        Some(if self.0 {
+            u32::from_le_bytes(raw)
+        } else {
+            u32::from_be_bytes(raw)
+        })
+    }
+    fn u64(self, b: &[u8], at: usize) -> Option<u64> {
+        let raw: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
+        Some(if self.0 {
+            u64::from_le_bytes(raw)
+        } else {
+            u64::from_be_bytes(raw)
+        })
+    }
+}
+
+/// Go's algorithm: the section (or segment), 64 KiB of it, the first aligned magic.
+fn random_access(stream: &mut FileStream<'_>, elf: &Elf) -> io::Result<Outcome> {
+    let segments = elf.load_segments(stream)?;
+    let start = match elf.buildinfo_section(stream)? {
+        Some(offset) => offset,
+        None => match segments
+            .iter()
+            .find(|(_, _, _, flags)| flags & (PF_X | PF_W) == PF_W)
+        {
+            Some((offset, ..)) => *offset,
+            None => return Ok(Outcome::NotGo),
+        },
+    };
+    let window = read_at(stream, start, SEARCH_WINDOW)?;
+    let Some(at) = find_aligned(&window, 0) else {
+        return Ok(Outcome::NotGo);
+    };
+    let blob_start = start + at as u64;
+    let mut blob = window[at..].to_vec();
+    loop {
+        match decode(&blob) {
+            Decoded::Strings(vers, modinfo) => return Ok(build_info(&vers, &modinfo)),
+            Decoded::NeedMore(n) if n <= MAX_INFO && n > blob.len() => {
+                blob = read_at(stream, blob_start, n as u64)?;
+                if blob.len() < n {
+                    return Ok(Outcome::NotGo);
+                }
+            }
+            Decoded::Pointers {
+                ptr_size,
+                big_endian,
+                version,
+                modinfo,
+            } => {
+                let e = Endian(!big_endian);
+                let mut read_string = |addr: u64| -> io::Result<Option<Vec<u8>>> {
+                    let Some(offset) = file_offset(&segments, addr) else {
+                        return Ok(None);
+                    };
+                    let header = read_at(stream, offset, 2 * ptr_size as u64)?;
+                    let word = |at: usize| {
+                        if ptr_size == 4 {
+                            e.u32(&header, at).map(u64::from)
+                        } else {
+                            e.u64(&header, at)
+                        }
+                    };
+                    let (Some(data), Some(len)) = (word(0), word(ptr_size)) else {
+                        return Ok(None);
+                    };
+                    if len > MAX_INFO as u64 {
+                        return Ok(None);
+                    }
+                    let Some(data_offset) = file_offset(&segments, data) else {
+                        return Ok(None);
+                    };
+                    Ok(Some(read_at(stream, data_offset, len)?))
+                };
+                let vers = String::from_utf8(read_string(version)?.unwrap_or_default())
+                    .unwrap_or_default();
+                let modinfo = read_string(modinfo)?.unwrap_or_default();
+                if !valid_version(&vers) {
+                    return Ok(Outcome::NotGo);
+                }
+                return Ok(build_info(&vers, &modinfo));
+            }
+            _ => return Ok(Outcome::NotGo),
+        }
+    }
+}
+
+/// Scans a stream forward for an aligned magic whose blob decodes.
+fn forward(stream: &mut FileStream<'_>, already: &[u8]) -> io::Result<Outcome> {
+    let finder = memmem::Finder::new(MAGIC);
+    let mut buf: Vec<u8> = already.to_vec();
+    let mut base: u64 = 0; // file offset of buf[0]
+    let mut from = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(rel) = finder.find(&buf[from..]) {
+            let at = from + rel;
+            from = at + 1;
+            if !(base + at as u64).is_multiple_of(ALIGN) {
+                continue;
+            }
+            loop {
+                match decode(&buf[at..]) {
+                    Decoded::Strings(vers, modinfo) => return Ok(build_info(&vers, &modinfo)),
+                    Decoded::NeedMore(n) if n <= MAX_INFO => {
+                        let want = at + n;
+                        while buf.len() < want {
+                            let read = stream.read(&mut chunk)?;
+                            if read == 0 {
+                                return Ok(Outcome::NotGo);
+                            }
+                            buf.extend_from_slice(&chunk[..read]);
+                        }
+                    }
+                    Decoded::Pointers { .. } => {
+                        return Ok(Outcome::Unsupported(
+                            "Go build info in the pre-1.18 pointer format, in a compressed \
+                             stream: not read"
+                                .into(),
+                        ));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        // Keep the last bytes, which may hold the start of a magic cut by the chunk.
+        let keep_from = buf.len().saturating_sub(MAGIC.len() - 1);
+        buf.drain(..keep_from);
+        base += keep_from as u64;
+        from = 0;
+        let read = stream.read(&mut chunk)?;
+        if read == 0 {
+            return Ok(Outcome::NotGo);
+        }
+        buf.extend_from_slice(&chunk[..read]);
+    }
+}
+
+enum Decoded {
+    /// The Go version and the raw module info (with its sentinels).
+    Strings(String, Vec<u8>),
+    Pointers {
+        ptr_size: usize,
+        big_endian: bool,
+        version: u64,
+        modinfo: u64,
+    },
+    /// The blob is longer than the bytes given: this many are needed.
+    NeedMore(usize),
+    Invalid,
+}
+
+/// Decodes a blob that starts with the magic.
+fn decode(blob: &[u8]) -> Decoded {
+    if blob.len() < HEADER {
+        return Decoded::NeedMore(HEADER);
+    }
+    let ptr_size = blob[14] as usize;
+    let flags = blob[15];
+    if ptr_size != 4 && ptr_size != 8 {
+        return Decoded::Invalid;
+    }
+    if flags & FLAG_INLINE == 0 {
+        let e = Endian(flags == 0);
+        let word = |at: usize| {
+            if ptr_size == 4 {
+                e.u32(blob, at).map(u64::from)
+            } else {
+                e.u64(blob, at)
+            }
+        };
+        return match (word(16), word(16 + ptr_size)) {
+            (Some(version), Some(modinfo)) => Decoded::Pointers {
+                ptr_size,
+                big_endian: flags != 0,
+                version,
+                modinfo,
+            },
+            _ => Decoded::Invalid,
+        };
+    }
+    let mut at = HEADER;
+    let mut strings = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let Some((len, used)) = uvarint(&blob[at..]) else {
+            return if blob.len() - at < 10 {
+                Decoded::NeedMore(at + 10)
+            } else {
+                Decoded::Invalid
+            };
+        };
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .filter(|len| *len <= MAX_INFO)
+            .map(|len| at + used + len)
+        else {
+            return Decoded::Invalid;
+        };
+        if blob.len() < end {
+            return Decoded::NeedMore(end);
+        }
+        // Raw bytes: the module info's sentinels are not UTF-8.
+        strings.push(blob[at + used..end].to_vec());
+        at = end;
+    }
+    let modinfo = strings.pop().unwrap_or_default();
+    let Ok(vers) = String::from_utf8(strings.pop().unwrap_or_default()) else {
+        return Decoded::Invalid;
+    };
+    if !valid_version(&vers) {
+        return Decoded::Invalid;
+    }
+    Decoded::Strings(vers, modinfo)
+}
+
+fn valid_version(vers: &str) -> bool {
+    !vers.is_empty() && vers.len() <= 128 && (vers.starts_with("go") || vers.starts_with("devel"))
+}
+
+fn build_info(vers: &str, modinfo: &[u8]) -> Outcome {
+    // Strip the sentinels around the module info, as debug/buildinfo does.
+    let inner = if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' {
+        String::from_utf8_lossy(&modinfo[16..modinfo.len() - 16])
+    } else {
+        "".into()
+    };
+    let (path, main, deps) = parse_modinfo(&inner);
+    Outcome::Go(BuildInfo {
+        go_version: vers.to_owned(),
+        path,
+        main,
+        deps,
+    })
+}
+
+/// The first occurrence of the magic at a 16-aligned index at or after `from`.
+fn find_aligned(data: &[u8], from: usize) -> Option<usize> {
+    let finder = memmem::Finder::new(MAGIC);
+    let mut from = from;
+    while let Some(rel) = finder.find(data.get(from..)?) {
+        let at = from + rel;
+        if (at as u64).is_multiple_of(ALIGN) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+fn file_offset(segments: &[(u64, u64, u64, u32)], addr: u64) -> Option<u64> {
+    segments.iter().find_map(|&(offset, vaddr, filesz, _)| {
+        (addr >= vaddr && addr - vaddr < filesz).then(|| offset + (addr - vaddr))
+    })
+}
+
+fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// Up to `len` bytes at `offset` (fewer at the end of the file).
+fn read_at(stream: &mut FileStream<'_>, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+    stream.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    stream.take(len).read_to_end(&mut out)?;
+    Ok(out)
+}
+
+fn read_up_to(stream: &mut FileStream<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match stream.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toolchain_versions() {
+        let check = |go: &str, expected: Option<&str>| {
+            assert_eq!(toolchain_semver(go).as_deref(), expected, "{go}");
+        };
+        check("go1.20.12", Some("1.20.12"));
+        check("go1.21", Some("1.21.0"));
+        check("go1.21rc2", Some("1.21.0-rc.2"));
+        check("go1.22.1 X:boringcrypto", Some("1.22.1"));
+        check("devel go1.23-abcdef", None);
+        check("go", None);
+        check("gox.y", None);
+    }
+
+    #[test]
+    fn modinfo() {
+        let text = "path\texample.com/cmd/app\n\
+                    mod\texample.com\tv1.2.3\th1:abc=\n\
+                    dep\tgolang.org/x/net\tv0.17.0\th1:def=\n\
+                    dep\tgithub.com/old/lib\tv1.0.0\th1:x=\n\
+                    =>\tgithub.com/new/lib\tv1.1.0\th1:y=\n\
+                    dep\texample.com/local\tv0.0.0\n\
+                    =>\t../local\t\t\n\
+                    build\t-compiler=gc\n";
+        let (path, main, deps) = parse_modinfo(text);
+        assert_eq!(path.as_deref(), Some("example.com/cmd/app"));
+        let info = BuildInfo {
+            go_version: "go1.21.5".into(),
+            path,
+            main,
+            deps,
+        };
+        let got: Vec<(String, String)> = info
+            .packages("app")
+            .into_iter()
+            .map(|p| (p.name, p.version))
+            .collect();
+        let expected = [
+            ("stdlib", "1.21.5"),
+            ("example.com", "1.2.3"),
+            ("golang.org/x/net", "0.17.0"),
+            ("github.com/new/lib", "1.1.0"),
+        ];
+        assert_eq!(
+            got,
+            expected.map(|(n, v)| (n.to_owned(), v.to_owned())).to_vec()
+        );
+    }
+
+    #[test]
+    fn blobs() {
+        let mut blob = MAGIC.to_vec();
+        blob.extend([8, FLAG_INLINE]);
+        blob.resize(HEADER, 0);
+        blob.push(9);
+        blob.extend(b"go1.20.12");
+        assert!(matches!(decode(&blob), Decoded::NeedMore(_)));
+        blob.push(0);
+        match decode(&blob) {
+            Decoded::Strings(vers, modinfo) => {
+                assert_eq!(vers, "go1.20.12");
+                assert!(modinfo.is_empty());
+            }
+            _ => panic!("expected strings"),
+        }
+        let mut bad = blob.clone();
+        bad[14] = 3;
+        assert!(matches!(decode(&bad), Decoded::Invalid));
+        let mut not_go = blob.clone();
+        not_go[HEADER + 1] = b'x';
+        assert!(matches!(decode(&not_go), Decoded::Invalid));
+        // Every truncation is handled without a panic.
+        for cut in 0..blob.len() {
+            let _ = decode(&blob[..cut]);
+        }
+        assert_eq!(uvarint(&[0x80, 0x01]), Some((128, 2)));
+        assert_eq!(uvarint(&[0x80; 11]), None);
+        assert_eq!(find_aligned(&[b"x".as_slice(), MAGIC].concat(), 0), None);
+    }
+}
