@@ -398,6 +398,18 @@ fn hostile_archives_hit_caps() {
         Err(ImageError::Manifest { .. })
     ));
 
+    // An OCI image layout is refused by name rather than read as an empty root filesystem.
+    let oci = write(
+        "oci.tar",
+        &tar(&[
+            file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#),
+            file("index.json", r#"{"schemaVersion":2,"manifests":[]}"#),
+            file("blobs/sha256/00", "{}"),
+        ]),
+    );
+    let err = Image::open(&oci).unwrap_err().to_string();
+    assert!(err.contains("OCI image layout"), "{err}");
+
     // A manifest.json that is not a docker save manifest: just a file of a flat rootfs.
     let flat = write(
         "flat-with-manifest.tar",

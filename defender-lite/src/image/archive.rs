@@ -115,6 +115,17 @@ pub(crate) fn open(
     }
 
     let Some(manifest) = docker_manifest(&source, &flat, limits, &display)? else {
+        // An OCI image layout (`skopeo copy ... oci-archive:`) has no manifest.json; read as
+        // a flat root filesystem it would look like an image with nothing installed.
+        let is_file = |path: &str| flat.get(path).is_some_and(|n| n.kind == NodeKind::File);
+        if is_file("oci-layout") && is_file("index.json") {
+            return Err(ImageError::Manifest {
+                path: display,
+                reason: "an OCI image layout without manifest.json is not supported; \
+                         save the image with `docker save` or `skopeo copy ... docker-archive:`"
+                    .into(),
+            });
+        }
         return Ok(Opened {
             source,
             index: flat,
