@@ -1,0 +1,90 @@
+//! defender-lite following a real relay process: `sync --once` applies each new bundle
+//! atomically, keeps the previous one as the last good one, and when the relay is gone
+//! records the error and keeps what it applied.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use end_to_end::relays::{RelayConfig, RelayProcess, build_bundle, generate_key, password};
+use end_to_end::{binary, workspace_root};
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(binary("defender-lite"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn state(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("data/state.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_applies_each_new_bundle_and_keeps_the_last_good_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (secret, public) = generate_key(tmp.path(), "origin");
+    let relay_dir = tmp.path().join("relay");
+    let mut relay = RelayProcess::start("relay", &relay_dir, &RelayConfig::ordinary(&[&public]));
+    let feeds = workspace_root().join("relay/samples/feeds");
+    let first = build_bundle(&feeds, &secret, 1, &tmp.path().join("b1.tar.gz"));
+    assert_eq!(relay.upload("uploader", first).await.0, 201);
+
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let config = agent_dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n\
+             [[sources]]\nkind = \"upstream\"\nurl = \"{}\"\nuser = \"reader\"\npassword = \"{}\"\nca = {:?}\nno_proxy = true\n",
+            relay.url,
+            password("reader"),
+            relay.ca(),
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+
+    let out = agent(&["sync", "--once", "--config", &config]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied bundle sequence 1"));
+    let s = state(&agent_dir);
+    assert_eq!(s["current"]["sequence"], 1);
+    let dir1 = agent_dir
+        .join("data")
+        .join(s["current"]["dir"].as_str().unwrap());
+    assert!(dir1.join("manifest.json").is_file(), "{}", dir1.display());
+
+    // Nothing new: up to date, nothing changes.
+    let out = agent(&["sync", "--once", "--config", &config]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("up to date"),
+        "{out:?}"
+    );
+
+    let second = build_bundle(&feeds, &secret, 2, &tmp.path().join("b2.tar.gz"));
+    assert_eq!(relay.upload("uploader", second).await.0, 201);
+    let out = agent(&["sync", "--once", "--config", &config]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied bundle sequence 2"),
+        "{out:?}"
+    );
+    let s = state(&agent_dir);
+    assert_eq!(s["current"]["sequence"], 2);
+    assert_eq!(s["previous"]["sequence"], 1);
+    assert!(dir1.is_dir(), "the last good bundle was removed");
+
+    // The relay goes away: the check fails and says so; what was applied stays.
+    relay.kill();
+    let out = agent(&["sync", "--once", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let s = state(&agent_dir);
+    assert_eq!(s["current"]["sequence"], 2);
+    assert_eq!(s["last_error_kind"], "connect", "{s:#}");
+    let out = agent(&["status", "--config", &config]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bundle: sequence 2"), "{text}");
+    assert!(text.contains("last error: connect"), "{text}");
+}
