@@ -51,6 +51,33 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Find vulnerable packages in an image: PATH is a root filesystem directory, a flat
+    /// tar (`docker export`, gzip or not) or a `docker save` archive (layers applied in
+    /// order, whiteouts honoured). Reads dpkg, apk, rpm (sqlite), Python, npm, Go binaries
+    /// and Cargo.lock, and matches them against the feed's OSV records. When no package
+    /// database is found it says so (never a silent zero). Exit 0; 1 when --fail-on is
+    /// given and a finding is at or above it, or nothing could be scanned; 2 on errors.
+    Scan {
+        /// Image: directory, .tar, .tar.gz, or `docker save` archive.
+        path: PathBuf,
+        /// Agent configuration: its data_dir holds the bundle `sync` applied.
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/defender-lite/defender-lite.toml"
+        )]
+        config: PathBuf,
+        /// Use these feeds instead of the applied bundle: an applied bundle's directory,
+        /// a bundle's feeds/ directory, or a directory like relay/samples/feeds.
+        #[arg(long, value_name = "DIR")]
+        feeds: Option<PathBuf>,
+        /// table (default), json (schema defender-lite.scan/1) or sarif (SARIF 2.1.0).
+        #[arg(long, value_enum, default_value_t = ScanFormat::Table)]
+        format: ScanFormat,
+        /// Exit 1 if a finding is at or above this severity: low, medium, high, critical.
+        #[arg(long, value_name = "SEVERITY")]
+        fail_on: Option<crate::osv::Severity>,
+    },
     /// What is applied (sequence, age, source) and how the last check went. Exit 1 when
     /// nothing is applied or the last check failed.
     Status {
@@ -64,6 +91,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanFormat {
+    Table,
+    Json,
+    Sarif,
 }
 
 /// How a command ended.
@@ -102,6 +136,38 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     Ok(Outcome::CheckFailed)
                 }
             }
+        }
+        Command::Scan {
+            path,
+            config,
+            feeds,
+            format,
+            fail_on,
+        } => {
+            let feeds = match feeds {
+                Some(dir) => crate::feeds::Feeds::open_dir(&dir)?,
+                None => {
+                    let config = crate::config::Config::load(&config)?;
+                    crate::feeds::Feeds::applied(&config.data_dir)?
+                }
+            };
+            let report = crate::scan::scan(&path, &feeds)
+                .with_context(|| format!("scanning {}", path.display()))?;
+            match format {
+                ScanFormat::Table => print!("{}", report.table()),
+                ScanFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                ScanFormat::Sarif => println!("{}", serde_json::to_string_pretty(&report.sarif())?),
+            }
+            if report.coverage == "no_database" {
+                eprintln!(
+                    "defender-lite: no package database found in {}: nothing was scanned",
+                    path.display()
+                );
+            }
+            Ok(match fail_on {
+                Some(threshold) if report.fails(threshold) => Outcome::CheckFailed,
+                _ => Outcome::Success,
+            })
         }
         Command::Status { config, json } => {
             let config = crate::config::Config::load(&config)?;

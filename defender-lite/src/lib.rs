@@ -6,7 +6,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod feeds;
 pub mod osv;
+pub mod scan;
 pub mod sync;
 pub mod version;
 

@@ -1110,7 +1110,7 @@ fn same_release(ecosystem: &str, a: &str, b: &str) -> bool {
     }
 }
 
-fn package_key(ecosystem: &str, name: &str) -> String {
+pub(crate) fn package_key(ecosystem: &str, name: &str) -> String {
     let (family, _) = split_ecosystem(ecosystem);
     let mut key = family.to_ascii_lowercase();
     key.push('\0');

@@ -10,7 +10,9 @@
 //!
 //! ```text
 //! state.json                 what is applied, and how the last check went
-//! bundles/<seq>-<sha256>/    an applied bundle, unpacked (manifest.json, feeds/...)
+//! bundles/<seq>-<sha256>/    an applied bundle, unpacked (manifest.json, feeds/...) and
+//!                            its indexes (index/, see `crate::feeds`), built before it is
+//!                            made current
 //! work/                      partial downloads, kept across restarts to resume
 //! ```
 
@@ -230,6 +232,8 @@ fn apply(
         relay::bundle::UnpackError::Verify(v) => SyncError::verification(source, v),
         other => local(&other),
     })?;
+    // Indexes are part of applying: a bundle is never current without them.
+    crate::feeds::build_indexes(&staging).map_err(|e| local(&e))?;
     let m = verified.manifest();
     let dir = PathBuf::from("bundles").join(format!("{}-{}", m.sequence, verified.sha256()));
     let dest = config.data_dir.join(&dir);

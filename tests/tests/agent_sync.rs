@@ -56,6 +56,37 @@ async fn the_agent_applies_each_new_bundle_and_keeps_the_last_good_one() {
         .join("data")
         .join(s["current"]["dir"].as_str().unwrap());
     assert!(dir1.join("manifest.json").is_file(), "{}", dir1.display());
+    // Indexed when applied, and used by scan through the configuration.
+    for index in [
+        "osv.idx",
+        "domains.txt",
+        "ips.bin",
+        "apps.json",
+        "summary.json",
+    ] {
+        assert!(dir1.join("index").join(index).is_file(), "{index}");
+    }
+    let rootfs = tmp.path().join("rootfs");
+    let fixtures = workspace_root().join("defender-lite/tests/fixtures/inventory/debian");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::create_dir_all(rootfs.join("var/lib/dpkg")).unwrap();
+    std::fs::copy(fixtures.join("os-release"), rootfs.join("etc/os-release")).unwrap();
+    std::fs::copy(fixtures.join("status"), rootfs.join("var/lib/dpkg/status")).unwrap();
+    let out = agent(&[
+        "scan",
+        rootfs.to_str().unwrap(),
+        "--config",
+        &config,
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["coverage"], "complete");
+    assert!(
+        report["feeds"].as_str().unwrap().contains("sequence 1"),
+        "{report}"
+    );
 
     // Nothing new: up to date, nothing changes.
     let out = agent(&["sync", "--once", "--config", &config]);
