@@ -16,10 +16,14 @@
 //! scanned forward for the aligned magic instead (the section table sits at the end of the
 //! file); the pre-1.18 pointer format cannot be followed backwards there and is reported.
 //!
-//! Packages: `stdlib` at the toolchain version, the main module (unless `(devel)`) and
-//! every dependency (its replacement when one with a version is recorded; a replacement
-//! by a local directory has no version and is left out), versions without the leading
-//! `v`, as OSV writes Go versions.
+//! Packages: `stdlib` at the toolchain version, the main module and every dependency
+//! (its replacement when one with a version is recorded; a replacement by a local
+//! directory has no version and is left out), versions without the leading `v`, as OSV
+//! writes Go versions. `go build` records the main module as `(devel)` (or, since Go 1.24,
+//! a `v0.0.0-` pseudo-version for an untagged commit); release builds usually stamp the
+//! real version with `-ldflags '-X pkg.version=1.2.3'`, which the build info keeps, so the
+//! main module's version is taken from there (the same rule as Trivy's, see
+//! `ldflags_version`), and left out when there is none.
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -78,6 +82,8 @@ pub(crate) struct BuildInfo {
     pub path: Option<String>,
     pub main: Option<Module>,
     pub deps: Vec<Module>,
+    /// The `-ldflags` build setting, unquoted.
+    pub ldflags: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,20 +109,194 @@ impl BuildInfo {
         if let Some(version) = toolchain_semver(&self.go_version) {
             packages.push(package("stdlib", version));
         }
-        for module in self.main.iter().chain(&self.deps) {
-            let (path, version) = match &module.replace {
-                Some((_, version)) if version.is_empty() => continue,
-                Some((path, version)) => (path.as_str(), version.as_str()),
-                None => (module.path.as_str(), module.version.as_str()),
+        if let Some(main) = &self.main {
+            let stamped = || {
+                let ldflags = self.ldflags.as_deref()?;
+                ldflags_version(ldflags, &main.path)
             };
-            if path.is_empty() || version.is_empty() || version == "(devel)" {
-                continue;
+            match effective(main) {
+                Some((path, version)) if version.starts_with("v0.0.0-") => {
+                    packages.push(package(path, stamped().unwrap_or_else(|| trim_v(version))));
+                }
+                Some((path, version)) => packages.push(package(path, trim_v(version))),
+                None if main.replace.is_none() && !main.path.is_empty() => {
+                    if let Some(version) = stamped() {
+                        packages.push(package(&main.path, version));
+                    }
+                }
+                None => {}
             }
-            let version = version.strip_prefix('v').unwrap_or(version);
-            packages.push(package(path, version.to_owned()));
+        }
+        for module in &self.deps {
+            if let Some((path, version)) = effective(module) {
+                packages.push(package(path, trim_v(version)));
+            }
         }
         packages
     }
+}
+
+/// A module's path and version as built: its replacement's when it has one. `None` when
+/// there is no version (`(devel)`, a local directory).
+fn effective(module: &Module) -> Option<(&str, &str)> {
+    let (path, version) = match &module.replace {
+        Some((path, version)) => (path.as_str(), version.as_str()),
+        None => (module.path.as_str(), module.version.as_str()),
+    };
+    (!path.is_empty() && !version.is_empty() && version != "(devel)").then_some((path, version))
+}
+
+fn trim_v(version: &str) -> String {
+    version.strip_prefix('v').unwrap_or(version).to_owned()
+}
+
+/// The version `-ldflags` stamps on the main module: among the `-X importpath.name=value`
+/// definitions whose name ends in `.version` or `.ver` (any case) and whose value is a
+/// semantic version (with or without `v`), those of a package under `<main module>/cmd/`
+/// first, then those of a package named `main`, `common`, `version` or `cmd`, then any
+/// other. Two different versions in the first group that has one give no version: the
+/// binary does not say which is its own.
+fn ldflags_version(ldflags: &str, main_path: &str) -> Option<String> {
+    const USUAL_PACKAGES: [&str; 4] = ["main", "common", "version", "cmd"];
+    let cmd_prefix = format!("{main_path}/cmd/");
+    let words = split_flags(ldflags);
+    let mut groups: [Vec<&str>; 3] = Default::default();
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        let definition = match word.as_str() {
+            "-X" | "--X" => match words.next() {
+                Some(next) => next.as_str(),
+                None => break,
+            },
+            other => match other.strip_prefix("-X=").or(other.strip_prefix("--X=")) {
+                Some(definition) => definition,
+                None => continue,
+            },
+        };
+        // `-X='pkg.version=1.0.0'`: the quotes are not at the start of a word, so they
+        // are still there.
+        let definition = definition.trim_matches(['\'', '"']);
+        let Some((name, value)) = definition.split_once('=') else {
+            continue;
+        };
+        let lower = name.to_ascii_lowercase();
+        if !(lower.ends_with(".version") || lower.ends_with(".ver")) || !is_semver(value) {
+            continue;
+        }
+        let package = lower.rsplit('/').next().unwrap_or("");
+        let package = package.split('.').next().unwrap_or("");
+        let group = if name.starts_with(&cmd_prefix) {
+            0
+        } else if USUAL_PACKAGES.contains(&package) {
+            1
+        } else {
+            2
+        };
+        if !groups[group].contains(&value) {
+            groups[group].push(value);
+        }
+    }
+    match groups.iter().find(|group| !group.is_empty())?.as_slice() {
+        [version] => Some(trim_v(version)),
+        _ => None,
+    }
+}
+
+/// Splits `-ldflags` into words as `go build` does (cmd/internal/quoted): fields separated
+/// by white space, a field that starts with a `'` or `"` runs to the matching quote, with
+/// no escapes. An unterminated quote ends the list.
+fn split_flags(flags: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut rest = flags;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', '\n', '\r']);
+        let Some(first) = rest.chars().next() else {
+            return words;
+        };
+        if first == '\'' || first == '"' {
+            let Some(end) = rest[1..].find(first) else {
+                return words;
+            };
+            words.push(rest[1..1 + end].to_owned());
+            rest = &rest[end + 2..];
+        } else {
+            let end = rest.find([' ', '\t', '\n', '\r']).unwrap_or(rest.len());
+            words.push(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+    }
+}
+
+/// Semantic versions as Go's `golang.org/x/mod/semver` accepts them, the `v` optional:
+/// `1`, `1.2` or `1.2.3`, the last with an optional `-prerelease` and `+build`.
+fn is_semver(version: &str) -> bool {
+    let version = version.strip_prefix('v').unwrap_or(version);
+    let (version, build) = match version.split_once('+') {
+        Some((version, build)) => (version, Some(build)),
+        None => (version, None),
+    };
+    let (core, pre) = match version.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (version, None),
+    };
+    let number = |n: &str| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
+    };
+    let identifiers = |s: &str| {
+        s.split('.')
+            .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() <= 3
+        && parts.iter().all(|p| number(p))
+        && (parts.len() == 3 || (pre.is_none() && build.is_none()))
+        && pre.is_none_or(|pre| {
+            // Numeric identifiers have no leading zeros; others are alphanumerics and `-`.
+            identifiers(pre)
+                && pre
+                    .split('.')
+                    .all(|id| !id.bytes().all(|b| b.is_ascii_digit()) || number(id))
+        })
+        && build.is_none_or(identifiers)
+}
+
+/// A Go string literal as `strconv.Quote` writes it (build settings with spaces or quotes
+/// are written so): the common escapes; `None` for anything else.
+fn unquote(quoted: &str) -> Option<String> {
+    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let escaped = match chars.next()? {
+            'n' => '\n',
+            't' => '\t',
+            'r' => '\r',
+            'a' => '\u{7}',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'v' => '\u{b}',
+            c @ ('\\' | '"' | '\'') => c,
+            c @ ('x' | 'u' | 'U') => {
+                let digits = match c {
+                    'x' => 2,
+                    'u' => 4,
+                    _ => 8,
+                };
+                let hex: String = chars.by_ref().take(digits).collect();
+                if hex.len() != digits {
+                    return None;
+                }
+                char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?
+            }
+            _ => return None,
+        };
+        out.push(escaped);
+    }
+    Some(out)
 }
 
 /// `go1.20.12` -> `1.20.12`, `go1.21` -> `1.21.0`, `go1.21rc2` -> `1.21.0-rc.2`,
@@ -153,11 +333,13 @@ fn toolchain_semver(go_version: &str) -> Option<String> {
     Some(semver)
 }
 
-/// Parses the module info text (between the sentinels), as `ParseBuildInfo` does.
-pub(crate) fn parse_modinfo(text: &str) -> (Option<String>, Option<Module>, Vec<Module>) {
+/// Parses the module info text (between the sentinels), as `ParseBuildInfo` does; the Go
+/// version is the caller's to fill in.
+pub(crate) fn parse_modinfo(text: &str) -> BuildInfo {
     let mut path = None;
     let mut main: Option<Module> = None;
     let mut deps: Vec<Module> = Vec::new();
+    let mut ldflags = None;
     // Which module an `=>` line replaces: the main one, the last dep, or none.
     enum Last {
         None,
@@ -202,10 +384,25 @@ pub(crate) fn parse_modinfo(text: &str) -> (Option<String>, Option<Module>, Vec<
                 }
                 last = Last::None;
             }
+            "build" => {
+                if let Some(value) = rest.first().and_then(|s| s.strip_prefix("-ldflags=")) {
+                    ldflags = if value.starts_with('"') {
+                        unquote(value)
+                    } else {
+                        Some(value.to_owned())
+                    };
+                }
+            }
             _ => {}
         }
     }
-    (path, main, deps)
+    BuildInfo {
+        go_version: String::new(),
+        path,
+        main,
+        deps,
+        ldflags,
+    }
 }
 
 pub(crate) enum Outcome {
@@ -626,12 +823,9 @@ fn build_info(vers: &str, modinfo: &[u8]) -> Outcome {
     } else {
         "".into()
     };
-    let (path, main, deps) = parse_modinfo(&inner);
     Outcome::Go(BuildInfo {
         go_version: vers.to_owned(),
-        path,
-        main,
-        deps,
+        ..parse_modinfo(&inner)
     })
 }
 
@@ -713,14 +907,11 @@ mod tests {
                     dep\texample.com/local\tv0.0.0\n\
                     =>\t../local\t\t\n\
                     build\t-compiler=gc\n";
-        let (path, main, deps) = parse_modinfo(text);
-        assert_eq!(path.as_deref(), Some("example.com/cmd/app"));
         let info = BuildInfo {
             go_version: "go1.21.5".into(),
-            path,
-            main,
-            deps,
+            ..parse_modinfo(text)
         };
+        assert_eq!(info.path.as_deref(), Some("example.com/cmd/app"));
         let got: Vec<(String, String)> = info
             .packages("app")
             .into_iter()
@@ -735,6 +926,127 @@ mod tests {
         assert_eq!(
             got,
             expected.map(|(n, v)| (n.to_owned(), v.to_owned())).to_vec()
+        );
+    }
+
+    #[test]
+    fn devel_main_module_takes_the_version_stamped_by_ldflags() {
+        // As in trivy 0.59.1's release binary.
+        let text = "path\tgithub.com/aquasecurity/trivy/cmd/trivy\n\
+                    mod\tgithub.com/aquasecurity/trivy\t(devel)\t\n\
+                    dep\tgolang.org/x/net\tv0.34.0\th1:x=\n\
+                    build\t-buildmode=exe\n\
+                    build\t-ldflags=\"-s -w -extldflags '-static' -X github.com/aquasecurity/trivy/pkg/version/app.ver=0.59.1\"\n\
+                    build\tvcs=git\n";
+        let packages = |text: &str| -> Vec<(String, String)> {
+            BuildInfo {
+                go_version: "go1.23.5".into(),
+                ..parse_modinfo(text)
+            }
+            .packages("opt/trivy/trivy")
+            .into_iter()
+            .map(|p| (p.name, p.version))
+            .collect()
+        };
+        let expected = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            packages(text),
+            expected(&[
+                ("stdlib", "1.23.5"),
+                ("github.com/aquasecurity/trivy", "0.59.1"),
+                ("golang.org/x/net", "0.34.0"),
+            ])
+        );
+        // No version in -ldflags: the main module is left out, as before.
+        assert_eq!(
+            packages("mod\texample.com/app\t(devel)\t\nbuild\t-ldflags=-s\n"),
+            expected(&[("stdlib", "1.23.5")])
+        );
+        // Go 1.24 stamps an untagged commit as a pseudo-version: -ldflags knows better.
+        let pseudo = "mod\texample.com/app\tv0.0.0-20250101000000-abcdef123456\th1:x=\n";
+        assert_eq!(
+            packages(&format!(
+                "{pseudo}build\t-ldflags=\"-X main.version=1.4.0\"\n"
+            )),
+            expected(&[("stdlib", "1.23.5"), ("example.com/app", "1.4.0")])
+        );
+        assert_eq!(
+            packages(pseudo),
+            expected(&[
+                ("stdlib", "1.23.5"),
+                ("example.com/app", "0.0.0-20250101000000-abcdef123456")
+            ])
+        );
+        // A tagged build keeps its own version whatever -ldflags says.
+        assert_eq!(
+            packages(
+                "mod\texample.com/app\tv1.2.3\th1:x=\nbuild\t-ldflags=\"-X main.version=9.9.9\"\n"
+            ),
+            expected(&[("stdlib", "1.23.5"), ("example.com/app", "1.2.3")])
+        );
+    }
+
+    #[test]
+    fn ldflags_versions() {
+        let check = |ldflags: &str, expected: Option<&str>| {
+            assert_eq!(
+                ldflags_version(ldflags, "example.com/app").as_deref(),
+                expected,
+                "{ldflags}"
+            );
+        };
+        check("-s -w -X main.version=1.2.3", Some("1.2.3"));
+        check("-X=main.Version=v2.0.0-rc.1", Some("2.0.0-rc.1"));
+        check("-X='main.version=1.0.0'", Some("1.0.0"));
+        check("--X \"example.com/app/version.Ver=3.0\"", Some("3.0"));
+        // main, common, version, cmd packages before others; <module>/cmd/ before both.
+        check(
+            "-X example.com/app/internal/build.Version=1.0.0 -X main.version=2.0.0",
+            Some("2.0.0"),
+        );
+        check(
+            "-X example.com/app/cmd/app/cli.ver=3.1.0 -X main.version=2.0.0",
+            Some("3.1.0"),
+        );
+        check("-X example.com/lib/build.version=1.0.0", Some("1.0.0"));
+        // Two versions where one is expected: none. The same one twice is one.
+        check("-X main.version=1.0.0 -X common.version=1.1.0", None);
+        check(
+            "-X main.version=1.0.0 -X common.version=1.0.0",
+            Some("1.0.0"),
+        );
+        // Not a version, or not a version variable.
+        check("-X main.version=dev", None);
+        check("-X main.version=01.2.3", None);
+        check("-X main.version=1.2-rc.1", None);
+        check("-X main.version=1.2.3-rc.01", None);
+        check("-X main.commit=1.2.3", None);
+        check("-X main.myversion=1.2.3", None);
+        check("-X", None);
+        check("-X 'main.version=1.0.0", None);
+        check("", None);
+        assert!(is_semver("v1.2.3-rc.1+build.5"));
+        assert!(is_semver("1"));
+        assert!(!is_semver("1.2.3.4"));
+        assert!(!is_semver("v1.2.3-"));
+    }
+
+    #[test]
+    fn quoted_build_settings() {
+        assert_eq!(
+            unquote(r#""-s -X \"main.version=1.0\" \t\x41\u00e9""#).as_deref(),
+            Some("-s -X \"main.version=1.0\" \tA\u{e9}")
+        );
+        assert_eq!(unquote(r#""\q""#), None);
+        assert_eq!(unquote(r#""\x4""#), None);
+        assert_eq!(unquote("no quotes"), None);
+        assert_eq!(
+            split_flags(" -s  '-X a.version=1' \"b c\"d -X='e' \"open"),
+            ["-s", "-X a.version=1", "b c", "d", "-X='e'"]
         );
     }
 
