@@ -78,6 +78,10 @@ pub enum Command {
         #[arg(long, value_name = "SEVERITY")]
         fail_on: Option<crate::osv::Severity>,
     },
+    /// The feed's apps an image holds and the ports each will listen on: from its config
+    /// files (includes followed), the command line (--cmd, or the image's Entrypoint and
+    /// Cmd), defaults and EXPOSE, each port with its evidence. Exit 0; 2 on errors.
+    Apps(crate::apps::command::AppsArgs),
     /// What is applied (sequence, age, source) and how the last check went. Exit 1 when
     /// nothing is applied or the last check failed.
     Status {
@@ -116,6 +120,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
+        Command::Apps(args) => crate::apps::command::run(args),
         Command::Sync { config, once } => {
             let config = crate::config::Config::load(&config)?;
             if !once {

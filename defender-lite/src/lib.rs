@@ -15,3 +15,6 @@ pub mod version;
 // Scanning: an image's filesystem, and the packages installed in it.
 pub mod image;
 pub mod inventory;
+
+// App knowledge: the apps an image holds and the ports their configuration gives.
+pub mod apps;
