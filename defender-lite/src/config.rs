@@ -34,6 +34,9 @@ pub struct Sync {
     /// After a failed check, try again this often until one succeeds.
     pub retry_every: HumanDuration,
     pub jitter: HumanDuration,
+    /// While an upstream's watch channel is down (a proxy that cuts long connections),
+    /// check this often instead of waiting for an event.
+    pub poll_every: HumanDuration,
     pub connect_timeout: HumanDuration,
     pub request_timeout: HumanDuration,
     /// A download slower than this (bytes per second over `transfer_floor_window`) is cut
@@ -50,6 +53,7 @@ impl Default for Sync {
             check_every: HumanDuration::secs(24 * 3600),
             retry_every: HumanDuration::secs(3600),
             jitter: HumanDuration::secs(3600),
+            poll_every: HumanDuration::secs(15 * 60),
             connect_timeout: HumanDuration::secs(10),
             request_timeout: HumanDuration::secs(30),
             min_transfer_rate: 1024,

@@ -18,7 +18,10 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::Notify;
 
 use relay::bundle::{Limits, Sequence, Sha256, Timestamp, TrustStore};
 use relay::client::{self, CheckContext, CheckOutcome, FailureKind, FetchLimits, Held, SyncError};
@@ -272,39 +275,93 @@ fn remove_stale(data: &Path, state: &State) {
 }
 
 /// The daemon: a check now, then every `sync.check_every` (plus up to `sync.jitter` at
-/// random), or every `sync.retry_every` while checks fail. Ends on SIGTERM or SIGINT.
+/// random), or every `sync.retry_every` while checks fail; and at once whenever an
+/// upstream source's watch channel announces a new bundle (or reconnects). While an
+/// upstream's channel is down, every `sync.poll_every` at least. Ends on SIGTERM or
+/// SIGINT.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let wake = Arc::new(Notify::new());
+    let channels = spawn_followers(config, &wake);
     loop {
-        let wait = match check_once(config).await? {
+        let mut wait = match check_once(config).await? {
             Ok(Checked::Applied(seq)) => {
                 eprintln!("applied bundle sequence {seq}");
-                config.sync.check_every.0 + random_below(config.sync.jitter.0)
+                config.sync.check_every.0 + client::random_below(config.sync.jitter.0)
             }
-            Ok(Checked::UpToDate) => config.sync.check_every.0 + random_below(config.sync.jitter.0),
+            Ok(Checked::UpToDate) => {
+                config.sync.check_every.0 + client::random_below(config.sync.jitter.0)
+            }
             Err(e) => {
                 eprintln!("check failed ({:?}): {}", e.kind, e.message);
                 config.sync.retry_every.0
             }
         };
+        if channels.iter().any(|up| !up.load(Ordering::Relaxed)) {
+            wait = wait.min(config.sync.poll_every.0);
+        }
         let mut state = State::load(&config.data_dir)?;
         let secs = i64::try_from(wait.as_secs()).unwrap_or(i64::MAX);
         state.next_check = Timestamp::from_unix(Timestamp::now().unix().saturating_add(secs));
         state.save(&config.data_dir)?;
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
+            () = wake.notified() => {}
             _ = terminate.recv() => return Ok(()),
             r = tokio::signal::ctrl_c() => return r.map_err(Into::into),
         }
     }
 }
 
-/// A random duration in `[0, max)`.
-fn random_below(max: Duration) -> Duration {
-    let mut raw = [0u8; 8];
-    if getrandom::fill(&mut raw).is_err() || max.is_zero() {
-        return Duration::ZERO;
+/// One task per upstream source following its watch channel; each flag says whether
+/// that channel is up. A source whose client cannot be built has no follower (its
+/// checks report the error).
+fn spawn_followers(config: &Config, wake: &Arc<Notify>) -> Vec<Arc<AtomicBool>> {
+    let schedule = config.sync.schedule();
+    let mut flags = Vec::new();
+    for source in config
+        .sources
+        .iter()
+        .filter(|s| s.kind == client::SourceKind::Upstream)
+    {
+        let endpoint = source.endpoint(&schedule);
+        let Ok(http) = endpoint.client() else {
+            continue;
+        };
+        let up = Arc::new(AtomicBool::new(false));
+        flags.push(Arc::clone(&up));
+        let wake = Arc::clone(wake);
+        let data_dir = config.data_dir.clone();
+        let poll = config.sync.poll_every.0;
+        tokio::spawn(async move {
+            client::follow(
+                &endpoint,
+                &http,
+                || {
+                    State::load(&data_dir)
+                        .ok()
+                        .and_then(|s| s.current)
+                        .map(|a| a.sequence.0)
+                },
+                |signal| match signal {
+                    client::WatchSignal::Connected => {
+                        up.store(true, Ordering::Relaxed);
+                        wake.notify_one();
+                    }
+                    client::WatchSignal::Event => wake.notify_one(),
+                    client::WatchSignal::Down(why) => {
+                        if up.swap(false, Ordering::Relaxed) {
+                            eprintln!(
+                                "{}: {why}; checking every {} s until it is back",
+                                endpoint.base(),
+                                poll.as_secs()
+                            );
+                        }
+                    }
+                },
+            )
+            .await;
+        });
     }
-    let span = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
-    Duration::from_nanos(u64::from_le_bytes(raw) % span)
+    flags
 }

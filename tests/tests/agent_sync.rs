@@ -119,3 +119,63 @@ async fn the_agent_applies_each_new_bundle_and_keeps_the_last_good_one() {
     assert!(text.contains("bundle: sequence 2"), "{text}");
     assert!(text.contains("last error: connect"), "{text}");
 }
+
+/// The daemon does not wait for its 24-hour check: the relay's watch channel tells it
+/// of each new bundle, and it applies it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_daemon_applies_a_new_bundle_as_soon_as_the_relay_announces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (secret, public) = generate_key(tmp.path(), "origin");
+    let relay_dir = tmp.path().join("relay");
+    let relay = RelayProcess::start("relay", &relay_dir, &RelayConfig::ordinary(&[&public]));
+    let feeds = workspace_root().join("relay/samples/feeds");
+    let first = build_bundle(&feeds, &secret, 1, &tmp.path().join("b1.tar.gz"));
+    assert_eq!(relay.upload("uploader", first).await.0, 201);
+
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let config = agent_dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n\
+             [sync]\ncheck_every = \"24h\"\njitter = \"1s\"\npoll_every = \"24h\"\n\
+             [[sources]]\nkind = \"upstream\"\nurl = \"{}\"\nuser = \"reader\"\npassword = \"{}\"\nca = {:?}\nno_proxy = true\n",
+            relay.url,
+            password("reader"),
+            relay.ca(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(binary("defender-lite"))
+        .args(["sync", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sequence = |dir: &Path| {
+        std::fs::read(dir.join("data/state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|s| s["current"]["sequence"].as_u64())
+    };
+    let wait_for = |want: u64| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while sequence(&agent_dir) != Some(want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sequence {want} never applied"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_for(1);
+    // Its next scheduled check is a day away: only the watch channel can bring this one.
+    let second = build_bundle(&feeds, &secret, 2, &tmp.path().join("b2.tar.gz"));
+    assert_eq!(relay.upload("uploader", second).await.0, 201);
+    wait_for(2);
+    let next = state(&agent_dir)["next_check"].as_str().unwrap().to_owned();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(next.as_str() > "2000", "{next}");
+}

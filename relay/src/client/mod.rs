@@ -11,8 +11,20 @@ mod error;
 mod fetch;
 pub mod settings;
 mod source;
+mod watch;
 
 pub use endpoint::{Credential, Endpoint, ProxySettings, Secret};
 pub use error::{FailureKind, SyncError};
 pub use fetch::{FetchLimits, Fetched, download};
 pub use source::{CheckContext, CheckOutcome, Held, SourceKind, check};
+pub use watch::{WatchSignal, follow};
+
+/// A random duration in `[0, max)`, for jitter.
+pub fn random_below(max: std::time::Duration) -> std::time::Duration {
+    let mut raw = [0u8; 8];
+    if getrandom::fill(&mut raw).is_err() || max.is_zero() {
+        return std::time::Duration::ZERO;
+    }
+    let span = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX).max(1);
+    std::time::Duration::from_nanos(u64::from_le_bytes(raw) % span)
+}

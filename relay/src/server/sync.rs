@@ -10,7 +10,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_cron_scheduler::{Job, JobScheduler};
@@ -518,64 +517,33 @@ fn kind_name(kind: SourceKind) -> &'static str {
     }
 }
 
-/// Follows an upstream's watch channel: every event asks for a check at once.
-/// Reconnects with exponential backoff and jitter, sending the held sequence as
-/// `Last-Event-ID` so nothing is missed while it was away.
+/// Follows an upstream's watch channel: every event asks for a check at once, and so
+/// does every (re)connection, which may have missed events.
 async fn follow(relay: Arc<Relay>, index: usize, source: Arc<Source>) {
     let url = format!("{}/api/v1/feeds/watch", source.endpoint.base());
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let held = relay.store.current().map(|c| c.record.sequence.0);
-        let mut request = source.endpoint.authorize(source.client.get(&url));
-        if let Some(seq) = held {
-            request = request.header("last-event-id", seq.to_string());
-        }
-        let connected = tokio::select! {
-            r = request.send() => r,
-            () = relay.stopping.cancelled() => return,
-        };
-        match connected {
-            Ok(response) if response.status().is_success() => {
+    let channel = crate::client::follow(
+        &source.endpoint,
+        &source.client,
+        || relay.store.current().map(|c| c.record.sequence.0),
+        |signal| match signal {
+            crate::client::WatchSignal::Connected => {
                 set_watch(&relay, index, "connected");
-                backoff = Duration::from_secs(1);
-                // A reconnect may have missed events: check once.
                 relay.sync.source_alive(index);
-                let mut stream = response.bytes_stream();
-                let mut text = String::new();
-                loop {
-                    let chunk = tokio::select! {
-                        c = stream.next() => c,
-                        () = relay.stopping.cancelled() => return,
-                    };
-                    let Some(Ok(chunk)) = chunk else { break };
-                    text.push_str(&String::from_utf8_lossy(&chunk));
-                    while let Some(end) = text.find("\n\n") {
-                        let block: String = text.drain(..end + 2).collect();
-                        if block.lines().any(|l| l.starts_with("data:")) {
-                            relay.sync.source_alive(index);
-                        }
-                    }
-                    if text.len() > 64 * 1024 {
-                        break; // not an event stream
-                    }
+            }
+            crate::client::WatchSignal::Event => relay.sync.source_alive(index),
+            crate::client::WatchSignal::Down(why) => {
+                if why.starts_with("watch channel refused") {
+                    warn!(source = %url, reason = %why, "watch channel refused");
+                } else {
+                    tracing::debug!(source = %url, reason = %why, "watch channel down");
                 }
                 set_watch(&relay, index, "down");
             }
-            Ok(response) => {
-                warn!(source = %url, status = %response.status(), "watch channel refused");
-                set_watch(&relay, index, "down");
-            }
-            Err(e) => {
-                tracing::debug!(source = %url, error = %e, "watch channel unreachable");
-                set_watch(&relay, index, "down");
-            }
-        }
-        let pause = backoff + random_below(backoff / 2);
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = relay.stopping.cancelled() => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+        },
+    );
+    tokio::select! {
+        () = channel => {}
+        () = relay.stopping.cancelled() => {}
     }
 }
 
@@ -612,15 +580,7 @@ fn backoff(schedule: &crate::config::Schedule, failures: u32) -> Duration {
     capped + random_below(capped / 2)
 }
 
-/// A random duration in `[0, max)`.
-pub(super) fn random_below(max: Duration) -> Duration {
-    let mut raw = [0u8; 8];
-    if getrandom::fill(&mut raw).is_err() || max.is_zero() {
-        return Duration::ZERO;
-    }
-    let nanos = u64::from_le_bytes(raw) % max.as_nanos().min(u128::from(u64::MAX)).max(1) as u64;
-    Duration::from_nanos(nanos)
-}
+pub(super) use crate::client::random_below;
 
 #[cfg(test)]
 mod tests {
