@@ -360,6 +360,7 @@ fn bad_inputs_are_reported_not_fatal() {
             "6390/tcp - listens /etc/redis/latin1.conf:2",
         ],
         &[
+            "/etc/redis.conf: more than 40 symbolic links to follow",
             "/etc/redis/latin1.conf: not UTF-8 text (byte 13); read with replacement characters",
             "/etc/redis/redis.conf:4: include /etc/redis/conf.d: a directory, not a file",
             "/etc/redis/redis.conf:5: include of \"/etc/redis/${REDIS_ENV}.conf\" is a template (unresolved); not followed",

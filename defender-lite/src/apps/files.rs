@@ -117,7 +117,8 @@ impl<'i> Reader<'i> {
             Ok(Some(e)) if e.kind == EntryKind::File => vec![pattern.to_owned()],
             Ok(_) => Vec::new(),
             Err(e) => {
-                self.problems.push(format!("{pattern}: {e}"));
+                // The error names the path.
+                self.problems.push(e.to_string());
                 Vec::new()
             }
         }
