@@ -78,6 +78,11 @@ pub enum Command {
         #[arg(long, value_name = "SEVERITY")]
         fail_on: Option<crate::osv::Severity>,
     },
+    /// Print runtime events as they happen: process exec/exit, listening sockets,
+    /// outbound connections, raw/packet sockets, and DNS queries and SYNs captured on
+    /// the given interfaces; each attributed to its container. Or read them from a
+    /// JSON-lines file (`--events`; schema in EVENTS.md). Exit 1 if input lines were bad.
+    Events(crate::monitor::command::EventsArgs),
     /// The feed's apps an image holds and the ports each will listen on: from its config
     /// files (includes followed), the command line (--cmd, or the image's Entrypoint and
     /// Cmd), defaults and EXPOSE, each port with its evidence. Exit 0; 2 on errors.
@@ -121,6 +126,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Apps(args) => crate::apps::command::run(args),
+        Command::Events(args) => Ok(if crate::monitor::command::run(args)? {
+            Outcome::Success
+        } else {
+            Outcome::CheckFailed
+        }),
         Command::Sync { config, once } => {
             let config = crate::config::Config::load(&config)?;
             if !once {

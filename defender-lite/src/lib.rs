@@ -18,3 +18,6 @@ pub mod inventory;
 
 // App knowledge: the apps an image holds and the ports their configuration gives.
 pub mod apps;
+
+// Runtime defense: events from the host (processes, sockets, DNS, SYNs) and from other sensors.
+pub mod monitor;

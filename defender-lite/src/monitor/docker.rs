@@ -1,0 +1,275 @@
+//! A small Docker Engine API client over the unix socket (`/var/run/docker.sock`):
+//! container details for attribution now, and the two calls "block" needs later (set
+//! the restart policy, stop), so a blocked container stays down across a daemon restart.
+//!
+//! One HTTP/1.1 connection per request (hyper's low-level client over a tokio
+//! `UnixStream`): these calls are rare, and a fresh connection cannot be left in a bad
+//! state by an earlier one. Every call has a deadline and a response size cap; the
+//! engine's error message is passed on in the error.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1;
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+/// A container's inspect document is a few KiB; anything near this is not the engine.
+const MAX_RESPONSE: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("docker engine at {socket}: cannot connect: {source}")]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("docker engine: HTTP exchange failed: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("docker engine: no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("docker engine: {method} {path}: {status}: {message}")]
+    Status {
+        method: Method,
+        path: String,
+        status: StatusCode,
+        message: String,
+    },
+    #[error("docker engine: reading the response: {0}")]
+    Body(String),
+    #[error("docker engine: unexpected response: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("not a container id or name: {0:?}")]
+    InvalidId(String),
+}
+
+/// What the engine says about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    /// The image reference the container was created from (`nginx:1.27`).
+    pub image: String,
+    /// The image's id (`sha256:...`).
+    pub image_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+}
+
+/// Docker's restart policies ("block" sets `No` or `UnlessStopped`, then stops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    No,
+    UnlessStopped,
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerClient {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Default for DockerClient {
+    fn default() -> Self {
+        DockerClient::new(DEFAULT_SOCKET)
+    }
+}
+
+impl DockerClient {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        DockerClient {
+            socket: socket.into(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `GET /containers/{id}/json`.
+    pub async fn inspect(&self, id: &str) -> Result<ContainerInfo, DockerError> {
+        check_id(id)?;
+        let body = self
+            .call(
+                Method::GET,
+                &format!("/containers/{id}/json"),
+                None,
+                self.timeout,
+            )
+            .await?;
+        let raw: Inspect = serde_json::from_slice(&body)?;
+        Ok(ContainerInfo {
+            id: raw.id,
+            name: raw.name.trim_start_matches('/').to_string(),
+            image: raw.config.image,
+            image_id: raw.image,
+            labels: raw.config.labels.unwrap_or_default(),
+            running: raw.state.running,
+        })
+    }
+
+    /// `POST /containers/{id}/update` with a restart policy.
+    pub async fn set_restart_policy(
+        &self,
+        id: &str,
+        policy: RestartPolicy,
+    ) -> Result<(), DockerError> {
+        check_id(id)?;
+        let name = match policy {
+            RestartPolicy::No => "no",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        };
+        let body = serde_json::json!({ "RestartPolicy": { "Name": name } }).to_string();
+        self.call(
+            Method::POST,
+            &format!("/containers/{id}/update"),
+            Some(body.into()),
+            self.timeout,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// `POST /containers/{id}/stop?t=SECONDS`; a container already stopped is fine.
+    pub async fn stop(&self, id: &str, grace: Duration) -> Result<(), DockerError> {
+        check_id(id)?;
+        let path = format!("/containers/{id}/stop?t={}", grace.as_secs());
+        // The engine answers once the container is down: allow for the grace period.
+        match self
+            .call(Method::POST, &path, None, self.timeout + grace)
+            .await
+        {
+            Err(DockerError::Status { status, .. }) if status == StatusCode::NOT_MODIFIED => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        deadline: Duration,
+    ) -> Result<Bytes, DockerError> {
+        tokio::time::timeout(deadline, self.exchange(method, path, body))
+            .await
+            .map_err(|_| DockerError::Timeout(deadline))?
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<Bytes, DockerError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| DockerError::Connect {
+                socket: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        let conn = tokio::spawn(conn);
+        let has_body = body.is_some();
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, "docker");
+        if has_body {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|e| DockerError::Body(e.to_string()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| DockerError::Body(e.to_string()))?
+            .to_bytes();
+        conn.abort();
+        if !status.is_success() {
+            #[derive(Deserialize)]
+            struct Message {
+                message: String,
+            }
+            let message = serde_json::from_slice::<Message>(&bytes)
+                .map(|m| m.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(DockerError::Status {
+                method,
+                path: path.to_string(),
+                status,
+                message,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// Ids and names go into a URL path: allow only what Docker allows in either.
+fn check_id(id: &str) -> Result<(), DockerError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DockerError::InvalidId(id.to_string()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Inspect {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    image: String,
+    config: InspectConfig,
+    #[serde(default)]
+    state: InspectState,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectConfig {
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct InspectState {
+    #[serde(default)]
+    running: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_escape_the_path_are_refused() {
+        for bad in ["", "../../info", "a/b", "x?y", "a b", &"a".repeat(129)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+        for good in ["web", "my_app.1-2", "4f2a8a0b6c1d"] {
+            assert!(check_id(good).is_ok(), "{good}");
+        }
+    }
+}

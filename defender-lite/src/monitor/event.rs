@@ -1,0 +1,457 @@
+//! The runtime event: one thing that happened on the host, with when, how it was seen,
+//! and (once attributed) which container did it.
+//!
+//! Events are plain data, cheap to clone and compare: addresses are `std::net` values,
+//! the container is a shared `Arc` (one allocation per container, not per event), and the
+//! kind is a flat enum so a rule engine matches on it without lookups. The JSON-lines
+//! form (one object per line) is the same for what `defender-lite events --json` prints
+//! and for what `--events FILE` reads, so another sensor can feed the agent:
+//!
+//! ```json
+//! {"ts":"2026-08-01T10:00:00.5Z","source":"connector","kind":"exec","pid":4242,"ppid":1,"uid":0,"comm":"nc","exe":"/usr/bin/nc.openbsd","argv":["nc","-l","4444"],"container":{"id":"4f2a...","name":"web","image":"nginx:1.27"}}
+//! ```
+//!
+//! Every object has `ts` (RFC 3339, UTC), `kind`, the kind's fields, and optionally
+//! `source` (default `input`) and `container`. `defender-lite/EVENTS.md` lists each kind
+//! with an example. Reading the stream is `input.rs`; producing events is the other
+//! modules of `monitor`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// One runtime event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub ts: Timestamp,
+    /// How the event was observed; events read from a file default to `input`.
+    #[serde(default)]
+    pub source: Source,
+    #[serde(flatten)]
+    pub kind: EventKind,
+    /// The container the event belongs to; absent for host processes, or while not
+    /// (yet) attributed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Arc<Container>>,
+}
+
+impl Event {
+    /// An event observed now.
+    pub fn now(source: Source, kind: EventKind) -> Event {
+        Event {
+            ts: Timestamp::now(),
+            source,
+            kind,
+            container: None,
+        }
+    }
+
+    /// The process the event belongs to, where the kind names one.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.kind {
+            EventKind::Exec(e) => Some(e.pid),
+            EventKind::Exit(e) => Some(e.pid),
+            EventKind::Listen(s) => s.pid,
+            EventKind::Connect(c) => c.pid,
+            EventKind::RawSocket(r) => r.pid,
+            EventKind::DnsQuery(_) | EventKind::Syn(_) | EventKind::Gap(_) => None,
+        }
+    }
+}
+
+/// What happened. The JSON tag is `kind`, in snake case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// A process image was executed (or found running by a `/proc` pass).
+    Exec(Exec),
+    /// A process ended.
+    Exit(Exit),
+    /// A socket is listening: a TCP socket in LISTEN, or a bound, unconnected UDP socket.
+    Listen(Listen),
+    /// A connection this host or container opened to a remote address.
+    Connect(Connect),
+    /// A raw IP socket or a packet socket is open.
+    RawSocket(RawSocket),
+    /// A DNS question seen on the wire.
+    DnsQuery(DnsQuery),
+    /// A TCP connection attempt (SYN without ACK) seen on the wire.
+    Syn(Syn),
+    /// Events were lost, or a source is not running: what follows is incomplete.
+    Gap(Gap),
+}
+
+impl EventKind {
+    /// The JSON tag, for display and counting.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Exec(_) => "exec",
+            EventKind::Exit(_) => "exit",
+            EventKind::Listen(_) => "listen",
+            EventKind::Connect(_) => "connect",
+            EventKind::RawSocket(_) => "raw_socket",
+            EventKind::DnsQuery(_) => "dns_query",
+            EventKind::Syn(_) => "syn",
+            EventKind::Gap(_) => "gap",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exec {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+    /// Real uid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The kernel's short name (`/proc/<pid>/comm`, at most 15 bytes); empty if the
+    /// process was gone before it could be read.
+    #[serde(default)]
+    pub comm: String,
+    /// The executable's path (`/proc/<pid>/exe`), as seen from the process's own mount
+    /// namespace; absent if it could not be read (process gone, kernel thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    #[serde(default)]
+    pub argv: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    pub pid: u32,
+    /// Exit status, when the process exited normally and the source knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// The signal that ended the process, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// Transport protocol of a socket or packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listen {
+    pub proto: Proto,
+    /// Local address and port; `0.0.0.0` or `::` for all addresses.
+    pub addr: SocketAddr,
+    /// A process holding the socket, if one was found (a socket may outlive its
+    /// process briefly, or belong to the kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Socket inode: identifies the socket within the host.
+    #[serde(default)]
+    pub inode: u64,
+    /// Network namespace inode (`/proc/<pid>/ns/net`); containers have their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connect {
+    pub proto: Proto,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub inode: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
+}
+
+/// Address family of a raw socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawFamily {
+    /// `AF_INET, SOCK_RAW`: builds its own IP payloads (ICMP, custom protocols).
+    Inet,
+    /// `AF_INET6, SOCK_RAW`.
+    Inet6,
+    /// `AF_PACKET`: sees or forges whole link-layer frames (sniffers, scanners).
+    Packet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawSocket {
+    pub family: RawFamily,
+    /// IP protocol number (inet, inet6) or ethertype (packet; 3 is `ETH_P_ALL`).
+    pub protocol: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub inode: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsQuery {
+    /// The queried name, lower case, without the trailing dot.
+    pub name: String,
+    /// Query type mnemonic (`A`, `AAAA`, `MX`...) or `TYPE<n>`.
+    pub qtype: String,
+    pub proto: Proto,
+    /// Who asked: the querying socket's address and port.
+    pub src: SocketAddr,
+    /// The resolver asked.
+    pub dst: SocketAddr,
+    /// Capture interface, when captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Syn {
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The source that lost events or is not running (`proc_connector`, `capture`...).
+    pub what: String,
+    /// Why, in words an operator can act on.
+    pub reason: String,
+    /// How many events were lost, when the source can tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+}
+
+/// How an event was observed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The kernel's netlink process connector, as it happened.
+    Connector,
+    /// A periodic `/proc` pass found what the connector missed (or stands in for it).
+    ProcScan,
+    /// What was already there when the agent started.
+    Snapshot,
+    /// `/proc/<pid>/net/*` and socket inodes.
+    ProcNet,
+    /// Packet capture.
+    Capture,
+    /// Read from a JSON-lines stream (`--events`).
+    #[default]
+    Input,
+    /// The agent itself (gaps, source state).
+    Agent,
+}
+
+/// The container an event is attributed to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Container {
+    /// Full container id (64 hex digits for Docker, containerd, CRI-O, Podman).
+    pub id: String,
+    /// Container name without Docker's leading `/`, when the engine told us.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Image reference as the container was created with (`nginx:1.27`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// A point in time, nanoseconds since the Unix epoch; RFC 3339 in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i128);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp(OffsetDateTime::now_utc().unix_timestamp_nanos())
+    }
+
+    fn to_datetime(self) -> Option<OffsetDateTime> {
+        OffsetDateTime::from_unix_timestamp_nanos(self.0).ok()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_datetime().and_then(|d| d.format(&Rfc3339).ok()) {
+            Some(s) => f.write_str(&s),
+            None => write!(f, "@{}ns", self.0),
+        }
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        let t = OffsetDateTime::parse(&s, &Rfc3339)
+            .map_err(|e| serde::de::Error::custom(format_args!("ts {s:?}: {e}")))?;
+        Ok(Timestamp(t.unix_timestamp_nanos()))
+    }
+}
+
+/// One line of human-readable text per event, for `defender-lite events` without `--json`.
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:<10} ", self.ts, self.kind.name())?;
+        match &self.kind {
+            EventKind::Exec(e) => {
+                write!(f, "pid={} ppid=", e.pid)?;
+                opt(f, e.ppid)?;
+                f.write_str(" uid=")?;
+                opt(f, e.uid)?;
+                write!(
+                    f,
+                    " comm={:?} exe={} argv={:?}",
+                    e.comm,
+                    e.exe.as_deref().unwrap_or("?"),
+                    e.argv
+                )?;
+            }
+            EventKind::Exit(e) => {
+                write!(f, "pid={}", e.pid)?;
+                if let Some(c) = e.code {
+                    write!(f, " code={c}")?;
+                }
+                if let Some(s) = e.signal {
+                    write!(f, " signal={s}")?;
+                }
+            }
+            EventKind::Listen(l) => {
+                write!(f, "{} {} pid=", l.proto, l.addr)?;
+                opt(f, l.pid)?;
+                write!(f, " inode={}", l.inode)?;
+            }
+            EventKind::Connect(c) => {
+                write!(f, "{} {} -> {} pid=", c.proto, c.local, c.remote)?;
+                opt(f, c.pid)?;
+            }
+            EventKind::RawSocket(r) => {
+                write!(f, "{:?} protocol={} pid=", r.family, r.protocol)?;
+                opt(f, r.pid)?;
+                write!(f, " inode={}", r.inode)?;
+            }
+            EventKind::DnsQuery(q) => {
+                write!(
+                    f,
+                    "{} {} {} {} -> {}",
+                    q.name, q.qtype, q.proto, q.src, q.dst
+                )?;
+            }
+            EventKind::Syn(s) => write!(f, "{} -> {}", s.src, s.dst)?,
+            EventKind::Gap(g) => write!(f, "{}: {}", g.what, g.reason)?,
+        }
+        write!(f, " [{}]", source_name(self.source))?;
+        if let Some(c) = &self.container {
+            write!(
+                f,
+                " container={}",
+                c.name.as_deref().unwrap_or(short_id(&c.id))
+            )?;
+            if let Some(image) = &c.image {
+                write!(f, " image={image}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn opt(f: &mut fmt::Formatter<'_>, v: Option<u32>) -> fmt::Result {
+    match v {
+        Some(v) => write!(f, "{v}"),
+        None => f.write_str("?"),
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+fn source_name(s: Source) -> &'static str {
+    match s {
+        Source::Connector => "connector",
+        Source::ProcScan => "proc_scan",
+        Source::Snapshot => "snapshot",
+        Source::ProcNet => "proc_net",
+        Source::Capture => "capture",
+        Source::Input => "input",
+        Source::Agent => "agent",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(line: &str) -> Event {
+        let e: Event = serde_json::from_str(line).unwrap();
+        let again = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&again).unwrap(), e, "{again}");
+        e
+    }
+
+    #[test]
+    fn exec_round_trips_with_container() {
+        let e = round_trip(
+            r#"{"ts":"2026-08-01T10:00:00.5Z","source":"connector","kind":"exec","pid":4242,"ppid":1,"uid":0,"comm":"nc","exe":"/usr/bin/nc","argv":["nc","-l","4444"],"container":{"id":"abc","name":"web","image":"nginx:1.27"}}"#,
+        );
+        assert_eq!(e.pid(), Some(4242));
+        assert_eq!(e.source, Source::Connector);
+        assert_eq!(e.container.unwrap().image.as_deref(), Some("nginx:1.27"));
+    }
+
+    #[test]
+    fn source_defaults_to_input_and_optional_fields_may_be_left_out() {
+        let e = round_trip(r#"{"ts":"2026-08-01T10:00:00Z","kind":"exit","pid":7}"#);
+        assert_eq!(e.source, Source::Input);
+        assert_eq!(
+            e.kind,
+            EventKind::Exit(Exit {
+                pid: 7,
+                code: None,
+                signal: None
+            })
+        );
+    }
+
+    #[test]
+    fn addresses_are_strings() {
+        let e = round_trip(
+            r#"{"ts":"2026-08-01T10:00:00Z","kind":"dns_query","name":"evil.example","qtype":"A","proto":"udp","src":"[::1]:5353","dst":"127.0.0.1:53"}"#,
+        );
+        let EventKind::DnsQuery(q) = e.kind else {
+            panic!("not a dns query")
+        };
+        assert_eq!(q.src, "[::1]:5353".parse().unwrap());
+    }
+
+    #[test]
+    fn timestamp_keeps_nanoseconds() {
+        let t: Timestamp = serde_json::from_str(r#""2026-08-01T10:00:00.123456789Z""#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#""2026-08-01T10:00:00.123456789Z""#
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! Runtime events from the host: the input of runtime defense (`defender-lite events`
+//! now; models, rules and actions build on the same stream).
+//!
+//! | module | source | events |
+//! |---|---|---|
+//! | `proc_connector` | netlink process connector, `/proc` passes behind it | exec, exit, gap |
+//! | `procfs` | `/proc/<pid>/net/*` per network namespace, `/proc/<pid>/fd` | listen, connect, raw_socket |
+//! | `capture` | libpcap on named interfaces | dns_query, syn, gap |
+//! | `input` | a JSON-lines file or stdin from another sensor | any |
+//!
+//! `event` is the type and its JSON-lines schema; `attribution` (with `docker`) fills in
+//! each event's container from `/proc/<pid>/cgroup` and the Docker Engine API.
+//!
+//! Each host source is a blocking loop on its own thread that sends into one bounded
+//! channel; [`Monitor`] owns the receiving end and attributes events as they come out.
+//! Stopping sets a shared flag that every loop checks at least every 200 ms, and drops
+//! the receiver, so a loop blocked on a full channel ends too.
+
+pub mod attribution;
+pub mod capture;
+pub mod command;
+pub mod docker;
+pub mod event;
+pub mod input;
+pub mod proc_connector;
+pub mod processes;
+pub mod procfs;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use attribution::Attributor;
+use capture::{CaptureError, InterfaceCapture};
+use docker::DockerClient;
+use event::{Event, Source};
+use proc_connector::ProcessConfig;
+use procfs::SocketScanner;
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct MonitorConfig {
+    /// Interfaces to capture DNS and SYNs on; none means no capture.
+    pub interfaces: Vec<String>,
+    /// Process exec/exit; `None` leaves processes out.
+    pub processes: Option<ProcessConfig>,
+    /// Socket scan interval; `None` leaves sockets out.
+    pub sockets_every: Option<Duration>,
+    /// Report what is already there at start (processes, sockets) as `snapshot` events.
+    pub snapshot: bool,
+    /// Docker Engine API socket, for container names and images; `None` for ids only.
+    pub docker_socket: Option<std::path::PathBuf>,
+    /// Events buffered between the sources and the consumer.
+    pub channel_capacity: usize,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            interfaces: Vec::new(),
+            processes: Some(ProcessConfig::default()),
+            sockets_every: Some(Duration::from_secs(2)),
+            snapshot: true,
+            docker_socket: Some(docker::DEFAULT_SOCKET.into()),
+            channel_capacity: 64 * 1024,
+        }
+    }
+}
+
+/// Why the monitor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("starting a source thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// The sending end every source uses. `send` returns false once the consumer is gone,
+/// which tells the source to end.
+#[derive(Clone)]
+pub struct Sink {
+    tx: mpsc::Sender<Event>,
+}
+
+impl Sink {
+    pub fn send(&self, event: Event) -> bool {
+        self.tx.blocking_send(event).is_ok()
+    }
+}
+
+/// The running sources and the attributed event stream.
+pub struct Monitor {
+    rx: mpsc::Receiver<Event>,
+    attributor: Attributor,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Starts every configured source. Captures are opened here, so a missing interface
+    /// or missing capability is an error now rather than a silent gap later; the process
+    /// connector falls back to `/proc` passes and says so in the stream instead.
+    pub fn start(config: &MonitorConfig) -> Result<Monitor, StartError> {
+        let (tx, rx) = mpsc::channel(config.channel_capacity.max(1));
+        let sink = Sink { tx };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let captures = config
+            .interfaces
+            .iter()
+            .map(|i| InterfaceCapture::open(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(f)
+                .map_err(StartError::Thread)
+        };
+        for (capture, interface) in captures.into_iter().zip(&config.interfaces) {
+            let (sink, stop) = (sink.clone(), stop.clone());
+            threads.push(spawn(
+                &format!("capture-{interface}"),
+                Box::new(move || capture.run(&sink, &stop)),
+            )?);
+        }
+        if let Some(processes) = &config.processes {
+            let mut processes = processes.clone();
+            processes.snapshot = config.snapshot;
+            let (sink, stop) = (sink.clone(), stop.clone());
+            threads.push(spawn(
+                "processes",
+                Box::new(move || proc_connector::run(&processes, &sink, &stop)),
+            )?);
+        }
+        if let Some(every) = config.sockets_every {
+            let (sink, stop) = (sink.clone(), stop.clone());
+            let snapshot = config.snapshot;
+            threads.push(spawn(
+                "sockets",
+                Box::new(move || run_sockets(every, snapshot, &sink, &stop)),
+            )?);
+        }
+        let docker = config
+            .docker_socket
+            .as_deref()
+            .filter(|p| Path::new(p).exists())
+            .map(DockerClient::new);
+        Ok(Monitor {
+            rx,
+            attributor: Attributor::new(docker),
+            stop,
+            threads,
+        })
+    }
+
+    /// The next event, attributed to its container; `None` once every source ended.
+    pub async fn next(&mut self) -> Option<Event> {
+        let mut event = self.rx.recv().await?;
+        self.attributor.attribute(&mut event).await;
+        Some(event)
+    }
+
+    /// Stops the sources and waits for their threads.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.rx);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Socket scans on an interval; each reports the sockets that are new since the last.
+fn run_sockets(every: Duration, snapshot: bool, sink: &Sink, stop: &Arc<AtomicBool>) {
+    let scanner = SocketScanner::default();
+    let mut previous = scanner.scan();
+    if snapshot {
+        for kind in previous.all() {
+            if !sink.send(Event::now(Source::Snapshot, kind)) {
+                return;
+            }
+        }
+    }
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100).min(every));
+        if last.elapsed() < every {
+            continue;
+        }
+        last = Instant::now();
+        let current = scanner.scan();
+        for kind in current.new_since(&previous) {
+            if !sink.send(Event::now(Source::ProcNet, kind)) {
+                return;
+            }
+        }
+        previous = current;
+    }
+}
