@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod defense;
 pub mod feeds;
 pub mod osv;
 pub mod scan;

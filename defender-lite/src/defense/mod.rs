@@ -1,0 +1,429 @@
+//! Runtime defense decisions: given what a container did, should it be allowed, and if
+//! not, with what effect? The resultant policy is the container's model (learned per
+//! image), plus the feed's knowledge (known-bad domains and IPs, the ports the image's
+//! apps are configured for), plus the first matching rule's allow list, minus its deny
+//! list:
+//!
+//! 1. a deny-list entry is a violation, always (learning or not);
+//! 2. an allow-list entry is fine;
+//! 3. a known-bad domain or IP from the feed is a violation, and is never learned;
+//! 4. what the model holds (or, for listening ports, what the image's app knowledge
+//!    expects) is fine;
+//! 5. while the model is learning, anything else is learned and fine;
+//! 6. otherwise it is a violation.
+//!
+//! Port scans (many distinct ports or hosts within a window) and raw sockets are
+//! violations whenever their area is enabled. An area whose effect is `disable` is not
+//! checked. This module only decides; acting (kill, block) and auditing are the
+//! runner's, so the decision path stays allocation-light and fast.
+
+pub mod audit;
+pub mod model;
+pub mod portscan;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::feeds::{DomainSet, IpSet};
+use model::{List, Model, ModelError, ModelStore, Origin};
+use portscan::{PortScanDetector, ScanFinding};
+use rules::{PortRange, Rules, Subject};
+
+/// What a rule does about a violation, in increasing force.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// Not checked.
+    Disable,
+    /// Audited.
+    #[default]
+    Alert,
+    /// Audited, and the process is killed.
+    Prevent,
+    /// Audited, and the container is stopped and kept stopped.
+    Block,
+}
+
+impl Effect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Disable => "disable",
+            Effect::Alert => "alert",
+            Effect::Prevent => "prevent",
+            Effect::Block => "block",
+        }
+    }
+}
+
+/// The areas a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Area {
+    Processes,
+    ListeningPorts,
+    OutboundPorts,
+    OutboundIps,
+    Dns,
+    PortScan,
+    RawSockets,
+}
+
+impl Area {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Area::Processes => "processes",
+            Area::ListeningPorts => "listening_ports",
+            Area::OutboundPorts => "outbound_ports",
+            Area::OutboundIps => "outbound_ips",
+            Area::Dns => "dns",
+            Area::PortScan => "port_scan",
+            Area::RawSockets => "raw_sockets",
+        }
+    }
+}
+
+impl fmt::Display for Area {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// What happened, in the terms the policy speaks.
+#[derive(Debug, Clone, Copy)]
+pub enum What<'a> {
+    Process { exe: &'a str },
+    Listen { proto: Proto, port: u16 },
+    Outbound { proto: Proto, ip: IpAddr, port: u16 },
+    Dns { name: &'a str },
+    Syn { src: IpAddr, dst: IpAddr, port: u16 },
+    RawSocket { description: &'a str },
+}
+
+/// One thing a container (or the host) did.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    /// Unix time, nanoseconds.
+    pub ts: i128,
+    pub subject: Subject<'a>,
+    pub pid: Option<u32>,
+    pub what: What<'a>,
+}
+
+/// A violation and what the rule says to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub area: Area,
+    pub effect: Effect,
+    pub rule: String,
+    /// What was seen and why it is a violation, in words.
+    pub reason: String,
+    pub pid: Option<u32>,
+}
+
+/// The feed's knowledge the engine uses.
+#[derive(Debug, Clone, Default)]
+pub struct Knowledge {
+    pub domains: DomainSet,
+    pub ips: IpSet,
+    /// Per image: the ports its apps' configuration says they listen on (`apps`).
+    pub app_ports: HashMap<String, Vec<PortRange>>,
+}
+
+/// Decides, per observation.
+pub struct Engine {
+    rules: Rules,
+    knowledge: Knowledge,
+    models: HashMap<String, Model>,
+    store: Option<ModelStore>,
+    learning_secs: i64,
+    scans: PortScanDetector,
+}
+
+/// The model key of a subject: its image, or `host`.
+pub fn model_key<'a>(subject: &Subject<'a>) -> &'a str {
+    subject.image.unwrap_or("host")
+}
+
+impl Engine {
+    /// `store`: where models persist (their current contents are loaded now).
+    pub fn new(
+        rules: Rules,
+        knowledge: Knowledge,
+        store: Option<ModelStore>,
+        learning_secs: i64,
+        scans: PortScanDetector,
+    ) -> Result<Engine, ModelError> {
+        let mut models = HashMap::new();
+        if let Some(store) = &store {
+            for m in store.all()? {
+                models.insert(m.image.clone(), m);
+            }
+        }
+        Ok(Engine {
+            rules,
+            knowledge,
+            models,
+            store,
+            learning_secs,
+            scans,
+        })
+    }
+
+    pub fn models(&self) -> impl Iterator<Item = &Model> {
+        self.models.values()
+    }
+
+    /// The verdict on one observation: `None` when it is fine (or learned).
+    pub fn evaluate(&mut self, obs: &Observation<'_>) -> Result<Option<Verdict>, ModelError> {
+        let (rule_index, rule) = self.rules.for_subject(&obs.subject);
+        let now = i64::try_from(obs.ts / 1_000_000_000).unwrap_or(i64::MAX);
+        let verdict = |area: Area, effect: Effect, reason: String| {
+            Some(Verdict {
+                area,
+                effect,
+                rule: rule.name.clone(),
+                reason,
+                pid: obs.pid,
+            })
+        };
+        // What to check in the model, after the lists and the feed.
+        let (area, effect, list, key, what) = match obs.what {
+            What::Process { exe } => {
+                let a = &rule.processes;
+                if a.effect == Effect::Disable || a.allow.iter().any(|p| p.matches(exe)) {
+                    return Ok(None);
+                }
+                if a.deny.iter().any(|p| p.matches(exe)) {
+                    return Ok(verdict(
+                        Area::Processes,
+                        a.effect,
+                        format!("process {exe} is denied by rule"),
+                    ));
+                }
+                (
+                    Area::Processes,
+                    a.effect,
+                    List::Processes,
+                    exe.to_owned(),
+                    format!("process {exe}"),
+                )
+            }
+            What::Listen { proto, port } => {
+                let a = &rule.listening_ports;
+                if a.effect == Effect::Disable || a.allow.iter().any(|p| p.matches(proto, port)) {
+                    return Ok(None);
+                }
+                if a.deny.iter().any(|p| p.matches(proto, port)) {
+                    return Ok(verdict(
+                        Area::ListeningPorts,
+                        a.effect,
+                        format!("listening on {port}/{} is denied by rule", proto.as_str()),
+                    ));
+                }
+                if let Some(image) = obs.subject.image
+                    && self
+                        .knowledge
+                        .app_ports
+                        .get(image)
+                        .is_some_and(|ports| ports.iter().any(|p| p.matches(proto, port)))
+                {
+                    return Ok(None);
+                }
+                (
+                    Area::ListeningPorts,
+                    a.effect,
+                    List::Listening,
+                    format!("{}/{port}", proto.as_str()),
+                    format!("listening on {port}/{}", proto.as_str()),
+                )
+            }
+            What::Outbound { proto, ip, port } => {
+                let ips = &rule.outbound_ips;
+                if ips.effect != Effect::Disable && !ips.allow.iter().any(|n| n.contains(&ip)) {
+                    if ips.deny.iter().any(|n| n.contains(&ip)) {
+                        return Ok(verdict(
+                            Area::OutboundIps,
+                            ips.effect,
+                            format!("connection to {ip} is denied by rule"),
+                        ));
+                    }
+                    if self.knowledge.ips.contains(ip) {
+                        return Ok(verdict(
+                            Area::OutboundIps,
+                            ips.effect,
+                            format!(
+                                "connection to {ip}, a known-bad address in the intelligence feed"
+                            ),
+                        ));
+                    }
+                }
+                let a = &rule.outbound_ports;
+                if a.effect == Effect::Disable || a.allow.iter().any(|p| p.matches(proto, port)) {
+                    return Ok(None);
+                }
+                if a.deny.iter().any(|p| p.matches(proto, port)) {
+                    return Ok(verdict(
+                        Area::OutboundPorts,
+                        a.effect,
+                        format!(
+                            "outbound to port {port}/{} is denied by rule",
+                            proto.as_str()
+                        ),
+                    ));
+                }
+                (
+                    Area::OutboundPorts,
+                    a.effect,
+                    List::OutboundPorts,
+                    format!("{}/{port}", proto.as_str()),
+                    format!("outbound connection to {ip} port {port}/{}", proto.as_str()),
+                )
+            }
+            What::Dns { name } => {
+                let a = &rule.dns;
+                if a.effect == Effect::Disable || a.allow.matches(name) {
+                    return Ok(None);
+                }
+                if a.deny.matches(name) {
+                    return Ok(verdict(
+                        Area::Dns,
+                        a.effect,
+                        format!("DNS query for {name} is denied by rule"),
+                    ));
+                }
+                if let Some(listed) = self.knowledge.domains.matches(name) {
+                    return Ok(verdict(
+                        Area::Dns,
+                        a.effect,
+                        format!(
+                            "DNS query for {name}: {listed} is a known-bad domain in the intelligence feed"
+                        ),
+                    ));
+                }
+                (
+                    Area::Dns,
+                    a.effect,
+                    List::Dns,
+                    name.trim_end_matches('.').to_ascii_lowercase(),
+                    format!("DNS query for {name}"),
+                )
+            }
+            What::Syn { src, dst, port } => {
+                if rule.port_scan == Effect::Disable {
+                    return Ok(None);
+                }
+                return Ok(match self.scans.observe(obs.ts, src, dst, port) {
+                    Some(ScanFinding {
+                        ports,
+                        hosts,
+                        window,
+                    }) => verdict(
+                        Area::PortScan,
+                        rule.port_scan,
+                        format!(
+                            "port scan from {src}: {ports} distinct ports on {hosts} host(s) within {} ms",
+                            window.as_millis()
+                        ),
+                    ),
+                    None => None,
+                });
+            }
+            What::RawSocket { description } => {
+                return Ok(match rule.raw_sockets {
+                    Effect::Disable => None,
+                    effect => verdict(
+                        Area::RawSockets,
+                        effect,
+                        format!("raw socket opened ({description})"),
+                    ),
+                });
+            }
+        };
+        if effect == Effect::Disable {
+            return Ok(None);
+        }
+        let model = model_key(&obs.subject);
+        let learning = self.learning(model, now)?;
+        let Some(m) = self.models.get_mut(model) else {
+            return Ok(None);
+        };
+        if learning {
+            // Outbound destinations are learned for the operator to see; ports decide.
+            let mut changed = false;
+            if let What::Outbound { ip, .. } = obs.what {
+                changed |= m.add(List::OutboundIps, &ip.to_string(), Origin::Learned);
+            }
+            changed |= m.add(list, &key, Origin::Learned);
+            if changed && let Some(store) = &self.store {
+                store.save(m)?;
+            }
+            return Ok(None);
+        }
+        if m.holds(list, &key) {
+            return Ok(None);
+        }
+        let reason = format!("{what} is not in the model of {}", m.image);
+        Ok(Some(Verdict {
+            area,
+            effect,
+            rule: self.rules.get(rule_index).name.clone(),
+            reason,
+            pid: obs.pid,
+        }))
+    }
+
+    /// Whether the subject's model is learning at `now`; creates a model (learning) for an
+    /// image seen for the first time, and makes one whose period passed active.
+    fn learning(&mut self, key: &str, now: i64) -> Result<bool, ModelError> {
+        let created = !self.models.contains_key(key);
+        if created {
+            let m = Model::new(key, now, self.learning_secs);
+            self.models.insert(key.to_owned(), m);
+        }
+        let Some(model) = self.models.get_mut(key) else {
+            return Ok(false);
+        };
+        let changed = model.tick(now) || created;
+        if changed && let Some(store) = &self.store {
+            store.save(model)?;
+        }
+        Ok(model.learning(now))
+    }
+
+    /// Ends learning for `image` now (`model promote`); false if there is no such model.
+    pub fn promote(&mut self, image: &str) -> Result<bool, ModelError> {
+        let Some(m) = self.models.get_mut(image) else {
+            return Ok(false);
+        };
+        m.state = model::ModelState::Active;
+        if let Some(store) = &self.store {
+            store.save(m)?;
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests;
