@@ -427,3 +427,67 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+/// The policy's view of a runtime event; `None` for events it does not judge (exits,
+/// gaps).
+pub fn observe(event: &crate::monitor::event::Event) -> Option<Observation<'_>> {
+    use crate::monitor::event::{EventKind, Proto as P, RawFamily};
+    let proto = |p: P| match p {
+        P::Tcp => Proto::Tcp,
+        P::Udp => Proto::Udp,
+    };
+    let (pid, what) = match &event.kind {
+        EventKind::Exec(e) => (
+            Some(e.pid),
+            What::Process {
+                exe: e.exe.as_deref().unwrap_or(e.comm.as_str()),
+            },
+        ),
+        EventKind::Listen(l) => (
+            l.pid,
+            What::Listen {
+                proto: proto(l.proto),
+                port: l.addr.port(),
+            },
+        ),
+        EventKind::Connect(c) => (
+            c.pid,
+            What::Outbound {
+                proto: proto(c.proto),
+                ip: c.remote.ip().to_canonical(),
+                port: c.remote.port(),
+            },
+        ),
+        EventKind::RawSocket(r) => (
+            r.pid,
+            What::RawSocket {
+                description: match r.family {
+                    RawFamily::Inet => "AF_INET raw socket",
+                    RawFamily::Inet6 => "AF_INET6 raw socket",
+                    RawFamily::Packet => "AF_PACKET socket",
+                },
+            },
+        ),
+        EventKind::DnsQuery(q) => (None, What::Dns { name: &q.name }),
+        EventKind::Syn(s) => (
+            None,
+            What::Syn {
+                src: s.src.ip().to_canonical(),
+                dst: s.dst.ip().to_canonical(),
+                port: s.dst.port(),
+            },
+        ),
+        EventKind::Exit(_) | EventKind::Gap(_) => return None,
+    };
+    let container = event.container.as_deref();
+    Some(Observation {
+        ts: event.ts.0,
+        subject: Subject {
+            container: container.map(|c| c.name.as_deref().unwrap_or(c.id.as_str())),
+            image: container.and_then(|c| c.image.as_deref()),
+            labels: &[],
+        },
+        pid,
+        what,
+    })
+}
