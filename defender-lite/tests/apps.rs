@@ -723,19 +723,17 @@ fn cli_errors_exit_2_with_a_clear_message() {
         config.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert_eq!(
-        text(&out.stderr),
-        "error: no bundle applied yet: run defender-lite sync\n"
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no bundle applied yet") && err.contains("defender-lite sync"),
+        "{err}"
     );
 
-    // Applied: the bundle's feeds/apps are used.
+    // Applied: the bundle's app index (written when sync applied it) is used.
     let bundle_dir = dir.path().join("data/bundles/1-abc");
-    fs::create_dir_all(bundle_dir.join("feeds/apps")).unwrap();
-    fs::copy(
-        sample_feeds().join("apps/kibana.json"),
-        bundle_dir.join("feeds/apps/kibana.json"),
-    )
-    .unwrap();
+    fs::create_dir_all(bundle_dir.join("index")).unwrap();
+    let kibana = fs::read_to_string(sample_feeds().join("apps/kibana.json")).unwrap();
+    fs::write(bundle_dir.join("index/apps.json"), format!("[{kibana}]")).unwrap();
     let state = serde_json::json!({
         "current": {
             "sequence": 1,

@@ -74,19 +74,17 @@ pub fn run(args: AppsArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// The app knowledge of the bundle `sync` applied.
+/// The app knowledge of the bundle `sync` applied: its index (`index/apps.json`, the
+/// documents parsed and checked once when the bundle was applied).
 pub fn applied(config: &Path) -> anyhow::Result<Knowledge> {
     let config = crate::config::Config::load(config)
         .context("reading the agent configuration (or give --feeds DIR)")?;
-    let state = crate::sync::State::load(&config.data_dir)?;
-    let Some(current) = state.current else {
-        anyhow::bail!("no bundle applied yet: run defender-lite sync");
-    };
-    let dir = config.data_dir.join(&current.dir);
-    Knowledge::load_dir(&dir).with_context(|| {
+    let feeds = crate::feeds::Feeds::applied(&config.data_dir)?;
+    let apps = feeds.apps().with_context(|| {
         format!(
-            "the applied bundle (sequence {}) has no usable apps feed",
-            current.sequence
+            "the applied bundle ({}) has no usable apps index",
+            feeds.description
         )
-    })
+    })?;
+    Ok(Knowledge::from_specs(apps, feeds.index_path("apps.json")))
 }

@@ -153,6 +153,13 @@ pub enum KnowledgeError {
 }
 
 impl Knowledge {
+    /// Documents already parsed and checked (an applied bundle's index); `source` is
+    /// where they came from, for reports.
+    pub fn from_specs(mut apps: Vec<AppSpec>, source: PathBuf) -> Knowledge {
+        apps.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        Knowledge { apps, source }
+    }
+
     /// Loads the app documents from a directory: an `apps` feed directory of `<id>.json`
     /// files, a bundle's `feeds/` directory (its `apps/` is read) or an unpacked bundle
     /// (its `feeds/apps/`). Each document is parsed with the feed's schema and checked

@@ -354,6 +354,15 @@ impl Feeds {
         }
     }
 
+    /// Where an index file of an applied bundle is (for raw feed directories, the
+    /// directory itself).
+    pub fn index_path(&self, name: &str) -> PathBuf {
+        match &self.origin {
+            Origin::Indexed { bundle } => bundle.join(INDEX_DIR).join(name),
+            Origin::Raw { base, .. } => base.clone(),
+        }
+    }
+
     /// The index summary of an applied bundle (`None` for raw feed directories).
     pub fn summary(&self) -> Option<IndexSummary> {
         match &self.origin {
