@@ -17,6 +17,7 @@
 //! checked. This module only decides; acting (kill, block) and auditing are the
 //! runner's, so the decision path stays allocation-light and fast.
 
+pub mod actions;
 pub mod audit;
 pub mod model;
 pub mod portscan;

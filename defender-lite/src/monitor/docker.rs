@@ -1,6 +1,8 @@
 //! A small Docker Engine API client over the unix socket (`/var/run/docker.sock`):
-//! container details for attribution now, and the two calls "block" needs later (set
-//! the restart policy, stop), so a blocked container stays down across a daemon restart.
+//! container details for attribution, and the two calls "block" (`defense::actions`)
+//! makes: set the restart policy, stop, so a blocked container stays down across a daemon
+//! restart. `tests/docker_block.rs` drives it against Debian's dockerd (API 1.41); paths
+//! carry no version prefix, so the engine answers in its own current version.
 //!
 //! One HTTP/1.1 connection per request (hyper's low-level client over a tokio
 //! `UnixStream`): these calls are rare, and a fresh connection cannot be left in a bad
@@ -61,6 +63,13 @@ pub struct ContainerInfo {
     pub image_id: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// The engine's state name: `created`, `running`, `restarting`, `exited`, ...
+    pub status: String,
+    /// The main process on the host, while running (0 otherwise).
+    pub pid: u32,
+    /// The restart policy's name as the engine holds it: `no` (or empty, which means the
+    /// same), `always`, `unless-stopped`, `on-failure`.
+    pub restart_policy: String,
 }
 
 /// Docker's restart policies ("block" sets `No` or `UnlessStopped`, then stops).
@@ -113,6 +122,9 @@ impl DockerClient {
             image_id: raw.image,
             labels: raw.config.labels.unwrap_or_default(),
             running: raw.state.running,
+            status: raw.state.status,
+            pid: raw.state.pid,
+            restart_policy: raw.host_config.restart_policy.name,
         })
     }
 
@@ -241,6 +253,8 @@ struct Inspect {
     config: InspectConfig,
     #[serde(default)]
     state: InspectState,
+    #[serde(default)]
+    host_config: InspectHostConfig,
 }
 
 #[derive(Deserialize)]
@@ -257,6 +271,24 @@ struct InspectConfig {
 struct InspectState {
     #[serde(default)]
     running: bool,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    pid: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct InspectHostConfig {
+    #[serde(default)]
+    restart_policy: InspectRestartPolicy,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct InspectRestartPolicy {
+    #[serde(default)]
+    name: String,
 }
 
 #[cfg(test)]
