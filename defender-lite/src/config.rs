@@ -1,6 +1,20 @@
 //! defender-lite's configuration: one TOML file. `[[sources]]` and the timeouts are the
 //! relay's own settings (`relay::client::settings`), so an agent follows a relay or a
-//! custom location exactly as a downstream relay does.
+//! custom location exactly as a downstream relay does. `[monitor]` holds the runtime
+//! defense settings (`defender-lite monitor`, `model`, `audits`):
+//!
+//! ```toml
+//! [monitor]
+//! learning = "1h"                      # how long a new image's model learns
+//! rules = "rules.toml"                 # runtime rules (defense::rules); none: alert on all
+//! audit_file = "audits.jsonl"          # JSON lines; default <data_dir>/audits.jsonl
+//! webhook = "https://siem.example/in"  # optional: each audit POSTed as JSON, with retries
+//! interfaces = ["docker0"]             # capture DNS queries and SYNs here; none: no capture
+//! scan_every = "2s"                    # /proc passes (processes, sockets)
+//! throttle_window = "60s"              # per container and area, at most
+//! throttle_burst = 10                  #   this many audits per window
+//! docker_socket = "/var/run/docker.sock"
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +30,7 @@ pub struct Config {
     /// Where bundles come from, tried in order (the next on failure).
     pub sources: Vec<SourceConfig>,
     pub sync: Sync,
+    pub monitor: MonitorSettings,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -76,6 +91,56 @@ impl Sync {
     }
 }
 
+/// Runtime defense: `[monitor]`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorSettings {
+    /// How long the model of an image seen for the first time learns before it is
+    /// enforced.
+    pub learning: HumanDuration,
+    /// The runtime rules file; none means the default rule only (every area alerts).
+    pub rules: Option<PathBuf>,
+    /// The JSON-lines audit file; none means `<data_dir>/audits.jsonl`.
+    pub audit_file: Option<PathBuf>,
+    /// Each audit is POSTed here as JSON (with retries), if set.
+    pub webhook: Option<String>,
+    /// Interfaces to capture DNS queries and SYNs on; none means no capture.
+    pub interfaces: Vec<String>,
+    /// Process and socket `/proc` pass interval.
+    pub scan_every: HumanDuration,
+    /// The audit throttle: per container and area, at most `throttle_burst` audits per
+    /// `throttle_window`; the rest are counted in the next one.
+    pub throttle_window: HumanDuration,
+    pub throttle_burst: u32,
+    /// The Docker Engine API socket: container names and images, and `block`.
+    pub docker_socket: PathBuf,
+}
+
+impl Default for MonitorSettings {
+    fn default() -> Self {
+        Self {
+            learning: HumanDuration::secs(3600),
+            rules: None,
+            audit_file: None,
+            webhook: None,
+            interfaces: Vec::new(),
+            scan_every: HumanDuration::secs(2),
+            throttle_window: HumanDuration::secs(60),
+            throttle_burst: 10,
+            docker_socket: PathBuf::from(crate::monitor::docker::DEFAULT_SOCKET),
+        }
+    }
+}
+
+impl MonitorSettings {
+    /// The audit file, given the data directory.
+    pub fn audit_file(&self, data_dir: &Path) -> PathBuf {
+        self.audit_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("audits.jsonl"))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
@@ -116,6 +181,9 @@ impl Config {
                 rebase(ca);
             }
         }
+        let m = &mut config.monitor;
+        m.rules.iter_mut().for_each(rebase);
+        m.audit_file.iter_mut().for_each(rebase);
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_owned(),
             message,
@@ -142,6 +210,22 @@ impl Config {
                     "sources[{i}]: user and password go together"
                 )));
             }
+        }
+        let m = &config.monitor;
+        if let Some(url) = &m.webhook
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(invalid(format!(
+                "monitor.webhook must be an http(s) URL: {url}"
+            )));
+        }
+        if m.throttle_burst == 0 {
+            return Err(invalid(
+                "monitor.throttle_burst must be at least 1 (set a rule's effect to disable to silence an area)".into(),
+            ));
+        }
+        if m.scan_every.0.is_zero() {
+            return Err(invalid("monitor.scan_every must be more than zero".into()));
         }
         Ok(config)
     }

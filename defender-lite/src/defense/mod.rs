@@ -18,10 +18,12 @@
 //! runner's, so the decision path stays allocation-light and fast.
 
 pub mod actions;
+pub mod app_ports;
 pub mod audit;
 pub mod model;
 pub mod portscan;
 pub mod rules;
+pub mod webhook;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -411,6 +413,11 @@ impl Engine {
             store.save(model)?;
         }
         Ok(model.learning(now))
+    }
+
+    /// The ports `image`'s apps are configured for (read once per image by the runner).
+    pub fn set_app_ports(&mut self, image: &str, ports: Vec<PortRange>) {
+        self.knowledge.app_ports.insert(image.to_owned(), ports);
     }
 
     /// Ends learning for `image` now (`model promote`); false if there is no such model.
