@@ -83,6 +83,17 @@ pub enum Command {
     /// the given interfaces; each attributed to its container. Or read them from a
     /// JSON-lines file (`--events`; schema in EVENTS.md). Exit 1 if input lines were bad.
     Events(crate::monitor::command::EventsArgs),
+    /// Runtime defense: judge events from the host (or from --events) against per-image
+    /// models, rules and the feed; audit each violation (stdout, the runtime database, the
+    /// audit file, the webhook) and act on it: prevent kills the process, block stops the
+    /// container and keeps it stopped. Runs until SIGTERM or SIGINT; with --events, to
+    /// the end of the input (exit 1 if input lines were bad).
+    Monitor(crate::defense::runner::MonitorArgs),
+    /// The runtime models the monitor learned, per image (`host` for host processes):
+    /// list, show, promote (enforce now), relearn, add entries by hand.
+    Model(crate::defense::commands::ModelArgs),
+    /// The audits the monitor recorded, oldest first.
+    Audits(crate::defense::commands::AuditsArgs),
     /// The feed's apps an image holds and the ports each will listen on: from its config
     /// files (includes followed), the command line (--cmd, or the image's Entrypoint and
     /// Cmd), defaults and EXPOSE, each port with its evidence. Exit 0; 2 on errors.
@@ -131,6 +142,13 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         } else {
             Outcome::CheckFailed
         }),
+        Command::Monitor(args) => Ok(if crate::defense::runner::run(args)? {
+            Outcome::Success
+        } else {
+            Outcome::CheckFailed
+        }),
+        Command::Model(args) => crate::defense::commands::run_model(args),
+        Command::Audits(args) => crate::defense::commands::run_audits(args),
         Command::Sync { config, once } => {
             let config = crate::config::Config::load(&config)?;
             if !once {

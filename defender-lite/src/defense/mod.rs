@@ -20,9 +20,11 @@
 pub mod actions;
 pub mod app_ports;
 pub mod audit;
+pub mod commands;
 pub mod model;
 pub mod portscan;
 pub mod rules;
+pub mod runner;
 pub mod webhook;
 
 use std::collections::HashMap;
