@@ -5,6 +5,8 @@
 //! input lines, and the database lock while a monitor runs. Deterministic: event times
 //! come from the input, not the clock.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the report
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

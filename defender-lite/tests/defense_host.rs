@@ -8,6 +8,8 @@
 //! must not touch them: its allow list covers every executable except those under this
 //! test's own directory, built as globs that refuse that one prefix.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the report
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};

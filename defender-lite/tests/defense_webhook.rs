@@ -1,6 +1,8 @@
 //! The audit webhook against a real HTTP listener on 127.0.0.1 that fails the first
 //! attempt: the audit is retried after the backoff and arrives once, as its JSON.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns: a panic is the report
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::mpsc;
