@@ -247,6 +247,7 @@ fn main() -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    println!("verdict digest: {:016x}", counts.digest);
     println!(
         "expected from the recording: {} feed-domain queries, {} feed-address connections, {} scan bursts (of which {} in a port_scan-disabled image)",
         written.feed_dns, written.feed_ip, written.scans, written.scans_disabled
@@ -897,6 +898,9 @@ struct Counts {
     example: HashMap<Area, String>,
     example_rule: HashMap<Area, String>,
     not_judged: u64,
+    /// FNV-1a over every verdict in order: the same digest before and after a change
+    /// to the engine means the same decisions, word for word.
+    digest: u64,
 }
 
 impl Counts {
@@ -910,6 +914,20 @@ impl Counts {
             }
         }
         *self.by_effect.entry(v.effect).or_default() += 1;
+        let text = format!(
+            "{}|{}|{}|{}|{:?}\n",
+            v.area.as_str(),
+            v.effect.as_str(),
+            v.rule,
+            v.reason,
+            v.pid
+        );
+        if self.digest == 0 {
+            self.digest = 0xcbf2_9ce4_8422_2325;
+        }
+        for b in text.bytes() {
+            self.digest = (self.digest ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
     }
 
     fn total(&self) -> u64 {

@@ -27,6 +27,7 @@ pub mod rules;
 pub mod runner;
 pub mod webhook;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -213,8 +214,10 @@ impl Engine {
                 pid: obs.pid,
             })
         };
-        // What to check in the model, after the lists and the feed.
-        let (area, effect, list, key, what) = match obs.what {
+        // What to check in the model, after the lists and the feed. The key is built
+        // without allocating and the reason's words only for a verdict: most events
+        // are fine, and this runs for every one.
+        let (area, effect, list, key) = match obs.what {
             What::Process { exe } => {
                 let a = &rule.processes;
                 if a.effect == Effect::Disable || a.allow.iter().any(|p| p.matches(exe)) {
@@ -231,8 +234,7 @@ impl Engine {
                     Area::Processes,
                     a.effect,
                     List::Processes,
-                    exe.to_owned(),
-                    format!("process {exe}"),
+                    Key::Text(Cow::Borrowed(exe)),
                 )
             }
             What::Listen { proto, port } => {
@@ -260,8 +262,7 @@ impl Engine {
                     Area::ListeningPorts,
                     a.effect,
                     List::Listening,
-                    format!("{}/{port}", proto.as_str()),
-                    format!("listening on {port}/{}", proto.as_str()),
+                    Key::port(proto, port),
                 )
             }
             What::Outbound { proto, ip, port } => {
@@ -302,8 +303,7 @@ impl Engine {
                     Area::OutboundPorts,
                     a.effect,
                     List::OutboundPorts,
-                    format!("{}/{port}", proto.as_str()),
-                    format!("outbound connection to {ip} port {port}/{}", proto.as_str()),
+                    Key::port(proto, port),
                 )
             }
             What::Dns { name } => {
@@ -327,13 +327,7 @@ impl Engine {
                         ),
                     ));
                 }
-                (
-                    Area::Dns,
-                    a.effect,
-                    List::Dns,
-                    name.trim_end_matches('.').to_ascii_lowercase(),
-                    format!("DNS query for {name}"),
-                )
+                (Area::Dns, a.effect, List::Dns, Key::dns(name))
             }
             What::Syn { src, dst, port } => {
                 if rule.port_scan == Effect::Disable {
@@ -369,27 +363,41 @@ impl Engine {
         if effect == Effect::Disable {
             return Ok(None);
         }
+        // The subject's model: created (learning) for an image seen for the first time,
+        // made active once its period has passed.
         let model = model_key(&obs.subject);
-        let learning = self.learning(model, now)?;
+        let created = !self.models.contains_key(model);
+        if created {
+            let m = Model::new(model, now, self.learning_secs);
+            self.models.insert(model.to_owned(), m);
+        }
         let Some(m) = self.models.get_mut(model) else {
             return Ok(None);
         };
-        if learning {
+        if (m.tick(now) || created)
+            && let Some(store) = &self.store
+        {
+            store.save(m)?;
+        }
+        let key = key.as_str();
+        if m.learning(now) {
             // Outbound destinations are learned for the operator to see; ports decide.
             let mut changed = false;
             if let What::Outbound { ip, .. } = obs.what {
-                changed |= m.add(List::OutboundIps, &ip.to_string(), Origin::Learned);
+                let ip = StackText::<48>::format(format_args!("{ip}"))
+                    .expect("an address is at most 45 bytes of text");
+                changed |= m.add(List::OutboundIps, ip.as_str(), Origin::Learned);
             }
-            changed |= m.add(list, &key, Origin::Learned);
+            changed |= m.add(list, key, Origin::Learned);
             if changed && let Some(store) = &self.store {
                 store.save(m)?;
             }
             return Ok(None);
         }
-        if m.holds(list, &key) {
+        if m.holds(list, key) {
             return Ok(None);
         }
-        let reason = format!("{what} is not in the model of {}", m.image);
+        let reason = format!("{} is not in the model of {}", describe(&obs.what), m.image);
         Ok(Some(Verdict {
             area,
             effect,
@@ -397,24 +405,6 @@ impl Engine {
             reason,
             pid: obs.pid,
         }))
-    }
-
-    /// Whether the subject's model is learning at `now`; creates a model (learning) for an
-    /// image seen for the first time, and makes one whose period passed active.
-    fn learning(&mut self, key: &str, now: i64) -> Result<bool, ModelError> {
-        let created = !self.models.contains_key(key);
-        if created {
-            let m = Model::new(key, now, self.learning_secs);
-            self.models.insert(key.to_owned(), m);
-        }
-        let Some(model) = self.models.get_mut(key) else {
-            return Ok(false);
-        };
-        let changed = model.tick(now) || created;
-        if changed && let Some(store) = &self.store {
-            store.save(model)?;
-        }
-        Ok(model.learning(now))
     }
 
     /// The ports `image`'s apps are configured for (read once per image by the runner).
@@ -432,6 +422,89 @@ impl Engine {
             store.save(m)?;
         }
         Ok(true)
+    }
+}
+
+/// A model key, as the model's lists hold it.
+enum Key<'a> {
+    /// An executable path; a DNS name, lower case, without the trailing dot.
+    Text(Cow<'a, str>),
+    /// `tcp/443`.
+    Port(StackText<9>),
+}
+
+impl<'a> Key<'a> {
+    fn port(proto: Proto, port: u16) -> Key<'a> {
+        Key::Port(
+            StackText::format(format_args!("{}/{port}", proto.as_str()))
+                .expect("udp/65535 is 9 bytes"),
+        )
+    }
+
+    /// Borrowed when the name is already normalized, as names from capture are.
+    fn dns(name: &'a str) -> Key<'a> {
+        let name = name.trim_end_matches('.');
+        Key::Text(if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(name)
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Text(t) => t,
+            Key::Port(p) => p.as_str(),
+        }
+    }
+}
+
+/// Short text formatted into a fixed buffer, so looking a key up costs no allocation.
+struct StackText<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackText<N> {
+    /// `None` if the text is longer than `N` bytes.
+    fn format(args: fmt::Arguments<'_>) -> Option<StackText<N>> {
+        let mut text = StackText {
+            buf: [0; N],
+            len: 0,
+        };
+        fmt::write(&mut text, args).ok()?;
+        Some(text)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever copied in, so this is always UTF-8.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> fmt::Write for StackText<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// What was seen, in the words of a verdict's reason.
+fn describe(what: &What<'_>) -> String {
+    match *what {
+        What::Process { exe } => format!("process {exe}"),
+        What::Listen { proto, port } => format!("listening on {port}/{}", proto.as_str()),
+        What::Outbound { proto, ip, port } => {
+            format!("outbound connection to {ip} port {port}/{}", proto.as_str())
+        }
+        What::Dns { name } => format!("DNS query for {name}"),
+        What::Syn { src, dst, port } => format!("SYN from {src} to {dst} port {port}"),
+        What::RawSocket { description } => format!("raw socket ({description})"),
     }
 }
 

@@ -45,6 +45,10 @@ pub struct PortScanDetector {
     /// Attempts kept per source at most (a flood must not grow memory without bound).
     cap: usize,
     last_sweep: i128,
+    /// Scratch for counting distinct ports and hosts: reused, so a SYN costs no
+    /// allocation.
+    ports: Vec<u16>,
+    hosts: Vec<IpAddr>,
 }
 
 impl PortScanDetector {
@@ -54,6 +58,8 @@ impl PortScanDetector {
             settings,
             sources: HashMap::new(),
             last_sweep: 0,
+            ports: Vec::new(),
+            hosts: Vec::new(),
         }
     }
 
@@ -83,10 +89,13 @@ impl PortScanDetector {
         if ts < s.quiet_until {
             return None;
         }
-        let mut ports: Vec<u16> = s.attempts.iter().map(|a| a.2).collect();
+        let (ports, hosts) = (&mut self.ports, &mut self.hosts);
+        ports.clear();
+        ports.extend(s.attempts.iter().map(|a| a.2));
         ports.sort_unstable();
         ports.dedup();
-        let mut hosts: Vec<IpAddr> = s.attempts.iter().map(|a| a.1).collect();
+        hosts.clear();
+        hosts.extend(s.attempts.iter().map(|a| a.1));
         hosts.sort_unstable();
         hosts.dedup();
         if ports.len() >= self.settings.ports || hosts.len() >= self.settings.hosts {

@@ -140,14 +140,14 @@ pub struct AreaRule<L> {
 
 #[derive(Debug, Clone, Default)]
 struct Scope {
-    images: Vec<Pattern>,
-    containers: Vec<Pattern>,
-    labels: Vec<(Pattern, Option<Pattern>)>,
+    images: Vec<Glob>,
+    containers: Vec<Glob>,
+    labels: Vec<(Glob, Option<Glob>)>,
 }
 
 impl Scope {
     fn matches(&self, s: &Subject<'_>) -> bool {
-        let any = |pats: &[Pattern], v: Option<&str>| {
+        let any = |pats: &[Glob], v: Option<&str>| {
             pats.is_empty() || v.is_some_and(|v| pats.iter().any(|p| p.matches(v)))
         };
         any(&self.images, s.image)
@@ -160,10 +160,52 @@ impl Scope {
     }
 }
 
+/// A compiled glob. Scopes are checked on every event, so the shapes rules are
+/// mostly written in (`nginx:*`, `*.example`, a plain name) are matched as what they
+/// are; anything else goes to `glob::Pattern`. Either way the meaning is
+/// `Pattern::matches` with default options (`*` also matches `/`, case-sensitive).
+#[derive(Debug, Clone)]
+pub enum Glob {
+    Exact(Box<str>),
+    Prefix(Box<str>),
+    Suffix(Box<str>),
+    Pattern(Pattern),
+}
+
+impl Glob {
+    pub fn new(text: &str) -> Result<Glob, glob::PatternError> {
+        // Compiled first so that what `Pattern` refuses is refused here too.
+        let pattern = Pattern::new(text)?;
+        let special = |s: &str| s.contains(['*', '?', '[', ']']);
+        Ok(if !special(text) {
+            Glob::Exact(text.into())
+        } else if let Some(prefix) = text.strip_suffix('*')
+            && !special(prefix)
+        {
+            Glob::Prefix(prefix.into())
+        } else if let Some(suffix) = text.strip_prefix('*')
+            && !special(suffix)
+        {
+            Glob::Suffix(suffix.into())
+        } else {
+            Glob::Pattern(pattern)
+        })
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        match self {
+            Glob::Exact(e) => s == &**e,
+            Glob::Prefix(p) => s.starts_with(&**p),
+            Glob::Suffix(x) => s.ends_with(&**x),
+            Glob::Pattern(p) => p.matches(s),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum ProcessPattern {
-    Path(Pattern),
-    Basename(Pattern),
+    Path(Glob),
+    Basename(Glob),
 }
 
 impl ProcessPattern {
@@ -219,7 +261,7 @@ impl PortRange {
 #[derive(Debug, Clone, Default)]
 pub struct DnsList {
     names: DomainSet,
-    globs: Vec<Pattern>,
+    globs: Vec<Glob>,
 }
 
 impl DnsList {
@@ -228,8 +270,8 @@ impl DnsList {
     }
 }
 
-fn glob(rule: &str, area: &'static str, text: &str) -> Result<Pattern, RulesError> {
-    Pattern::new(text).map_err(|e| RulesError::Entry {
+fn glob(rule: &str, area: &'static str, text: &str) -> Result<Glob, RulesError> {
+    Glob::new(text).map_err(|e| RulesError::Entry {
         rule: rule.to_owned(),
         area,
         message: format!("{text:?}: {e}"),
@@ -255,7 +297,7 @@ fn compile_list<T>(
 }
 
 fn process_pattern(text: &str) -> Result<ProcessPattern, String> {
-    let p = Pattern::new(text).map_err(|e| format!("{text:?}: {e}"))?;
+    let p = Glob::new(text).map_err(|e| format!("{text:?}: {e}"))?;
     Ok(if text.contains('/') {
         ProcessPattern::Path(p)
     } else {
@@ -315,10 +357,10 @@ impl RuleSpec {
             name: self.name.clone(),
             scope: Scope {
                 images: compile_list(n, "scope", &self.scope.images, |s| {
-                    Pattern::new(s).map_err(|e| format!("{s:?}: {e}"))
+                    Glob::new(s).map_err(|e| format!("{s:?}: {e}"))
                 })?,
                 containers: compile_list(n, "scope", &self.scope.containers, |s| {
-                    Pattern::new(s).map_err(|e| format!("{s:?}: {e}"))
+                    Glob::new(s).map_err(|e| format!("{s:?}: {e}"))
                 })?,
                 labels,
             },
@@ -499,6 +541,61 @@ raw_sockets = { effect = "disable" }
         assert_eq!(rules.for_subject(&other).1.name, "quiet");
         let none = Subject::default();
         assert!(rules.for_subject(&none).1.name.starts_with("Default"));
+    }
+
+    #[test]
+    fn globs_match_as_glob_patterns_do() {
+        let texts = [
+            "nginx:*",
+            "*.example",
+            "web-1",
+            "*",
+            "",
+            "a*b",
+            "[ab]*",
+            "?x",
+            "*/ncat",
+            "/tmp/*",
+            "**",
+            "nc*",
+            "x]",
+        ];
+        let inputs = [
+            "nginx:1.27",
+            "nginx:",
+            "nginx",
+            "a.example",
+            ".example",
+            "example",
+            "web-1",
+            "web-12",
+            "",
+            "ab",
+            "axxb",
+            "bx",
+            "/usr/bin/ncat",
+            "/tmp/a/b",
+            "nc",
+            "nc.openbsd",
+            "x]",
+        ];
+        for text in texts {
+            let (glob, pattern) = (Glob::new(text).unwrap(), Pattern::new(text).unwrap());
+            for input in inputs {
+                assert_eq!(
+                    glob.matches(input),
+                    pattern.matches(input),
+                    "{text:?} on {input:?} ({glob:?})"
+                );
+            }
+        }
+        assert!(matches!(Glob::new("nginx:*").unwrap(), Glob::Prefix(_)));
+        assert!(matches!(Glob::new("*.example").unwrap(), Glob::Suffix(_)));
+        assert!(matches!(Glob::new("a*b").unwrap(), Glob::Pattern(_)));
+        assert!(
+            Glob::new("a**b").is_err(),
+            "what Pattern refuses is refused"
+        );
     }
 
     #[test]
