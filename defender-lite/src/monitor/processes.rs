@@ -58,9 +58,12 @@ impl ProcReader {
         let uid = fs::read_to_string(dir.join("status"))
             .ok()
             .and_then(|s| parse_real_uid(&s));
+        // Not a file path (`/` for runc's init, `/memfd:...` for an in-memory copy): the
+        // executable is unknown, and the policy goes by the process name instead.
         let exe = fs::read_link(dir.join("exe"))
             .ok()
-            .map(|p| p.to_string_lossy().into_owned());
+            .map(|p| p.to_string_lossy().into_owned())
+            .filter(|p| p.starts_with('/') && p.len() > 1 && !p.starts_with("/memfd:"));
         let argv = fs::read(dir.join("cmdline"))
             .map(|b| parse_cmdline(&b))
             .unwrap_or_default();
