@@ -18,13 +18,20 @@ fn the_apache_takeover_example_audits_what_the_readme_says() {
     }
     let out = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
         .current_dir(tmp.path())
-        .args(["monitor", "--config", "defender-lite.toml", "--events", "events.jsonl"])
+        .args([
+            "monitor",
+            "--config",
+            "defender-lite.toml",
+            "--events",
+            "events.jsonl",
+        ])
         .arg("--feeds")
         .arg(root.join("relay/samples/feeds"))
         .arg("--app-image")
         .arg(format!(
             "httpd:2.4={}",
-            root.join("defender-lite/tests/fixtures/apps/httpd-official").display()
+            root.join("defender-lite/tests/fixtures/apps/httpd-official")
+                .display()
         ))
         .output()
         .unwrap();
@@ -33,8 +40,17 @@ fn the_apache_takeover_example_audits_what_the_readme_says() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert!(lines[0].contains("ALERT processes [web tier] container web (httpd:2.4): process /usr/bin/nc.openbsd is not in the model of httpd:2.4"), "{stdout}");
-    assert!(lines[1].contains("listening on 4444/tcp is not in the model"), "{stdout}");
-    assert!(lines[2].contains("malware.testing.google.test is a known-bad domain"), "{stdout}");
-    assert!(!stdout.contains("listening on 80/"), "port 80 is httpd's own: {stdout}");
+    assert!(
+        lines[1].contains("listening on 4444/tcp is not in the model"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].contains("malware.testing.google.test is a known-bad domain"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("listening on 80/"),
+        "port 80 is httpd's own: {stdout}"
+    );
     assert!(tmp.path().join("data/audits.jsonl").is_file());
 }
