@@ -632,6 +632,7 @@ impl World {
                     id,
                     name: Some(name),
                     image: Some(images[image].name.clone()),
+                    labels: Vec::new(),
                 })),
                 image,
                 ip: IpAddr::V4(Ipv4Addr::new(172, 17, (i / 250) as u8, (i % 250 + 2) as u8)),

@@ -21,6 +21,7 @@ const IMAGE: &str = "defender-lite-test/busybox:block";
 const BLOCKED: &str = "defender-lite-test-blocked";
 const STOPPED: &str = "defender-lite-test-stopped";
 const KILLED: &str = "defender-lite-test-killed";
+const WATCHED: &str = "defender-lite-test-watched";
 /// Debian's client, whose API version is the engine's (the machine may have a newer one
 /// on PATH).
 const DOCKER: &str = "/usr/bin/docker";
@@ -84,6 +85,102 @@ async fn a_blocked_container_stays_down_across_a_daemon_restart() {
     // Blocking an already stopped container is fine (the engine answers 304 to the stop).
     let again = actions::block(&client, &blocked).await.unwrap();
     assert_eq!(again, description);
+}
+
+/// The whole path, as an operator runs it: `defender-lite monitor` watches the host, learns
+/// the container's model, then the container listens where its model does not expect it;
+/// the rule (scoped by image and by a label the engine reports) says block, and the
+/// engine's `--restart=always` container goes down and stays.
+#[tokio::test]
+async fn the_monitor_blocks_a_container_that_listens_where_its_model_does_not() {
+    let _engine = ENGINE.lock().await;
+    let engine = Engine::start();
+    let _cleanup = engine.fresh(&[WATCHED]);
+    let id = engine.run_restart_always(WATCHED);
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("rules.toml"),
+        format!(
+            "[[rules]]\nname = \"busybox\"\nscope = {{ images = [\"{IMAGE}\"], labels = [\"defender-lite-test=bl*\"] }}\n\
+             listening_ports = {{ effect = \"block\" }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("defender-lite.toml"),
+        format!(
+            "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n[monitor]\n\
+             learning = \"3s\"\nrules = \"rules.toml\"\nscan_every = \"500ms\"\n\
+             docker_socket = \"{}\"\n",
+            engine.host.trim_start_matches("unix://")
+        ),
+    )
+    .unwrap();
+    let feeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
+    let stdout = std::fs::File::create(tmp.path().join("stdout")).unwrap();
+    let stderr = std::fs::File::create(tmp.path().join("stderr")).unwrap();
+    let mut monitor = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
+        .current_dir(tmp.path())
+        .args(["monitor", "--config", "defender-lite.toml", "--feeds"])
+        .arg(&feeds)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let output = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap_or_default();
+    // The model learns the container's `sleep` for 3 s from the monitor's start.
+    let started = Instant::now();
+    while !output("stderr").contains("learning period") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "monitor did not start: {}",
+            output("stderr")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        engine.state(&id).running,
+        "blocked before any violation: {}",
+        output("stdout")
+    );
+
+    engine.docker(&[
+        "exec",
+        "-d",
+        WATCHED,
+        "/bin/busybox",
+        "nc",
+        "-l",
+        "-p",
+        "4444",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.state(&id) != State::stopped("no") {
+        assert!(
+            Instant::now() < deadline,
+            "not blocked within 30 s: {:?}\nstdout:\n{}\nstderr:\n{}",
+            engine.state(&id),
+            output("stdout"),
+            output("stderr")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let audits = output("stdout");
+    assert!(
+        audits.contains("BLOCK listening_ports [busybox]")
+            && audits.contains("listening on 4444/tcp is not in the model")
+            && audits.contains(&format!("blocked container {WATCHED}")),
+        "{audits}"
+    );
+    // And it stays down when the engine restarts.
+    engine.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(engine.state(&id), State::stopped("no"));
 }
 
 #[tokio::test]
@@ -297,6 +394,8 @@ impl Engine {
             "--restart=always",
             "--stop-timeout=1",
             "--network=none",
+            "--label",
+            "defender-lite-test=block",
             "--name",
             name,
             IMAGE,

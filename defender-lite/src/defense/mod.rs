@@ -568,7 +568,7 @@ pub fn observe(event: &crate::monitor::event::Event) -> Option<Observation<'_>> 
         subject: Subject {
             container: container.map(|c| c.name.as_deref().unwrap_or(c.id.as_str())),
             image: container.and_then(|c| c.image.as_deref()),
-            labels: &[],
+            labels: container.map_or(&[][..], |c| c.labels.as_slice()),
         },
         pid,
         what,

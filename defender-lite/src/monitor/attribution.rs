@@ -161,6 +161,7 @@ impl Attributor {
             id: c.id.clone(),
             name: None,
             image: None,
+            labels: Vec::new(),
         };
         if let Some(docker) = &self.docker
             && matches!(c.runtime, Runtime::Docker | Runtime::Unknown)
@@ -168,6 +169,7 @@ impl Attributor {
         {
             container.name = Some(info.name);
             container.image = Some(info.image);
+            container.labels = info.labels.into_iter().collect();
         }
         let container = Arc::new(container);
         self.by_id

@@ -271,6 +271,27 @@ pub struct Container {
     /// Image reference as the container was created with (`nginx:1.27`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The container's labels, when the engine told us (rules scope by them); a JSON
+    /// object (`{"tier": "web"}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "label_map")]
+    pub labels: Vec<(String, String)>,
+}
+
+/// Labels as a JSON object, kept as sorted pairs (what rule scopes iterate).
+mod label_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(labels: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(labels.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// A point in time, nanoseconds since the Unix epoch; RFC 3339 in JSON.

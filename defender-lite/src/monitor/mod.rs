@@ -132,10 +132,15 @@ impl Monitor {
             let mut processes = processes.clone();
             processes.snapshot = config.snapshot;
             let (sink, stop) = (sink.clone(), stop.clone());
+            let (ready, subscribed) = std::sync::mpsc::channel();
             threads.push(spawn(
                 "processes",
-                Box::new(move || proc_connector::run(&processes, &sink, &stop)),
+                Box::new(move || proc_connector::run(&processes, &sink, &stop, ready)),
             )?);
+            // Return once execs can no longer be missed (the connector is subscribed and
+            // the first /proc pass is done); a source that takes longer still runs, and
+            // its events follow.
+            let _ = subscribed.recv_timeout(std::time::Duration::from_secs(5));
         }
         if let Some(every) = config.sockets_every {
             let (sink, stop) = (sink.clone(), stop.clone());

@@ -52,8 +52,14 @@ impl Default for ProcessConfig {
 }
 
 /// Runs the process source until `stop` is set or the sink closes. Blocking: give it a
-/// thread.
-pub fn run(config: &ProcessConfig, sink: &Sink, stop: &Arc<AtomicBool>) {
+/// thread. `ready` is told once the connector is subscribed (or refused) and the first
+/// `/proc` pass is done: from then on no exec is missed.
+pub fn run(
+    config: &ProcessConfig,
+    sink: &Sink,
+    stop: &Arc<AtomicBool>,
+    ready: std::sync::mpsc::Sender<()>,
+) {
     let reader = ProcReader::default();
     let mut table = ProcessTable::default();
     // Subscribe before the first pass, so nothing falls between the two.
@@ -72,6 +78,8 @@ pub fn run(config: &ProcessConfig, sink: &Sink, stop: &Arc<AtomicBool>) {
         None
     };
     let first = table.reconcile(&reader);
+    // The receiver may have given up waiting; the source runs on regardless.
+    let _ = ready.send(());
     if config.snapshot {
         for exec in first.started {
             if !sink.send(Event::now(Source::Snapshot, EventKind::Exec(exec))) {
