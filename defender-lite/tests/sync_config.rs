@@ -74,3 +74,48 @@ fn a_check_with_no_reachable_source_is_recorded_and_nothing_is_applied() {
     assert_eq!(state["last_error_kind"], "connect");
     assert!(state["last_check"].is_string());
 }
+
+/// `deploy/defender-lite.example.toml` loads, states the defaults it says it states, and
+/// lists every key of `[sync]` and `[monitor]` (a key added to the code and not to the
+/// example fails here).
+#[test]
+fn the_example_config_loads_and_lists_every_key() {
+    use defender_lite::config::{Config, MonitorSettings, Sync};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/defender-lite.example.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.sync, Sync::default());
+    assert_eq!(config.monitor, MonitorSettings::default());
+    assert_eq!(config.sources.len(), 1);
+    assert_eq!(
+        config.trust.keys,
+        [std::path::PathBuf::from("/etc/defender-lite/origin.pub")]
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    let listed = |key: &str| {
+        text.lines()
+            .map(|l| l.trim_start_matches("# ").trim())
+            .any(|l| l.starts_with(&format!("{key} =")))
+    };
+    for (section, value) in [
+        ("sync", toml::Value::try_from(Sync::default()).unwrap()),
+        (
+            "monitor",
+            toml::Value::try_from(MonitorSettings::default()).unwrap(),
+        ),
+    ] {
+        for key in value.as_table().unwrap().keys() {
+            assert!(listed(key), "[{section}] {key} is not in the example");
+        }
+    }
+    for key in [
+        "rules",
+        "audit_file",
+        "webhook",
+        "data_dir",
+        "token",
+        "proxy",
+    ] {
+        assert!(listed(key), "{key} is not in the example");
+    }
+}
