@@ -176,10 +176,16 @@ impl Config {
         }
         rebase(&mut config.data_dir);
         config.trust.keys.iter_mut().for_each(rebase);
-        for s in &mut config.sources {
-            if let Some(ca) = &mut s.ca {
-                rebase(ca);
-            }
+        for (i, s) in config.sources.iter_mut().enumerate() {
+            s.ca.iter_mut()
+                .chain(s.token_file.iter_mut())
+                .chain(s.password_file.iter_mut())
+                .for_each(rebase);
+            s.read_secret_files()
+                .map_err(|message| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    message: format!("sources[{i}]: {message}"),
+                })?;
         }
         let m = &mut config.monitor;
         m.rules.iter_mut().for_each(rebase);

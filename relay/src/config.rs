@@ -102,6 +102,8 @@ impl SupervisorConfig {
             ca: self.ca.clone(),
             proxy: self.proxy.clone(),
             no_proxy: self.no_proxy,
+            token_file: None,
+            password_file: None,
         }
         .endpoint(schedule)
     }
@@ -324,11 +326,23 @@ impl Config {
             message: e.to_string(),
         })?;
         apply_env(&mut table, env)?;
-        let config: Config =
+        let mut config: Config =
             Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
                 origin,
                 message: e.to_string(),
             })?;
+        for (i, source) in config.sources.iter_mut().enumerate() {
+            source
+                .read_secret_files()
+                .map_err(|e| ConfigError::Invalid(format!("sources[{i}]: {e}")))?;
+        }
+        for archive in &mut config.archives {
+            if let Some(source) = &mut archive.source {
+                source.read_secret_files().map_err(|e| {
+                    ConfigError::Invalid(format!("archives {:?} source: {e}", archive.name))
+                })?;
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -553,6 +567,51 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn secrets_can_come_from_files_once_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "rt_abc\n").unwrap();
+        let write = |body: &str| {
+            let path = dir.path().join("relay.toml");
+            std::fs::write(&path, body).unwrap();
+            Config::load(Some(&path), env(&[]))
+        };
+        let c = write(&format!(
+            "[[sources]]\nkind = \"upstream\"\nurl = \"https://a.example\"\ntoken_file = {token:?}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.sources[0].token.as_ref().map(|t| t.expose()),
+            Some("rt_abc")
+        );
+        let both = write(&format!(
+            "[[sources]]\nkind = \"upstream\"\nurl = \"https://a.example\"\ntoken = \"x\"\ntoken_file = {token:?}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            both.contains("sources[0]: give token or token_file, not both"),
+            "{both}"
+        );
+        let missing = write(
+            "[[sources]]\nkind = \"upstream\"\nurl = \"https://a.example\"\nuser = \"u\"\npassword_file = \"/nonexistent/pw\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            missing.contains("password_file /nonexistent/pw"),
+            "{missing}"
+        );
+        std::fs::write(&token, " \n").unwrap();
+        let empty = write(&format!(
+            "[[sources]]\nkind = \"upstream\"\nurl = \"https://a.example\"\ntoken_file = {token:?}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(empty.contains("is empty"), "{empty}");
     }
 
     #[test]

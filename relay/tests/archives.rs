@@ -195,6 +195,8 @@ async fn an_archive_is_pulled_from_a_url_and_survives_a_restart() {
         ca: Some(a.ca.clone()),
         proxy: None,
         no_proxy: true,
+        token_file: None,
+        password_file: None,
     };
     let b = TestRelay::start_with(|c| {
         with_archive(c);

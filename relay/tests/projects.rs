@@ -94,6 +94,8 @@ async fn a_supervisor_that_pushes_cannot_reach_catches_up_by_pulling_from_centra
             ca: Some(central.ca.clone()),
             proxy: None,
             no_proxy: true,
+            token_file: None,
+            password_file: None,
         }];
     })
     .await;

@@ -24,6 +24,8 @@ fn upstream_source(upstream: &TestRelay) -> SourceConfig {
         ca: Some(upstream.ca.clone()),
         proxy: None,
         no_proxy: true,
+        token_file: None,
+        password_file: None,
     }
 }
 
@@ -116,6 +118,8 @@ fn upstream_source_placeholder() -> SourceConfig {
         ca: None,
         proxy: None,
         no_proxy: true,
+        token_file: None,
+        password_file: None,
     }
 }
 

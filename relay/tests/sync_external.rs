@@ -117,6 +117,8 @@ async fn a_custom_location_on_nginx_with_tls_and_basic_auth() {
         ca: Some(dir.path().join("tls/ca.pem")),
         proxy: None,
         no_proxy: true,
+        token_file: None,
+        password_file: None,
     };
     let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
     b.until("the pull from nginx", |s| sequence(s) == Some(6))
@@ -174,6 +176,8 @@ fn through_proxy(upstream: &TestRelay, proxy_port: u16) -> SourceConfig {
             ca: None,
         }),
         no_proxy: false,
+        token_file: None,
+        password_file: None,
     }
 }
 

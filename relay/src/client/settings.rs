@@ -18,9 +18,13 @@ pub struct SourceConfig {
     pub url: String,
     /// Access token (upstream), sent as `Authorization: Bearer`.
     pub token: Option<crate::client::Secret>,
+    /// A file holding the token (a mounted secret), read at start instead of `token`.
+    pub token_file: Option<PathBuf>,
     /// Basic credential.
     pub user: Option<String>,
     pub password: Option<crate::client::Secret>,
+    /// A file holding the password, read at start instead of `password`.
+    pub password_file: Option<PathBuf>,
     /// CA certificate(s) to trust for this source instead of the system's.
     pub ca: Option<PathBuf>,
     /// A proxy for this source (otherwise HTTPS_PROXY / NO_PROXY apply).
@@ -83,6 +87,33 @@ impl Default for Schedule {
 }
 
 impl SourceConfig {
+    /// Reads `token_file` and `password_file` into `token` and `password` (surrounding
+    /// white space, such as the newline an editor or `kubectl create secret` leaves,
+    /// removed). A secret given both inline and as a file, an unreadable file or an empty
+    /// one is an error naming the key and the file.
+    pub fn read_secret_files(&mut self) -> Result<(), String> {
+        fn read(
+            key: &str,
+            file: &Option<PathBuf>,
+            inline: &mut Option<crate::client::Secret>,
+        ) -> Result<(), String> {
+            let Some(path) = file else { return Ok(()) };
+            if inline.is_some() {
+                return Err(format!("give {key} or {key}_file, not both"));
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("{key}_file {}: {e}", path.display()))?;
+            let secret = text.trim();
+            if secret.is_empty() {
+                return Err(format!("{key}_file {} is empty", path.display()));
+            }
+            *inline = Some(crate::client::Secret::new(secret));
+            Ok(())
+        }
+        read("token", &self.token_file, &mut self.token)?;
+        read("password", &self.password_file, &mut self.password)
+    }
+
     /// The client endpoint for this source.
     pub fn endpoint(&self, schedule: &Schedule) -> crate::client::Endpoint {
         use crate::client::{Credential, Endpoint, ProxySettings};
