@@ -1,5 +1,8 @@
-//! Which container an event belongs to: pid -> container id from `/proc/<pid>/cgroup`,
-//! then id -> name and image from the Docker Engine API (`docker.rs`).
+//! Which container an event belongs to. Events that name a process (exec, exit, listen,
+//! connect, raw_socket): pid -> container id from `/proc/<pid>/cgroup`, then id -> name,
+//! image and labels from the Docker Engine API (`docker.rs`). Captured packets (dns_query,
+//! syn) carry no pid: their source address -> container from the addresses the engine
+//! lists for its running containers.
 //!
 //! The cgroup path names the container in every common layout: cgroup v1
 //! (`/docker/<id>`), v2 with the systemd driver (`/system.slice/docker-<id>.scope`),
@@ -7,18 +10,35 @@
 //! `/kubepods/.../pod<uid>/<id>`), and Podman (`libpod-<id>.scope`). The innermost id wins,
 //! so a container inside a container is attributed to the inner one.
 //!
-//! Both lookups are cached: pid -> id until the process exits, id -> details for the
-//! container's life. When the engine cannot be asked (no socket, not Docker), events
-//! still carry the id.
+//! Every lookup is cached: pid -> id until the process exits, id -> details for the
+//! container's life, address -> container in a map fetched with `GET /containers/json`.
+//! A packet costs one `HashMap` lookup; the map is fetched again when a source address
+//! it does not know shows up (at most once a second, so a scan from outside cannot turn
+//! into a stream of API calls) and when it is older than ten seconds (Docker hands a
+//! stopped container's address to the next one). Loopback sources, and addresses no
+//! running container has (the host's own, a `--network host` container's), stay
+//! unattributed: host. An address two containers claim is left unattributed rather
+//! than guessed.
+//!
+//! When the engine cannot be asked (no socket, not Docker), process events still carry
+//! the id, and packets stay unattributed. A failing engine is reported once per outage,
+//! as a `gap` event ([`Attributor::take_gap`]).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::docker::DockerClient;
-use super::event::{Container, Event, EventKind};
+use super::docker::{DockerClient, DockerError, RunningContainer};
+use super::event::{Container, Event, EventKind, Gap, Source};
+
+/// An unknown source address fetches the container list again at most this often.
+const ADDRESSES_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The container list is trusted this long; then the next packet fetches it again.
+const ADDRESSES_MAX_AGE: Duration = Duration::from_secs(10);
 
 /// The container runtime a cgroup path points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,8 +123,24 @@ pub struct Attributor {
     docker: Option<DockerClient>,
     by_pid: HashMap<u32, Option<Arc<Container>>>,
     by_id: HashMap<String, (Arc<Container>, Instant)>,
+    by_addr: Addresses,
     /// Re-ask the engine about an id it could not describe after this long.
     retry_after: Duration,
+    /// The engine failed and that was reported; cleared when it answers again.
+    engine_failing: bool,
+    gap: Option<Event>,
+}
+
+/// Source address -> container, from the engine's list of running containers. `None`
+/// entries are addresses the last list did not hold (the host's own), so that they do
+/// not fetch the list again until it is stale.
+#[derive(Default)]
+struct Addresses {
+    map: HashMap<IpAddr, Option<Arc<Container>>>,
+    /// The last successful fetch.
+    fetched: Option<Instant>,
+    /// The last attempt, successful or not.
+    tried: Option<Instant>,
 }
 
 impl Attributor {
@@ -114,14 +150,27 @@ impl Attributor {
             docker,
             by_pid: HashMap::new(),
             by_id: HashMap::new(),
+            by_addr: Addresses::default(),
             retry_after: Duration::from_secs(30),
+            engine_failing: false,
+            gap: None,
         }
     }
 
-    /// Sets `event.container` where the event names a process in a container. Exits
-    /// drop the process from the cache (after attributing the exit itself).
+    /// Sets `event.container` where the event names a process in a container, or is a
+    /// packet from a container's address. Exits drop the process from the cache (after
+    /// attributing the exit itself).
     pub async fn attribute(&mut self, event: &mut Event) {
         if event.container.is_some() {
+            return;
+        }
+        let src = match &event.kind {
+            EventKind::DnsQuery(q) => Some(q.src.ip()),
+            EventKind::Syn(s) => Some(s.src.ip()),
+            _ => None,
+        };
+        if let Some(src) = src {
+            event.container = self.container_at(src).await;
             return;
         }
         let Some(pid) = event.pid() else {
@@ -135,6 +184,12 @@ impl Attributor {
         if matches!(event.kind, EventKind::Exit(_)) {
             self.by_pid.remove(&pid);
         }
+    }
+
+    /// A `gap` event saying the engine stopped answering, once per outage; the caller
+    /// puts it in the stream.
+    pub fn take_gap(&mut self) -> Option<Event> {
+        self.gap.take()
     }
 
     /// The container of a pid, or `None` for host processes and unknown pids.
@@ -151,6 +206,99 @@ impl Attributor {
         found
     }
 
+    /// The running container that has this address on one of its networks, or `None`
+    /// for loopback, the host's addresses and addresses no container has.
+    pub async fn container_at(&mut self, ip: IpAddr) -> Option<Arc<Container>> {
+        let ip = ip.to_canonical();
+        if ip.is_loopback() || ip.is_unspecified() || self.docker.is_none() {
+            return None;
+        }
+        let fresh = self
+            .by_addr
+            .fetched
+            .is_some_and(|t| t.elapsed() < ADDRESSES_MAX_AGE);
+        if fresh && let Some(known) = self.by_addr.map.get(&ip) {
+            return known.clone();
+        }
+        let may_fetch = self
+            .by_addr
+            .tried
+            .is_none_or(|t| t.elapsed() >= ADDRESSES_MIN_INTERVAL);
+        if may_fetch && self.fetch_addresses().await {
+            return self.by_addr.map.entry(ip).or_insert(None).clone();
+        }
+        // Not now (fetched a moment ago, or the engine failed): the last list answers.
+        self.by_addr.map.get(&ip).cloned().flatten()
+    }
+
+    /// Replaces the address map with the engine's current list; false if it failed
+    /// (the last map stays).
+    async fn fetch_addresses(&mut self) -> bool {
+        let Some(docker) = &self.docker else {
+            return false;
+        };
+        self.by_addr.tried = Some(Instant::now());
+        let running = match docker.running().await {
+            Ok(running) => running,
+            Err(e) => {
+                self.engine_failed(
+                    &e,
+                    "DNS queries and SYNs from containers not seen before stay unattributed",
+                );
+                return false;
+            }
+        };
+        self.engine_answered();
+        let mut map: HashMap<IpAddr, Option<Arc<Container>>> = HashMap::new();
+        let now = Instant::now();
+        // Containers that are gone need no details any more.
+        self.by_id
+            .retain(|id, _| running.iter().any(|c| &c.id == id));
+        for listed in running {
+            let container = self.share(&listed, now);
+            for addr in listed.addresses {
+                match map.entry(addr.to_canonical()) {
+                    Entry::Vacant(v) => {
+                        v.insert(Some(container.clone()));
+                    }
+                    // Two containers claim it (overlapping networks): name neither.
+                    Entry::Occupied(mut o) => {
+                        if o.get().as_ref().is_some_and(|c| c.id != container.id) {
+                            o.insert(None);
+                        }
+                    }
+                }
+            }
+        }
+        self.by_addr.map = map;
+        self.by_addr.fetched = Some(now);
+        true
+    }
+
+    /// The shared details of a listed container: the cached ones if the engine still
+    /// says the same, so process and packet events point at one allocation.
+    fn share(&mut self, listed: &RunningContainer, now: Instant) -> Arc<Container> {
+        let container = Container {
+            id: listed.id.clone(),
+            name: Some(listed.name.clone()),
+            image: Some(listed.image.clone()),
+            labels: listed
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        if let Some((known, _)) = self.by_id.get(&listed.id)
+            && **known == container
+        {
+            return known.clone();
+        }
+        let container = Arc::new(container);
+        self.by_id
+            .insert(listed.id.clone(), (container.clone(), now));
+        container
+    }
+
     async fn describe(&mut self, c: &CgroupContainer) -> Arc<Container> {
         if let Some((known, at)) = self.by_id.get(&c.id)
             && (known.name.is_some() || at.elapsed() < self.retry_after)
@@ -165,16 +313,46 @@ impl Attributor {
         };
         if let Some(docker) = &self.docker
             && matches!(c.runtime, Runtime::Docker | Runtime::Unknown)
-            && let Ok(info) = docker.inspect(&c.id).await
         {
-            container.name = Some(info.name);
-            container.image = Some(info.image);
-            container.labels = info.labels.into_iter().collect();
+            match docker.inspect(&c.id).await {
+                Ok(info) => {
+                    self.engine_answered();
+                    container.name = Some(info.name);
+                    container.image = Some(info.image);
+                    container.labels = info.labels.into_iter().collect();
+                }
+                // Not Docker's (a containerd or CRI-O container seen as `Unknown`): the
+                // id is all there is.
+                Err(DockerError::Status { status, .. }) if status.as_u16() == 404 => {}
+                Err(e) => self.engine_failed(
+                    &e,
+                    "container events carry the id without name, image and labels",
+                ),
+            }
         }
         let container = Arc::new(container);
         self.by_id
             .insert(c.id.clone(), (container.clone(), Instant::now()));
         container
+    }
+
+    fn engine_failed(&mut self, err: &DockerError, consequence: &str) {
+        if self.engine_failing {
+            return;
+        }
+        self.engine_failing = true;
+        self.gap = Some(Event::now(
+            Source::Agent,
+            EventKind::Gap(Gap {
+                what: "attribution".to_string(),
+                reason: format!("{err}: {consequence} until it answers again"),
+                lost: None,
+            }),
+        ));
+    }
+
+    fn engine_answered(&mut self) {
+        self.engine_failing = false;
     }
 }
 
@@ -257,6 +435,32 @@ mod tests {
             &format!("0::/docker/{ID}/docker/{inner}\n"),
             Some((inner.as_str(), Runtime::Docker)),
         );
+    }
+
+    /// An engine that does not answer: packets stay unattributed, and the stream says so
+    /// once, not once per packet. Loopback never asks.
+    #[tokio::test]
+    async fn an_unreachable_engine_is_reported_once_and_packets_stay_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Attributor::new(Some(DockerClient::new(dir.path().join("no.sock"))));
+        assert_eq!(a.container_at("127.0.0.1".parse().unwrap()).await, None);
+        assert_eq!(a.container_at("::1".parse().unwrap()).await, None);
+        assert!(a.take_gap().is_none());
+        assert_eq!(a.container_at("10.213.0.2".parse().unwrap()).await, None);
+        let gap = a.take_gap().expect("a gap for the failed list");
+        let EventKind::Gap(g) = &gap.kind else {
+            panic!("{gap:?}")
+        };
+        assert_eq!(g.what, "attribution");
+        assert!(
+            g.reason.contains("cannot connect") && g.reason.contains("stay unattributed"),
+            "{}",
+            g.reason
+        );
+        // Another unknown address later asks again, fails again, and says nothing new.
+        a.by_addr.tried = Instant::now().checked_sub(ADDRESSES_MIN_INTERVAL);
+        assert_eq!(a.container_at("10.213.0.3".parse().unwrap()).await, None);
+        assert!(a.take_gap().is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A small Docker Engine API client over the unix socket (`/var/run/docker.sock`):
-//! container details for attribution, and the two calls "block" (`defense::actions`)
+//! container details for attribution (one container by id, or every running one with its
+//! network addresses, for packets that carry no pid), and the two calls "block" (`defense::actions`)
 //! makes: set the restart policy, stop, so a blocked container stays down across a daemon
 //! restart. `tests/docker_block.rs` drives it against Debian's dockerd (API 1.41); paths
 //! carry no version prefix, so the engine answers in its own current version.
@@ -10,6 +11,7 @@
 //! engine's error message is passed on in the error.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -72,6 +74,21 @@ pub struct ContainerInfo {
     pub restart_policy: String,
 }
 
+/// A running container as the engine lists it, with the addresses it has on its networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningContainer {
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    /// The image reference the container was created from, as `inspect` reports it.
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    /// `IPAddress` and `GlobalIPv6Address` of each network the container is attached to.
+    /// Empty for `--network host` (the host's addresses), `--network none`, and
+    /// `--network container:<other>` (the other container holds the addresses).
+    pub addresses: Vec<IpAddr>,
+}
+
 /// Docker's restart policies ("block" sets `No` or `UnlessStopped`, then stops).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {
@@ -126,6 +143,44 @@ impl DockerClient {
             pid: raw.state.pid,
             restart_policy: raw.host_config.restart_policy.name,
         })
+    }
+
+    /// `GET /containers/json`: the running containers and their network addresses.
+    ///
+    /// The list names a container's image by id instead of its reference when the
+    /// reference has since moved to another image (`docker pull` of a newer tag); such a
+    /// container is inspected, so its image reads the same as `inspect` gives it and rules
+    /// scoped to the reference keep matching.
+    pub async fn running(&self) -> Result<Vec<RunningContainer>, DockerError> {
+        let body = self
+            .call(Method::GET, "/containers/json", None, self.timeout)
+            .await?;
+        let listed: Vec<Listed> = serde_json::from_slice(&body)?;
+        let mut out = Vec::with_capacity(listed.len());
+        for c in listed {
+            let addresses = c.addresses();
+            let name = c
+                .names
+                .iter()
+                // Legacy links add `/other/alias` names; the container's own has one `/`.
+                .find(|n| n.rfind('/') == Some(0))
+                .or(c.names.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            let image = if c.image == c.image_id || c.image.starts_with("sha256:") {
+                self.inspect(&c.id).await?.image
+            } else {
+                c.image
+            };
+            out.push(RunningContainer {
+                id: c.id,
+                name,
+                image,
+                labels: c.labels.unwrap_or_default(),
+                addresses,
+            });
+        }
+        Ok(out)
     }
 
     /// `POST /containers/{id}/update` with a restart policy.
@@ -242,6 +297,60 @@ fn check_id(id: &str) -> Result<(), DockerError> {
     }
 }
 
+/// One entry of `GET /containers/json` (API 1.41 and later keep these fields).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Listed {
+    id: String,
+    #[serde(default)]
+    names: Vec<String>,
+    #[serde(default)]
+    image: String,
+    #[serde(rename = "ImageID", default)]
+    image_id: String,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    network_settings: Option<ListedNetworkSettings>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedNetworkSettings {
+    #[serde(default)]
+    networks: Option<BTreeMap<String, ListedNetwork>>,
+}
+
+#[derive(Deserialize)]
+struct ListedNetwork {
+    #[serde(rename = "IPAddress", default)]
+    ip_address: String,
+    #[serde(rename = "GlobalIPv6Address", default)]
+    global_ipv6_address: String,
+}
+
+impl Listed {
+    /// Every address on every network; empty strings (host and none networks, a
+    /// container not yet connected) are left out.
+    fn addresses(&self) -> Vec<IpAddr> {
+        let Some(networks) = self
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<IpAddr> = networks
+            .values()
+            .flat_map(|n| [&n.ip_address, &n.global_ipv6_address])
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Inspect {
@@ -294,6 +403,34 @@ struct InspectRestartPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shape dockerd 20.10 (API 1.41) answers, trimmed: one container on a
+    /// user-defined bridge and on an IPv6 network, one with `--network host`.
+    #[test]
+    fn listed_containers_give_their_addresses() {
+        let body = r#"[
+          {"Id":"81fa","Names":["/web"],"Image":"nginx:1.27","ImageID":"sha256:f28f",
+           "Labels":{"tier":"web"},"State":"running",
+           "NetworkSettings":{"Networks":{
+             "front":{"NetworkID":"23ea","Gateway":"10.213.0.1","IPAddress":"10.213.0.2","IPPrefixLen":24,"IPv6Gateway":"","GlobalIPv6Address":"","GlobalIPv6PrefixLen":0},
+             "v6":{"IPAddress":"172.30.0.5","GlobalIPv6Address":"fd00:db8::5"}}}},
+          {"Id":"92ab","Names":["/hostnet"],"Image":"busybox","ImageID":"sha256:aaaa","Labels":null,
+           "NetworkSettings":{"Networks":{"host":{"IPAddress":"","GlobalIPv6Address":""}}}}
+        ]"#;
+        let listed: Vec<Listed> = serde_json::from_str(body).unwrap();
+        let addrs: Vec<Vec<String>> = listed
+            .iter()
+            .map(|c| c.addresses().iter().map(|a| a.to_string()).collect())
+            .collect();
+        assert_eq!(
+            addrs,
+            vec![
+                vec!["10.213.0.2", "172.30.0.5", "fd00:db8::5"],
+                Vec::<&str>::new()
+            ]
+        );
+        assert!(listed[1].labels.is_none());
+    }
 
     #[test]
     fn ids_that_could_escape_the_path_are_refused() {

@@ -9,7 +9,9 @@
 //! | `input` | a JSON-lines file or stdin from another sensor | any |
 //!
 //! `event` is the type and its JSON-lines schema; `attribution` (with `docker`) fills in
-//! each event's container from `/proc/<pid>/cgroup` and the Docker Engine API.
+//! each event's container: from `/proc/<pid>/cgroup` and the Docker Engine API for
+//! events that name a process, from the engine's list of container addresses for
+//! captured packets (their source address).
 //!
 //! Each host source is a blocking loop on its own thread that sends into one bounded
 //! channel; [`Monitor`] owns the receiving end and attributes events as they come out.
@@ -97,6 +99,8 @@ impl Sink {
 pub struct Monitor {
     rx: mpsc::Receiver<Event>,
     attributor: Attributor,
+    /// An attributed event held back while the gap that concerns it goes first.
+    held: Option<Event>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -158,15 +162,25 @@ impl Monitor {
         Ok(Monitor {
             rx,
             attributor: Attributor::new(docker),
+            held: None,
             stop,
             threads,
         })
     }
 
     /// The next event, attributed to its container; `None` once every source ended.
+    /// When the engine fails during attribution, a `gap` saying so comes first, then
+    /// the event it left unattributed.
     pub async fn next(&mut self) -> Option<Event> {
+        if let Some(event) = self.held.take() {
+            return Some(event);
+        }
         let mut event = self.rx.recv().await?;
         self.attributor.attribute(&mut event).await;
+        if let Some(gap) = self.attributor.take_gap() {
+            self.held = Some(event);
+            return Some(gap);
+        }
         Some(event)
     }
 
