@@ -1,0 +1,424 @@
+//! Captured packets attributed to the container that sent them, against a real Docker
+//! engine (Debian's dockerd, started by `tests/docker-engine` on a socket of its own):
+//! a user-defined bridge network, a busybox-static container on it that asks a DNS
+//! question and knocks on closed ports, a capture on the network's bridge. The
+//! `dns_query` and `syn` events name the container (id, name, image, labels) from the
+//! engine's list of container addresses; a SYN the host sends stays the host's. Then the
+//! same through `defender-lite monitor`: a rule scoped to the container's image sees a
+//! known-bad domain the container asks for. These need root (dockerd, capture), as CI
+//! has; without an engine they fail and say why, they never skip.
+//!
+//! dockerd runs with `--bridge=none --iptables=false`: there is no default bridge, but a
+//! user-defined bridge network works (the engine creates `br-<id>`, gives the host
+//! `.1` on it and each container a veth); only NAT and port publishing, which need
+//! iptables, are missing, and these tests need neither: everything stays on the bridge.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use defender_lite::monitor::event::{Event, EventKind};
+use defender_lite::monitor::{Monitor, MonitorConfig};
+
+const IMAGE: &str = "defender-lite-test/busybox:network";
+const NETWORK: &str = "defender-lite-test-net";
+const SUBNET: &str = "10.213.0.0/24";
+/// The host's address on the bridge (the engine takes the subnet's first address).
+const GATEWAY: &str = "10.213.0.1";
+const ASKER: &str = "defender-lite-test-asker";
+const WATCHED: &str = "defender-lite-test-dns-watched";
+/// Debian's client, whose API version is the engine's.
+const DOCKER: &str = "/usr/bin/docker";
+
+/// One test at a time talks to the engine: both create the same network. (Tests in
+/// other files run in other processes, one binary after another.)
+static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn captured_dns_queries_and_syns_name_the_container_that_sent_them() {
+    let _engine = ENGINE.lock().await;
+    let engine = Engine::start();
+    let _cleanup = engine.fresh(&[ASKER]);
+    let bridge = engine.create_network();
+    let id = engine.run_on_network(ASKER);
+    let address: IpAddr = engine
+        .docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
+            &id,
+        ])
+        .parse()
+        .unwrap();
+
+    let mut monitor = Monitor::start(&MonitorConfig {
+        interfaces: vec![bridge.clone()],
+        processes: None,
+        sockets_every: None,
+        snapshot: false,
+        docker_socket: Some(engine.socket()),
+        channel_capacity: 64 * 1024,
+    })
+    .unwrap();
+
+    // Nothing answers on the gateway's port 53 or these ports: the question and the SYNs
+    // are on the wire all the same, and the host's RSTs end them at once.
+    engine.docker(&[
+        "exec",
+        "-d",
+        ASKER,
+        "/bin/busybox",
+        "nslookup",
+        "evil.example",
+        GATEWAY,
+    ]);
+    for port in ["7001", "7002", "7003"] {
+        engine.docker(&[
+            "exec",
+            ASKER,
+            "/bin/sh",
+            "-c",
+            &format!("/bin/busybox nc -w1 {GATEWAY} {port} </dev/null; true"),
+        ]);
+    }
+    // And one SYN the host sends to the container: its source is the host's address on
+    // the bridge, which no container has.
+    let _ = TcpStream::connect_timeout(&SocketAddr::new(address, 7004), Duration::from_secs(1));
+
+    let query = wait_for(
+        &mut monitor,
+        "dns_query for evil.example",
+        |e| matches!(&e.kind, EventKind::DnsQuery(q) if q.name == "evil.example"),
+    )
+    .await;
+    eprintln!("{}", serde_json::to_string(&query).unwrap());
+    let EventKind::DnsQuery(q) = &query.kind else {
+        unreachable!()
+    };
+    assert_eq!(q.src.ip(), address);
+    assert_eq!(q.interface.as_deref(), Some(bridge.as_str()));
+    let container = query.container.as_ref().expect("dns_query attributed");
+    assert_eq!(container.id, id);
+    assert_eq!(container.name.as_deref(), Some(ASKER));
+    assert_eq!(container.image.as_deref(), Some(IMAGE));
+    assert_eq!(
+        container.labels,
+        vec![("defender-lite-test".to_string(), "network".to_string())]
+    );
+
+    let mut from_container = Vec::new();
+    let from_host = loop {
+        let e = wait_for(&mut monitor, "syn", |e| matches!(e.kind, EventKind::Syn(_))).await;
+        eprintln!("{}", serde_json::to_string(&e).unwrap());
+        let EventKind::Syn(s) = &e.kind else {
+            unreachable!()
+        };
+        if s.dst.port() == 7004 {
+            break e;
+        }
+        if s.src.ip() == address {
+            from_container.push((s.dst.port(), e.container.clone()));
+        }
+    };
+    let ports: Vec<u16> = from_container.iter().map(|(p, _)| *p).collect();
+    for port in [7001, 7002, 7003] {
+        assert!(ports.contains(&port), "no syn to {port}: {ports:?}");
+    }
+    for (port, c) in &from_container {
+        let c = c
+            .as_ref()
+            .unwrap_or_else(|| panic!("syn to {port} not attributed"));
+        assert_eq!(
+            (c.id.as_str(), c.name.as_deref()),
+            (id.as_str(), Some(ASKER))
+        );
+        assert_eq!(c.image.as_deref(), Some(IMAGE));
+    }
+    assert_eq!(
+        from_host.container, None,
+        "the host's own SYN: {from_host:?}"
+    );
+    monitor.stop();
+}
+
+/// The whole path, as an operator runs it: `defender-lite monitor` capturing on the
+/// bridge, a rule scoped to the container's image, and the container asking for a domain
+/// the intelligence feed lists. The audit names the container and its image.
+#[tokio::test]
+async fn the_monitor_audits_a_containers_dns_query_for_a_known_bad_domain() {
+    let _engine = ENGINE.lock().await;
+    let engine = Engine::start();
+    let _cleanup = engine.fresh(&[WATCHED]);
+    let bridge = engine.create_network();
+    engine.run_on_network(WATCHED);
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("rules.toml"),
+        format!(
+            "[[rules]]\nname = \"busybox dns\"\nscope = {{ images = [\"{IMAGE}\"] }}\n\
+             dns = {{ effect = \"alert\" }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("defender-lite.toml"),
+        format!(
+            "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n[monitor]\n\
+             learning = \"1h\"\nrules = \"rules.toml\"\nscan_every = \"500ms\"\n\
+             interfaces = [\"{bridge}\"]\ndocker_socket = \"{}\"\n",
+            engine.socket().display()
+        ),
+    )
+    .unwrap();
+    let feeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
+    let stdout = std::fs::File::create(tmp.path().join("stdout")).unwrap();
+    let stderr = std::fs::File::create(tmp.path().join("stderr")).unwrap();
+    let mut monitor = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
+        .current_dir(tmp.path())
+        .args(["monitor", "--config", "defender-lite.toml", "--feeds"])
+        .arg(&feeds)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let output = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap_or_default();
+    let started = Instant::now();
+    while !output("stderr").contains("monitoring (capture on") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "monitor did not start: {}",
+            output("stderr")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let expected = format!("container {WATCHED} ({IMAGE})");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Ask again until it is seen: nothing answers, so each ask is one short try.
+        engine.docker(&[
+            "exec",
+            "-d",
+            WATCHED,
+            "/bin/busybox",
+            "nslookup",
+            "malware.testing.google.test",
+            GATEWAY,
+        ]);
+        std::thread::sleep(Duration::from_secs(1));
+        let audits = output("stdout");
+        if audits
+            .lines()
+            .any(|l| l.contains("malware.testing.google.test") && l.contains(&expected))
+        {
+            eprintln!("{audits}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = monitor.kill();
+            panic!(
+                "no audit naming {expected} within 30 s\nstdout:\n{audits}\nstderr:\n{}",
+                output("stderr")
+            );
+        }
+    }
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let audits = output("stdout");
+    assert!(
+        audits.contains("[busybox dns]") && audits.contains("known-bad domain"),
+        "{audits}"
+    );
+}
+
+/// Reads events until `want` matches one, or fails after 20 s listing the gaps seen.
+async fn wait_for(
+    monitor: &mut Monitor,
+    what: &str,
+    mut want: impl FnMut(&Event) -> bool,
+) -> Event {
+    let within = Duration::from_secs(20);
+    let deadline = Instant::now() + within;
+    let mut gaps = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, monitor.next()).await {
+            Ok(Some(e)) if want(&e) => return e,
+            Ok(Some(e)) => {
+                if let EventKind::Gap(g) = &e.kind {
+                    gaps.push(format!("{}: {}", g.what, g.reason));
+                }
+            }
+            Ok(None) => panic!("event stream ended before {what}; gaps: {gaps:?}"),
+            Err(_) => panic!("no {what} within {within:?}; gaps: {gaps:?}"),
+        }
+    }
+}
+
+/// The engine as `tests/docker-engine` runs it.
+struct Engine {
+    /// `unix:///...`
+    host: String,
+}
+
+impl Engine {
+    fn start() -> Engine {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "these tests drive a Docker engine and capture packets: run them as root, as CI does"
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-engine");
+        let out = Command::new(script).stdin(Stdio::null()).output().unwrap();
+        assert!(
+            out.status.success(),
+            "tests/docker-engine could not start dockerd ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let host = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        assert!(host.starts_with("unix:///"), "{host:?}");
+        Engine { host }
+    }
+
+    fn socket(&self) -> PathBuf {
+        PathBuf::from(self.host.trim_start_matches("unix://"))
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let out = Command::new(DOCKER)
+            .arg("-H")
+            .arg(&self.host)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Removes what an earlier run may have left, imports the image, and returns a guard
+    /// that removes the containers, the network and the image again.
+    fn fresh(&self, names: &[&'static str]) -> Cleanup {
+        let cleanup = Cleanup {
+            host: self.host.clone(),
+            names: names.to_vec(),
+        };
+        cleanup.remove();
+        self.import_image();
+        cleanup
+    }
+
+    /// The bridge network; returns its interface (`br-` and the id's first 12 digits).
+    fn create_network(&self) -> String {
+        let id = self.docker(&[
+            "network",
+            "create",
+            "--driver",
+            "bridge",
+            "--subnet",
+            SUBNET,
+            "--gateway",
+            GATEWAY,
+            NETWORK,
+        ]);
+        let bridge = format!("br-{}", &id[..12]);
+        assert!(
+            Path::new("/sys/class/net").join(&bridge).exists(),
+            "the engine made network {id} but no interface {bridge}"
+        );
+        bridge
+    }
+
+    /// A busybox `sleep` on the network; returns the full id once it runs.
+    fn run_on_network(&self, name: &str) -> String {
+        self.docker(&[
+            "run",
+            "-d",
+            "--stop-timeout=1",
+            "--network",
+            NETWORK,
+            "--label",
+            "defender-lite-test=network",
+            "--name",
+            name,
+            IMAGE,
+            "/bin/busybox",
+            "sleep",
+            "3600",
+        ])
+    }
+
+    /// A rootfs of a static busybox and `/bin/sh`, imported as `IMAGE`.
+    fn import_image(&self) {
+        let files = Command::new("dpkg")
+            .args(["-L", "busybox-static"])
+            .output()
+            .unwrap();
+        assert!(files.status.success(), "busybox-static is not installed");
+        let busybox = String::from_utf8(files.stdout)
+            .unwrap()
+            .lines()
+            .find(|l| l.ends_with("/bin/busybox"))
+            .map(PathBuf::from)
+            .expect("busybox-static ships bin/busybox");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+        let tar = dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.docker(&["import", tar.to_str().unwrap(), IMAGE]);
+    }
+}
+
+/// Removes the test's containers, the network and the image, also when the test fails.
+struct Cleanup {
+    host: String,
+    names: Vec<&'static str>,
+}
+
+impl Cleanup {
+    fn remove(&self) {
+        // Errors are fine here: there may be nothing to remove.
+        let docker = |args: &[&str]| {
+            let _ = Command::new(DOCKER)
+                .arg("-H")
+                .arg(&self.host)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        };
+        for name in &self.names {
+            docker(&["rm", "-f", name]);
+        }
+        docker(&["network", "rm", NETWORK]);
+        docker(&["rmi", IMAGE]);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
