@@ -8,23 +8,23 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod docker_engine;
+
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use defender_lite::defense::actions::{self, BlockError, Killed};
 use defender_lite::monitor::attribution::{Attributor, Runtime, container_from_cgroup};
-use defender_lite::monitor::docker::{DockerClient, DockerError};
+use defender_lite::monitor::docker::DockerError;
+use docker_engine::{Engine, State};
 
 const IMAGE: &str = "defender-lite-test/busybox:block";
 const BLOCKED: &str = "defender-lite-test-blocked";
 const STOPPED: &str = "defender-lite-test-stopped";
 const KILLED: &str = "defender-lite-test-killed";
 const WATCHED: &str = "defender-lite-test-watched";
-/// Debian's client, whose API version is the engine's (the machine may have a newer one
-/// on PATH).
-const DOCKER: &str = "/usr/bin/docker";
 
 /// One test at a time talks to the engine: one of them restarts it.
 static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -33,11 +33,11 @@ static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn a_blocked_container_stays_down_across_a_daemon_restart() {
     let _engine = ENGINE.lock().await;
     let engine = Engine::start();
-    let _cleanup = engine.fresh(&[BLOCKED, STOPPED]);
+    let _cleanup = engine.fresh(IMAGE, &[BLOCKED, STOPPED], &[]);
     let client = engine.client();
 
-    let blocked = engine.run_restart_always(BLOCKED);
-    let stopped = engine.run_restart_always(STOPPED);
+    let blocked = run_restart_always(&engine, BLOCKED);
+    let stopped = run_restart_always(&engine, STOPPED);
 
     // Attribution: the container's main process maps to its id through /proc/<pid>/cgroup,
     // and the engine names it.
@@ -95,8 +95,8 @@ async fn a_blocked_container_stays_down_across_a_daemon_restart() {
 async fn the_monitor_blocks_a_container_that_listens_where_its_model_does_not() {
     let _engine = ENGINE.lock().await;
     let engine = Engine::start();
-    let _cleanup = engine.fresh(&[WATCHED]);
-    let id = engine.run_restart_always(WATCHED);
+    let _cleanup = engine.fresh(IMAGE, &[WATCHED], &[]);
+    let id = run_restart_always(&engine, WATCHED);
 
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -189,10 +189,10 @@ async fn a_killed_restart_always_container_is_started_again() {
     // block, the engine starts the container again.
     let _engine = ENGINE.lock().await;
     let engine = Engine::start();
-    let _cleanup = engine.fresh(&[KILLED]);
+    let _cleanup = engine.fresh(IMAGE, &[KILLED], &[]);
     let client = engine.client();
 
-    let id = engine.run_restart_always(KILLED);
+    let id = run_restart_always(&engine, KILLED);
     let before = client.inspect(&id).await.unwrap();
     assert!(before.running && before.pid > 1, "{before:?}");
     assert_eq!(
@@ -255,227 +255,25 @@ fn kill_process_kills_a_child_and_reports_one_already_gone() {
     );
 }
 
-/// The engine as `tests/docker-engine` runs it.
-struct Engine {
-    /// `unix:///...`
-    host: String,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct State {
-    running: bool,
-    status: String,
-    policy: String,
-}
-
-impl State {
-    fn stopped(policy: &str) -> State {
-        State {
-            running: false,
-            status: "exited".into(),
-            policy: policy.into(),
-        }
-    }
-}
-
-impl Engine {
-    fn script() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-engine")
-    }
-
-    /// Starts dockerd unless it runs (installing it first if need be).
-    fn start() -> Engine {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "these tests drive a Docker engine: run them as root, as CI does"
-        );
-        let out = Command::new(Self::script())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tests/docker-engine could not start dockerd ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let host = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(host.starts_with("unix:///"), "{host:?}");
-        Engine { host }
-    }
-
-    /// Stops dockerd the way a service manager does, and starts it again.
-    fn restart(&self) {
-        let out = Command::new(Self::script())
-            .arg("stop")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tests/docker-engine stop: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let again = Engine::start();
-        assert_eq!(again.host, self.host);
-    }
-
-    fn client(&self) -> DockerClient {
-        DockerClient::new(self.host.trim_start_matches("unix://"))
-    }
-
-    fn docker(&self, args: &[&str]) -> String {
-        let out = Command::new(DOCKER)
-            .arg("-H")
-            .arg(&self.host)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// Removes what an earlier run may have left, imports the image, and returns a guard
-    /// that removes the containers and the image again.
-    fn fresh(&self, names: &[&'static str]) -> Cleanup {
-        let cleanup = Cleanup {
-            host: self.host.clone(),
-            names: names.to_vec(),
-        };
-        cleanup.remove();
-        self.import_image();
-        cleanup
-    }
-
-    /// A rootfs of a static busybox and `/bin/sh`, imported as `IMAGE`.
-    fn import_image(&self) {
-        let files = Command::new("dpkg")
-            .args(["-L", "busybox-static"])
-            .output()
-            .unwrap();
-        assert!(files.status.success(), "busybox-static is not installed");
-        let busybox = String::from_utf8(files.stdout)
-            .unwrap()
-            .lines()
-            .find(|l| l.ends_with("/bin/busybox"))
-            .map(PathBuf::from)
-            .expect("busybox-static ships bin/busybox");
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("rootfs");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
-        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-        let tar = dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.docker(&["import", tar.to_str().unwrap(), IMAGE]);
-    }
-
-    /// `docker run -d --restart=always`; returns the full id once it runs.
-    fn run_restart_always(&self, name: &str) -> String {
-        // A busybox `sleep` as pid 1 ignores SIGTERM: a one-second stop timeout keeps the
-        // daemon's shutdown short.
-        let id = self.docker(&[
-            "run",
-            "-d",
-            "--restart=always",
-            "--stop-timeout=1",
-            "--network=none",
-            "--label",
-            "defender-lite-test=block",
-            "--name",
-            name,
-            IMAGE,
-            "/bin/busybox",
-            "sleep",
-            "3600",
-        ]);
-        self.wait_until_running(&id, Duration::from_secs(10));
-        id
-    }
-
-    fn wait_until_running(&self, id: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let state = self.state(id);
-            if state.running {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "container {id} not running within {within:?}: {state:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// The engine's view through its own client, independent of `DockerClient`.
-    fn state(&self, id: &str) -> State {
-        let out = self.docker(&[
-            "inspect",
-            "-f",
-            "{{.State.Running}} {{.State.Status}} {{.HostConfig.RestartPolicy.Name}}",
-            id,
-        ]);
-        let fields: Vec<&str> = out.split_whitespace().collect();
-        match fields[..] {
-            [running, status, policy] => State {
-                running: running == "true",
-                status: status.into(),
-                policy: policy.into(),
-            },
-            _ => panic!("docker inspect: {out:?}"),
-        }
-    }
-
-    fn restart_count(&self, id: &str) -> u32 {
-        self.docker(&["inspect", "-f", "{{.RestartCount}}", id])
-            .parse()
-            .unwrap()
-    }
-}
-
-/// Removes the test's containers and the image, also when the test fails.
-struct Cleanup {
-    host: String,
-    names: Vec<&'static str>,
-}
-
-impl Cleanup {
-    fn remove(&self) {
-        // Errors are fine here: there may be nothing to remove.
-        let docker = |args: &[&str]| {
-            let _ = Command::new(DOCKER)
-                .arg("-H")
-                .arg(&self.host)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        };
-        for name in &self.names {
-            docker(&["rm", "-f", name]);
-        }
-        docker(&["rmi", IMAGE]);
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        self.remove();
-    }
+/// `docker run -d --restart=always`; returns the full id once it runs.
+fn run_restart_always(engine: &Engine, name: &str) -> String {
+    // A busybox `sleep` as pid 1 ignores SIGTERM: a one-second stop timeout keeps the
+    // daemon's shutdown short.
+    let id = engine.docker(&[
+        "run",
+        "-d",
+        "--restart=always",
+        "--stop-timeout=1",
+        "--network=none",
+        "--label",
+        "defender-lite-test=block",
+        "--name",
+        name,
+        IMAGE,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ]);
+    engine.wait_until_running(&id, Duration::from_secs(10));
+    id
 }

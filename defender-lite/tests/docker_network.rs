@@ -15,13 +15,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod docker_engine;
+
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use defender_lite::monitor::event::{Event, EventKind};
 use defender_lite::monitor::{Monitor, MonitorConfig};
+use docker_engine::Engine;
 
 const IMAGE: &str = "defender-lite-test/busybox:network";
 const NETWORK: &str = "defender-lite-test-net";
@@ -30,8 +33,6 @@ const SUBNET: &str = "10.213.0.0/24";
 const GATEWAY: &str = "10.213.0.1";
 const ASKER: &str = "defender-lite-test-asker";
 const WATCHED: &str = "defender-lite-test-dns-watched";
-/// Debian's client, whose API version is the engine's.
-const DOCKER: &str = "/usr/bin/docker";
 
 /// One test at a time talks to the engine: both create the same network. (Tests in
 /// other files run in other processes, one binary after another.)
@@ -41,9 +42,9 @@ static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn captured_dns_queries_and_syns_name_the_container_that_sent_them() {
     let _engine = ENGINE.lock().await;
     let engine = Engine::start();
-    let _cleanup = engine.fresh(&[ASKER]);
-    let bridge = engine.create_network();
-    let id = engine.run_on_network(ASKER);
+    let _cleanup = engine.fresh(IMAGE, &[ASKER], &[NETWORK]);
+    let bridge = create_network(&engine);
+    let id = run_on_network(&engine, ASKER);
     let address: IpAddr = engine
         .docker(&[
             "inspect",
@@ -151,9 +152,9 @@ async fn captured_dns_queries_and_syns_name_the_container_that_sent_them() {
 async fn the_monitor_audits_a_containers_dns_query_for_a_known_bad_domain() {
     let _engine = ENGINE.lock().await;
     let engine = Engine::start();
-    let _cleanup = engine.fresh(&[WATCHED]);
-    let bridge = engine.create_network();
-    engine.run_on_network(WATCHED);
+    let _cleanup = engine.fresh(IMAGE, &[WATCHED], &[NETWORK]);
+    let bridge = create_network(&engine);
+    run_on_network(&engine, WATCHED);
 
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -260,165 +261,42 @@ async fn wait_for(
     }
 }
 
-/// The engine as `tests/docker-engine` runs it.
-struct Engine {
-    /// `unix:///...`
-    host: String,
+/// The bridge network; returns its interface (`br-` and the id's first 12 digits).
+fn create_network(engine: &Engine) -> String {
+    let id = engine.docker(&[
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        SUBNET,
+        "--gateway",
+        GATEWAY,
+        NETWORK,
+    ]);
+    let bridge = format!("br-{}", &id[..12]);
+    assert!(
+        Path::new("/sys/class/net").join(&bridge).exists(),
+        "the engine made network {id} but no interface {bridge}"
+    );
+    bridge
 }
 
-impl Engine {
-    fn start() -> Engine {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "these tests drive a Docker engine and capture packets: run them as root, as CI does"
-        );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/docker-engine");
-        let out = Command::new(script).stdin(Stdio::null()).output().unwrap();
-        assert!(
-            out.status.success(),
-            "tests/docker-engine could not start dockerd ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let host = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(host.starts_with("unix:///"), "{host:?}");
-        Engine { host }
-    }
-
-    fn socket(&self) -> PathBuf {
-        PathBuf::from(self.host.trim_start_matches("unix://"))
-    }
-
-    fn docker(&self, args: &[&str]) -> String {
-        let out = Command::new(DOCKER)
-            .arg("-H")
-            .arg(&self.host)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// Removes what an earlier run may have left, imports the image, and returns a guard
-    /// that removes the containers, the network and the image again.
-    fn fresh(&self, names: &[&'static str]) -> Cleanup {
-        let cleanup = Cleanup {
-            host: self.host.clone(),
-            names: names.to_vec(),
-        };
-        cleanup.remove();
-        self.import_image();
-        cleanup
-    }
-
-    /// The bridge network; returns its interface (`br-` and the id's first 12 digits).
-    fn create_network(&self) -> String {
-        let id = self.docker(&[
-            "network",
-            "create",
-            "--driver",
-            "bridge",
-            "--subnet",
-            SUBNET,
-            "--gateway",
-            GATEWAY,
-            NETWORK,
-        ]);
-        let bridge = format!("br-{}", &id[..12]);
-        assert!(
-            Path::new("/sys/class/net").join(&bridge).exists(),
-            "the engine made network {id} but no interface {bridge}"
-        );
-        bridge
-    }
-
-    /// A busybox `sleep` on the network; returns the full id once it runs.
-    fn run_on_network(&self, name: &str) -> String {
-        self.docker(&[
-            "run",
-            "-d",
-            "--stop-timeout=1",
-            "--network",
-            NETWORK,
-            "--label",
-            "defender-lite-test=network",
-            "--name",
-            name,
-            IMAGE,
-            "/bin/busybox",
-            "sleep",
-            "3600",
-        ])
-    }
-
-    /// A rootfs of a static busybox and `/bin/sh`, imported as `IMAGE`.
-    fn import_image(&self) {
-        let files = Command::new("dpkg")
-            .args(["-L", "busybox-static"])
-            .output()
-            .unwrap();
-        assert!(files.status.success(), "busybox-static is not installed");
-        let busybox = String::from_utf8(files.stdout)
-            .unwrap()
-            .lines()
-            .find(|l| l.ends_with("/bin/busybox"))
-            .map(PathBuf::from)
-            .expect("busybox-static ships bin/busybox");
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("rootfs");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
-        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-        let tar = dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success());
-        self.docker(&["import", tar.to_str().unwrap(), IMAGE]);
-    }
-}
-
-/// Removes the test's containers, the network and the image, also when the test fails.
-struct Cleanup {
-    host: String,
-    names: Vec<&'static str>,
-}
-
-impl Cleanup {
-    fn remove(&self) {
-        // Errors are fine here: there may be nothing to remove.
-        let docker = |args: &[&str]| {
-            let _ = Command::new(DOCKER)
-                .arg("-H")
-                .arg(&self.host)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        };
-        for name in &self.names {
-            docker(&["rm", "-f", name]);
-        }
-        docker(&["network", "rm", NETWORK]);
-        docker(&["rmi", IMAGE]);
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        self.remove();
-    }
+/// A busybox `sleep` on the network; returns the full id once it runs.
+fn run_on_network(engine: &Engine, name: &str) -> String {
+    engine.docker(&[
+        "run",
+        "-d",
+        "--stop-timeout=1",
+        "--network",
+        NETWORK,
+        "--label",
+        "defender-lite-test=network",
+        "--name",
+        name,
+        IMAGE,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ])
 }
