@@ -89,7 +89,11 @@ pub fn read(path: &Path, name: &str, knowledge: &Knowledge) -> Result<ImagePorts
             });
             listed.push(format!("{port}/{} ({})", proto.as_str(), p.status.as_str()));
         }
-        summary.push(format!("{} {}", app.id, listed.join(", ")));
+        summary.push(if listed.is_empty() {
+            format!("{} (no port in its configuration files)", app.id)
+        } else {
+            format!("{} {}", app.id, listed.join(", "))
+        });
         problems.extend(app.problems.iter().map(|p| format!("{}: {p}", app.id)));
     }
     for e in &report.exposed {
