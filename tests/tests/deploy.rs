@@ -256,7 +256,11 @@ fn pods_run_unprivileged_on_a_read_only_root() {
 
 #[test]
 fn systemd_units_verify_cleanly() {
-    let units = ["relay.service", "defender-lite.service"];
+    let units = [
+        "relay.service",
+        "defender-lite.service",
+        "defender-lite-monitor.service",
+    ];
     let dir = tempfile::tempdir().unwrap();
     for unit in units {
         let text = fs::read_to_string(deploy_dir().join(unit)).unwrap();
@@ -266,11 +270,22 @@ fn systemd_units_verify_cleanly() {
             "{unit}: {bin} is not a binary of this workspace"
         );
         if bin == "relay" {
-            // defender-lite's `sync` is the contract for a subcommand still being built;
-            // the relay's command line must parse today.
             let argv: Vec<String> = std::iter::once(bin.clone()).chain(args).collect();
             relay::cli::Cli::try_parse_from(&argv)
                 .unwrap_or_else(|e| panic!("{unit}: {argv:?}: {e}"));
+        } else {
+            // The agent's command line, as its own parser reads it: --help on the same
+            // subcommand and options exits 0 only when they all exist.
+            let out = Command::new(binary(&bin))
+                .args(&args)
+                .arg("--help")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{unit}: {bin} {args:?}: {}",
+                show(&out)
+            );
         }
         // verify checks that ExecStart's program exists: point it at the built binary.
         let path = dir.path().join(unit);
