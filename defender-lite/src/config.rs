@@ -13,6 +13,9 @@
 //! scan_every = "2s"                    # /proc passes (processes, sockets)
 //! throttle_window = "60s"              # per container and area, at most
 //! throttle_burst = 10                  #   this many audits per window
+//! port_scan_ports = 25                 # a port scan: this many distinct ports,
+//! port_scan_hosts = 25                 #   or this many distinct hosts, from one source
+//! port_scan_window = "5s"              #   within this window
 //! docker_socket = "/var/run/docker.sock"
 //! ```
 
@@ -112,6 +115,11 @@ pub struct MonitorSettings {
     /// `throttle_window`; the rest are counted in the next one.
     pub throttle_window: HumanDuration,
     pub throttle_burst: u32,
+    /// A port scan: one source trying at least `port_scan_ports` distinct ports, or
+    /// `port_scan_hosts` distinct hosts, within `port_scan_window`.
+    pub port_scan_ports: usize,
+    pub port_scan_hosts: usize,
+    pub port_scan_window: HumanDuration,
     /// The Docker Engine API socket: container names and images, and `block`.
     pub docker_socket: PathBuf,
 }
@@ -127,6 +135,9 @@ impl Default for MonitorSettings {
             scan_every: HumanDuration::secs(2),
             throttle_window: HumanDuration::secs(60),
             throttle_burst: 10,
+            port_scan_ports: 25,
+            port_scan_hosts: 25,
+            port_scan_window: HumanDuration::secs(5),
             docker_socket: PathBuf::from(crate::monitor::docker::DEFAULT_SOCKET),
         }
     }
@@ -224,6 +235,11 @@ impl Config {
             return Err(invalid(format!(
                 "monitor.webhook must be an http(s) URL: {url}"
             )));
+        }
+        if m.port_scan_ports < 2 || m.port_scan_hosts < 2 || m.port_scan_window.0.is_zero() {
+            return Err(invalid(
+                "monitor.port_scan_ports and port_scan_hosts must be at least 2, and port_scan_window more than 0".into(),
+            ));
         }
         if m.throttle_burst == 0 {
             return Err(invalid(

@@ -588,3 +588,44 @@ fn model_and_audits_say_the_running_monitor_holds_the_database() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(env.run(&["model", "list"]).status.code(), Some(0));
 }
+
+#[test]
+fn port_scan_thresholds_come_from_the_configuration() {
+    // Eight closed ports from one source within a second: a scan for a configuration
+    // that says five ports make one, not for the default (25).
+    let syns: Vec<String> = (0..8)
+        .map(|p| {
+            ev(
+                1,
+                "syn",
+                &format!(r#""src":"10.0.0.9:40000","dst":"10.0.0.1:{}""#, 7000 + p),
+                None,
+            )
+        })
+        .collect();
+    let strict = Env::new(
+        "",
+        "port_scan_ports = 5\nport_scan_hosts = 5\nport_scan_window = \"2s\"",
+    );
+    let out = strict.monitor(&syns, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = audits(&out);
+    assert_eq!(areas(&a), ["port_scan"], "{a:#?}");
+    assert!(
+        a[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("5 distinct ports"),
+        "{a:#?}"
+    );
+
+    let default = Env::new("", "");
+    let out = default.monitor(&syns, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(audits(&out).is_empty());
+
+    let bad = Env::new("", "port_scan_ports = 1");
+    let out = bad.monitor(&syns, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("port_scan_ports"), "{}", stderr(&out));
+}

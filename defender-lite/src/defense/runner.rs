@@ -172,7 +172,11 @@ impl Runner {
             knowledge,
             Some(store),
             learning_secs,
-            PortScanDetector::new(PortScanSettings::default()),
+            PortScanDetector::new(PortScanSettings {
+                window: config.monitor.port_scan_window.0,
+                ports: config.monitor.port_scan_ports,
+                hosts: config.monitor.port_scan_hosts,
+            }),
         )?;
         let mut apps = AppPorts::new(app_knowledge);
         for spec in &args.app_images {
