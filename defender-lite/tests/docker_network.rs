@@ -16,15 +16,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod docker_engine;
+mod monitor_support;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use defender_lite::monitor::event::{Event, EventKind};
+use defender_lite::monitor::event::EventKind;
 use defender_lite::monitor::{Monitor, MonitorConfig};
 use docker_engine::Engine;
+use monitor_support::wait_for;
 
 const IMAGE: &str = "defender-lite-test/busybox:network";
 const NETWORK: &str = "defender-lite-test-net";
@@ -91,6 +93,7 @@ async fn captured_dns_queries_and_syns_name_the_container_that_sent_them() {
 
     let query = wait_for(
         &mut monitor,
+        Duration::from_secs(20),
         "dns_query for evil.example",
         |e| matches!(&e.kind, EventKind::DnsQuery(q) if q.name == "evil.example"),
     )
@@ -112,7 +115,10 @@ async fn captured_dns_queries_and_syns_name_the_container_that_sent_them() {
 
     let mut from_container = Vec::new();
     let from_host = loop {
-        let e = wait_for(&mut monitor, "syn", |e| matches!(e.kind, EventKind::Syn(_))).await;
+        let e = wait_for(&mut monitor, Duration::from_secs(20), "syn", |e| {
+            matches!(e.kind, EventKind::Syn(_))
+        })
+        .await;
         eprintln!("{}", serde_json::to_string(&e).unwrap());
         let EventKind::Syn(s) = &e.kind else {
             unreachable!()
@@ -235,30 +241,6 @@ async fn the_monitor_audits_a_containers_dns_query_for_a_known_bad_domain() {
         audits.contains("[busybox dns]") && audits.contains("known-bad domain"),
         "{audits}"
     );
-}
-
-/// Reads events until `want` matches one, or fails after 20 s listing the gaps seen.
-async fn wait_for(
-    monitor: &mut Monitor,
-    what: &str,
-    mut want: impl FnMut(&Event) -> bool,
-) -> Event {
-    let within = Duration::from_secs(20);
-    let deadline = Instant::now() + within;
-    let mut gaps = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, monitor.next()).await {
-            Ok(Some(e)) if want(&e) => return e,
-            Ok(Some(e)) => {
-                if let EventKind::Gap(g) = &e.kind {
-                    gaps.push(format!("{}: {}", g.what, g.reason));
-                }
-            }
-            Ok(None) => panic!("event stream ended before {what}; gaps: {gaps:?}"),
-            Err(_) => panic!("no {what} within {within:?}; gaps: {gaps:?}"),
-        }
-    }
 }
 
 /// The bridge network; returns its interface (`br-` and the id's first 12 digits).

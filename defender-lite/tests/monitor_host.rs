@@ -5,13 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod monitor_support;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use defender_lite::monitor::event::{Event, EventKind, Proto, RawFamily, Source};
+use defender_lite::monitor::event::{EventKind, Proto, RawFamily, Source};
 use defender_lite::monitor::proc_connector::ProcessConfig;
 use defender_lite::monitor::{Monitor, MonitorConfig};
+use monitor_support::wait_for;
 
 fn require_root() {
     assert!(
@@ -28,30 +31,6 @@ fn config() -> MonitorConfig {
         snapshot: false,
         docker_socket: None,
         channel_capacity: 64 * 1024,
-    }
-}
-
-/// Reads events until `want` matches one, or fails after `within` listing the gaps seen.
-async fn wait_for(
-    monitor: &mut Monitor,
-    within: Duration,
-    what: &str,
-    mut want: impl FnMut(&Event) -> bool,
-) -> Event {
-    let deadline = Instant::now() + within;
-    let mut gaps = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, monitor.next()).await {
-            Ok(Some(e)) if want(&e) => return e,
-            Ok(Some(e)) => {
-                if let EventKind::Gap(g) = &e.kind {
-                    gaps.push(format!("{}: {}", g.what, g.reason));
-                }
-            }
-            Ok(None) => panic!("event stream ended before {what}; gaps: {gaps:?}"),
-            Err(_) => panic!("no {what} within {within:?}; gaps: {gaps:?}"),
-        }
     }
 }
 
