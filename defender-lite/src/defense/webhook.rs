@@ -148,7 +148,7 @@ async fn deliver(
                     break;
                 }
                 Ok(resp) => last_error = format!("HTTP {}", resp.status()),
-                Err(e) => last_error = error_chain(&e),
+                Err(e) => last_error = relay::client::error_chain(&e),
             }
             if attempt < settings.attempts {
                 tokio::time::sleep(delay).await;
@@ -166,19 +166,4 @@ async fn deliver(
         }
     }
     stats
-}
-
-/// The error and its causes: reqwest's top-level message alone hides why.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

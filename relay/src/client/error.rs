@@ -137,7 +137,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 }
 
 /// The error and its causes, joined: reqwest's top-level message alone hides the cause.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -14,7 +14,7 @@ mod source;
 mod watch;
 
 pub use endpoint::{Credential, Endpoint, ProxySettings, Secret};
-pub use error::{FailureKind, SyncError};
+pub use error::{FailureKind, SyncError, error_chain};
 pub use fetch::{FetchLimits, Fetched, download};
 pub use source::{CheckContext, CheckOutcome, Held, SourceKind, check};
 pub use watch::{WatchSignal, follow};
