@@ -11,14 +11,13 @@
 mod docker_engine;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use defender_lite::defense::actions::{self, BlockError, Killed};
 use defender_lite::monitor::attribution::{Attributor, Runtime, container_from_cgroup};
 use defender_lite::monitor::docker::DockerError;
-use docker_engine::{Engine, State};
+use docker_engine::{Engine, MonitorProcess, State};
 
 const IMAGE: &str = "defender-lite-test/busybox:block";
 const BLOCKED: &str = "defender-lite-test-blocked";
@@ -98,48 +97,17 @@ async fn the_monitor_blocks_a_container_that_listens_where_its_model_does_not() 
     let _cleanup = engine.fresh(IMAGE, &[WATCHED], &[]);
     let id = run_restart_always(&engine, WATCHED);
 
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("rules.toml"),
-        format!(
+    let mut monitor = MonitorProcess::start(
+        &engine,
+        &format!(
             "[[rules]]\nname = \"busybox\"\nscope = {{ images = [\"{IMAGE}\"], labels = [\"defender-lite-test=bl*\"] }}\n\
              listening_ports = {{ effect = \"block\" }}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        tmp.path().join("defender-lite.toml"),
-        format!(
-            "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n[monitor]\n\
-             learning = \"3s\"\nrules = \"rules.toml\"\nscan_every = \"500ms\"\n\
-             docker_socket = \"{}\"\n",
-            engine.host.trim_start_matches("unix://")
-        ),
-    )
-    .unwrap();
-    let feeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
-    let stdout = std::fs::File::create(tmp.path().join("stdout")).unwrap();
-    let stderr = std::fs::File::create(tmp.path().join("stderr")).unwrap();
-    let mut monitor = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
-        .current_dir(tmp.path())
-        .args(["monitor", "--config", "defender-lite.toml", "--feeds"])
-        .arg(&feeds)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let output = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap_or_default();
+        "learning = \"3s\"\nscan_every = \"500ms\"",
+    );
+    let output = |name: &str| monitor.output(name);
     // The model learns the container's `sleep` for 3 s from the monitor's start.
-    let started = Instant::now();
-    while !output("stderr").contains("learning period") {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "monitor did not start: {}",
-            output("stderr")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    monitor.wait_for_stderr("learning period");
     std::thread::sleep(Duration::from_secs(5));
     assert!(
         engine.state(&id).running,
@@ -168,9 +136,8 @@ async fn the_monitor_blocks_a_container_that_listens_where_its_model_does_not() 
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = monitor.kill();
-    let _ = monitor.wait();
-    let audits = output("stdout");
+    monitor.stop();
+    let audits = monitor.output("stdout");
     assert!(
         audits.contains("BLOCK listening_ports [busybox]")
             && audits.contains("listening on 4444/tcp is not in the model")

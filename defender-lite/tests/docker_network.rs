@@ -20,12 +20,11 @@ mod monitor_support;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use defender_lite::monitor::event::EventKind;
 use defender_lite::monitor::{Monitor, MonitorConfig};
-use docker_engine::Engine;
+use docker_engine::{Engine, MonitorProcess};
 use monitor_support::wait_for;
 
 const IMAGE: &str = "defender-lite-test/busybox:network";
@@ -162,47 +161,16 @@ async fn the_monitor_audits_a_containers_dns_query_for_a_known_bad_domain() {
     let bridge = create_network(&engine);
     run_on_network(&engine, WATCHED);
 
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(
-        tmp.path().join("rules.toml"),
-        format!(
+    let monitor = MonitorProcess::start(
+        &engine,
+        &format!(
             "[[rules]]\nname = \"busybox dns\"\nscope = {{ images = [\"{IMAGE}\"] }}\n\
              dns = {{ effect = \"alert\" }}\n"
         ),
-    )
-    .unwrap();
-    std::fs::write(
-        tmp.path().join("defender-lite.toml"),
-        format!(
-            "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n[monitor]\n\
-             learning = \"1h\"\nrules = \"rules.toml\"\nscan_every = \"500ms\"\n\
-             interfaces = [\"{bridge}\"]\ndocker_socket = \"{}\"\n",
-            engine.socket().display()
-        ),
-    )
-    .unwrap();
-    let feeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
-    let stdout = std::fs::File::create(tmp.path().join("stdout")).unwrap();
-    let stderr = std::fs::File::create(tmp.path().join("stderr")).unwrap();
-    let mut monitor = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
-        .current_dir(tmp.path())
-        .args(["monitor", "--config", "defender-lite.toml", "--feeds"])
-        .arg(&feeds)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let output = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap_or_default();
-    let started = Instant::now();
-    while !output("stderr").contains("monitoring (capture on") {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "monitor did not start: {}",
-            output("stderr")
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        &format!("learning = \"1h\"\nscan_every = \"500ms\"\ninterfaces = [\"{bridge}\"]"),
+    );
+    let output = |name: &str| monitor.output(name);
+    monitor.wait_for_stderr("monitoring (capture on");
 
     let expected = format!("container {WATCHED} ({IMAGE})");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -227,15 +195,12 @@ async fn the_monitor_audits_a_containers_dns_query_for_a_known_bad_domain() {
             break;
         }
         if Instant::now() > deadline {
-            let _ = monitor.kill();
             panic!(
                 "no audit naming {expected} within 30 s\nstdout:\n{audits}\nstderr:\n{}",
                 output("stderr")
             );
         }
     }
-    let _ = monitor.kill();
-    let _ = monitor.wait();
     let audits = output("stdout");
     assert!(
         audits.contains("[busybox dns]") && audits.contains("known-bad domain"),

@@ -237,3 +237,69 @@ impl Drop for Cleanup {
         self.remove();
     }
 }
+
+/// `defender-lite monitor` running against this engine, in a directory of its own with
+/// the given rules and `[monitor]` settings (the engine's socket added), the sample feeds
+/// as its intelligence; its stdout and stderr kept in files. Killed when dropped.
+pub struct MonitorProcess {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl MonitorProcess {
+    pub fn start(engine: &Engine, rules: &str, monitor: &str) -> MonitorProcess {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rules.toml"), rules).unwrap();
+        std::fs::write(
+            dir.path().join("defender-lite.toml"),
+            format!(
+                "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n[monitor]\n\
+                 rules = \"rules.toml\"\n{monitor}\ndocker_socket = \"{}\"\n",
+                engine.socket().display()
+            ),
+        )
+        .unwrap();
+        let feeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
+        let stdout = std::fs::File::create(dir.path().join("stdout")).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
+            .current_dir(dir.path())
+            .args(["monitor", "--config", "defender-lite.toml", "--feeds"])
+            .arg(&feeds)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        MonitorProcess { dir, child }
+    }
+
+    /// What it wrote so far to `stdout` (the audits) or `stderr`.
+    pub fn output(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Waits until its stderr says `text` (how far start-up has come), for up to 20 s.
+    pub fn wait_for_stderr(&self, text: &str) {
+        let started = Instant::now();
+        while !self.output("stderr").contains(text) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "monitor did not start: {}",
+                self.output("stderr")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for MonitorProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
