@@ -5,6 +5,7 @@
 //!
 //! - [`bundle`]: the bundle format: keys, manifest, feed validation, build, the streaming
 //!   verifier and atomic unpacking. No network, no storage; `now` is always an argument.
+//! - [`import`] (feature `server`): the origin's importers, public sources into feed files.
 //! - [`archive`]: integrity checks of vendor archives (opaque, unsigned `.tar.gz`).
 //! - [`client`] (feature `client`): the sync client: sources, resumable downloads.
 //! - [`store`] (feature `server`): bundle files on disk, metadata in sled.
@@ -29,6 +30,8 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "server")]
 mod fsutil;
+#[cfg(feature = "server")]
+pub mod import;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

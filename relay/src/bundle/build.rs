@@ -15,8 +15,8 @@ use super::keys::SecretKey;
 use super::manifest::{FileEntry, check_path};
 use super::types::{HashingReader, HashingWriter};
 use super::{
-    FEEDS_DIR, FORMAT_VERSION, FeedKind, MANIFEST_PATH, Manifest, Payload, SIGNATURE_PATH,
-    Sequence, Sha256, Signature, Timestamp,
+    FEEDS_DIR, FORMAT_VERSION, FeedKind, InputProvenance, MANIFEST_PATH, Manifest, Payload,
+    SIGNATURE_PATH, Sequence, Sha256, Signature, Timestamp,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,34 @@ struct Source {
     kind: FeedKind,
     bundle_path: String,
     stem: String,
+    /// Where its provenance would be, if an importer wrote it.
+    provenance: PathBuf,
 }
+
+/// The directory of a feeds directory where importers leave each feed file's provenance
+/// (`.provenance/<kind>/<file>.json`); a dot directory, so older builders skip it.
+pub const PROVENANCE_DIR: &str = ".provenance";
+
+/// What an importer leaves beside a feed file it wrote: the file's digest (so provenance
+/// never outlives an edit of the file) and its inputs. The builder copies `inputs` into
+/// the file's manifest entry.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvenanceRecord {
+    pub sha256: Sha256,
+    pub inputs: Vec<InputProvenance>,
+}
+
+/// Where the provenance of feed file `file_name` of `kind` lives.
+pub fn provenance_path(feeds_dir: &Path, kind: FeedKind, file_name: &str) -> PathBuf {
+    feeds_dir
+        .join(PROVENANCE_DIR)
+        .join(kind.as_str())
+        .join(format!("{file_name}.json"))
+}
+
+/// Provenance records are small; a larger file is not one.
+const MAX_PROVENANCE: u64 = 1 << 20;
 
 /// Lists the feed files, sorted by their path in the bundle.
 fn collect(feeds_dir: &Path) -> Result<Vec<Source>, BuildError> {
@@ -211,6 +238,7 @@ fn collect(feeds_dir: &Path) -> Result<Vec<Source>, BuildError> {
             })?;
             let stem = name.split('.').next().unwrap_or(&name).to_owned();
             sources.push(Source {
+                provenance: provenance_path(feeds_dir, kind, &name),
                 path,
                 kind,
                 bundle_path,
@@ -238,13 +266,50 @@ fn describe(source: &Source) -> Result<FileEntry, BuildError> {
     // The validator may stop before the end (apps read everything; line readers stop at
     // EOF), so drain what is left to hash the whole file.
     io::copy(&mut reader, &mut io::sink()).map_err(|e| io_err(&source.path, e))?;
+    let sha256 = Sha256::from_hasher(reader.hasher);
     Ok(FileEntry {
         path: source.bundle_path.clone(),
-        sha256: Sha256::from_hasher(reader.hasher),
+        inputs: read_provenance(source, &sha256)?,
+        sha256,
         size: reader.count,
         kind: source.kind,
         records: validated.records,
     })
+}
+
+/// The inputs recorded beside a feed file, checked to describe these very bytes.
+fn read_provenance(source: &Source, sha256: &Sha256) -> Result<Vec<InputProvenance>, BuildError> {
+    let path = &source.provenance;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    let mut text = Vec::new();
+    file.take(MAX_PROVENANCE + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| io_err(path, e))?;
+    let layout = |reason: String| BuildError::Layout {
+        path: path.clone(),
+        reason,
+    };
+    if text.len() as u64 > MAX_PROVENANCE {
+        return Err(layout(format!(
+            "larger than {MAX_PROVENANCE} bytes: not a provenance record"
+        )));
+    }
+    let record: ProvenanceRecord = serde_json::from_slice(&text)
+        .map_err(|e| layout(format!("not a provenance record: {e}")))?;
+    if record.sha256 != *sha256 {
+        return Err(layout(format!(
+            "describes other content than {} (sha256 {} there, {} now): the feed file was \
+             changed after it was imported; import it again or delete this record",
+            source.path.display(),
+            record.sha256,
+            sha256
+        )));
+    }
+    Ok(record.inputs)
 }
 
 /// Appends a regular file entry with fixed owner, mode and mtime. `data` must yield

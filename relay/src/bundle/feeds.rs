@@ -5,13 +5,12 @@
 //! origin validated, and verification must stay as fast as hashing.
 
 use std::io::BufRead;
-use std::net::IpAddr;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::FeedKind;
 use super::apps::AppSpec;
+use super::lines;
 
 /// The first bad line of a feed file.
 #[derive(Debug, thiserror::Error)]
@@ -37,15 +36,15 @@ pub fn validate_feed(
 ) -> Result<ValidatedFeed, FeedError> {
     match kind {
         FeedKind::Osv => each_line(input, |line| {
-            check_osv(line.trim_end_matches('\r')).map(|()| true)
+            check_osv_record(line.trim_end_matches('\r'))
+                .map(|_| true)
+                .map_err(|p| p.message)
         }),
-        FeedKind::Domains => each_line(input, |line| match strip_comment(line) {
-            "" => Ok(false),
-            name => check_domain(name).map(|()| true),
+        FeedKind::Domains => each_line(input, |line| {
+            lines::parse_domain_line(line).map(|rule| rule.is_some())
         }),
-        FeedKind::Ips => each_line(input, |line| match strip_comment(line) {
-            "" => Ok(false),
-            addr => check_ip(addr).map(|()| true),
+        FeedKind::Ips => each_line(input, |line| {
+            lines::parse_ip_line(line).map(|net| net.is_some())
         }),
         FeedKind::Apps => {
             let mut text = String::new();
@@ -86,68 +85,6 @@ fn each_line(
     }
 }
 
-fn strip_comment(line: &str) -> &str {
-    line.split('#').next().unwrap_or("").trim()
-}
-
-/// A domain name: lower case, labels of `a-z 0-9 -` (no leading or trailing `-`),
-/// 1-63 bytes each, at least two labels, 253 bytes at most, not ending in a numeric
-/// label (that would be an address).
-fn check_domain(name: &str) -> Result<(), String> {
-    if name.len() > 253 {
-        return Err(format!("domain {name:?} is longer than 253 characters"));
-    }
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Err(format!("domain {name:?} must be lower case"));
-    }
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() < 2 {
-        return Err(format!(
-            "domain {name:?} needs at least two labels (like example.com)"
-        ));
-    }
-    for label in &labels {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && !label.starts_with('-')
-            && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !ok {
-            return Err(format!(
-                "domain {name:?}: label {label:?} must be 1-63 characters of a-z, 0-9 and - (not at either end)"
-            ));
-        }
-    }
-    if labels
-        .last()
-        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return Err(format!(
-            "domain {name:?} ends in a numeric label; addresses belong in the ips feed"
-        ));
-    }
-    Ok(())
-}
-
-/// An IPv4/IPv6 address, or a CIDR range written with its network address.
-fn check_ip(text: &str) -> Result<(), String> {
-    if text.parse::<IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let net: IpNet = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IPv4/IPv6 address or CIDR range"))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "{text:?} has host bits set; the range is {}",
-            net.trunc()
-        ));
-    }
-    Ok(())
-}
-
 fn check_app(stem: &str, text: &str) -> Result<ValidatedFeed, FeedError> {
     let app: AppSpec = serde_json::from_str(text).map_err(|e| {
         // serde_json appends the position to its message; the line goes in front instead.
@@ -179,6 +116,7 @@ fn check_app(stem: &str, text: &str) -> Result<ValidatedFeed, FeedError> {
 struct OsvRecord {
     id: String,
     modified: String,
+    withdrawn: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     affected: Vec<OsvAffected>,
 }
@@ -222,58 +160,108 @@ enum OsvEvent {
     Limit(String),
 }
 
-fn check_osv(line: &str) -> Result<(), String> {
+/// Why an OSV record is refused: the rule (a stable name, for counting) and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsvProblem {
+    pub rule: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for OsvProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a good OSV record is known by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsvRecordKey {
+    pub id: String,
+    pub modified: super::Timestamp,
+    /// `withdrawn` is set: the record must not match anything.
+    pub withdrawn: bool,
+}
+
+/// Checks one OSV record (one line of JSON) against the rules a scanner relies on; the
+/// builder's validation and the origin's importer both call this.
+pub fn check_osv_record(line: &str) -> Result<OsvRecordKey, OsvProblem> {
+    let problem = |rule: &'static str, message: String| OsvProblem { rule, message };
     if line.trim().is_empty() {
-        return Err("empty line (one OSV record per line)".into());
+        return Err(problem(
+            "empty-line",
+            "empty line (one OSV record per line)".into(),
+        ));
     }
     let rec: OsvRecord = serde_json::from_str(line).map_err(|e| {
         // The record is one line: its column is what locates the fault.
         let message = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
         let message = message.strip_suffix(&suffix).unwrap_or(&message);
-        format!("not an OSV record: {message} (column {})", e.column())
+        problem(
+            "not-osv",
+            format!("not an OSV record: {message} (column {})", e.column()),
+        )
     })?;
     if rec.id.trim().is_empty() {
-        return Err("OSV record with an empty id".into());
+        return Err(problem("empty-id", "OSV record with an empty id".into()));
     }
     let id = &rec.id;
-    if rec.modified.parse::<super::Timestamp>().is_err() {
-        return Err(format!(
-            "{id}: modified {:?} is not an RFC 3339 timestamp",
-            rec.modified
+    let Ok(modified) = rec.modified.parse::<super::Timestamp>() else {
+        return Err(problem(
+            "modified-not-rfc3339",
+            format!(
+                "{id}: modified {:?} is not an RFC 3339 timestamp",
+                rec.modified
+            ),
         ));
-    }
+    };
     if rec.affected.is_empty() {
-        return Err(format!("{id}: no affected packages"));
+        return Err(problem(
+            "no-affected",
+            format!("{id}: no affected packages"),
+        ));
     }
     for (i, affected) in rec.affected.iter().enumerate() {
         let Some(pkg) = &affected.package else {
-            return Err(format!("{id}: affected[{i}] has no package"));
+            return Err(problem(
+                "affected-without-package",
+                format!("{id}: affected[{i}] has no package"),
+            ));
         };
         if pkg.ecosystem.trim().is_empty() || pkg.name.trim().is_empty() {
-            return Err(format!(
-                "{id}: affected[{i}].package needs an ecosystem and a name"
+            return Err(problem(
+                "package-without-ecosystem-or-name",
+                format!("{id}: affected[{i}].package needs an ecosystem and a name"),
             ));
         }
         if affected.ranges.is_empty() && affected.versions.as_ref().is_none_or(Vec::is_empty) {
-            return Err(format!(
-                "{id}: affected[{i}] has neither ranges nor versions"
+            return Err(problem(
+                "affected-without-ranges-or-versions",
+                format!("{id}: affected[{i}] has neither ranges nor versions"),
             ));
         }
         for (j, range) in affected.ranges.iter().enumerate() {
-            check_osv_range(range)
-                .map_err(|reason| format!("{id}: affected[{i}].ranges[{j}]: {reason}"))?;
+            check_osv_range(range).map_err(|(rule, reason)| {
+                problem(rule, format!("{id}: affected[{i}].ranges[{j}]: {reason}"))
+            })?;
         }
     }
-    Ok(())
+    Ok(OsvRecordKey {
+        id: rec.id,
+        modified,
+        withdrawn: rec.withdrawn.is_some(),
+    })
 }
 
-fn check_osv_range(range: &OsvRange) -> Result<(), String> {
+fn check_osv_range(range: &OsvRange) -> Result<(), (&'static str, String)> {
     if !matches!(range.events.first(), Some(OsvEvent::Introduced(_))) {
-        return Err("the first event must be `introduced`".into());
+        return Err((
+            "range-not-starting-with-introduced",
+            "the first event must be `introduced`".into(),
+        ));
     }
     if range.kind == OsvRangeType::Git && range.repo.as_deref().is_none_or(str::is_empty) {
-        return Err("a GIT range needs a repo".into());
+        return Err(("git-range-without-repo", "a GIT range needs a repo".into()));
     }
     for event in &range.events {
         let v = match event {
@@ -283,10 +271,13 @@ fn check_osv_range(range: &OsvRange) -> Result<(), String> {
             | OsvEvent::Limit(v) => v,
         };
         if v.trim().is_empty() {
-            return Err("empty version in an event".into());
+            return Err(("empty-event-version", "empty version in an event".into()));
         }
         if range.kind == OsvRangeType::Semver && v != "0" && semver::Version::parse(v).is_err() {
-            return Err(format!("{v:?} is not a semantic version"));
+            return Err((
+                "semver-range-invalid-version",
+                format!("{v:?} is not a semantic version"),
+            ));
         }
     }
     Ok(())

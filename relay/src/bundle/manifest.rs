@@ -46,6 +46,48 @@ pub struct FileEntry {
     pub size: u64,
     pub kind: FeedKind,
     pub records: u64,
+    /// Where the file's records came from, when an importer made it (`relay feeds
+    /// import`, the origin service); absent for feed files written by hand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputProvenance>,
+}
+
+/// One input of an imported feed file: what it was, where it came from, when, its
+/// digest as read, and what the importer made of its records.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputProvenance {
+    /// The operator's name for the input (`go-vulndb`, `firehol-level1`).
+    pub name: String,
+    /// The URL it was fetched from, or the file it was read from.
+    pub location: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// When it was fetched (or read).
+    pub retrieved: Timestamp,
+    /// SHA-256 of the input as read (a directory: of its sorted `path sha256` lines).
+    pub sha256: Sha256,
+    pub size: u64,
+    pub counts: ImportCounts,
+}
+
+/// What an importer did with an input's records. Every record read is counted once: as
+/// kept, merged, refused or withdrawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportCounts {
+    /// Records (entries, lines that hold one) read from the input.
+    pub read: u64,
+    /// Written to the feed file.
+    pub kept: u64,
+    /// Folded into another record: a duplicate, an older version of the same id, a name
+    /// or range that another entry already covers.
+    pub merged: u64,
+    /// Set aside by a named rule (the importer's report lists them).
+    pub refused: u64,
+    /// OSV records withdrawn by their publisher (newest version): kept out of the feed.
+    #[serde(default)]
+    pub withdrawn: u64,
 }
 
 /// The feed kinds of format version 1.

@@ -10,17 +10,25 @@ mod build;
 mod feeds;
 mod framing;
 mod keys;
+pub mod lines;
 mod manifest;
 mod types;
 mod unpack;
 mod verify;
 
 pub use apps::{AppSpec, ConfigSource, FlagSpec, IniPort, KeyPort, PortProtocol, XmlPort};
-pub use build::{BuildError, BuildOptions, build};
-pub use feeds::{FeedError, ValidatedFeed, validate_feed};
+pub use build::{
+    BuildError, BuildOptions, PROVENANCE_DIR, ProvenanceRecord, build, provenance_path,
+};
+pub use feeds::{
+    FeedError, OsvProblem, OsvRecordKey, ValidatedFeed, check_osv_record, validate_feed,
+};
 pub use framing::CANONICAL_GZIP_HEADER;
 pub use keys::{KeyError, PublicKey, SecretKey, TrustStore};
-pub use manifest::{FORMAT_VERSION, FeedKind, FileEntry, Manifest, Payload, Signature};
+pub use manifest::{
+    FORMAT_VERSION, FeedKind, FileEntry, ImportCounts, InputProvenance, Manifest, Payload,
+    Signature,
+};
 pub use types::{HashingSink, KeyId, Sequence, Sha256, Timestamp};
 pub use unpack::{UnpackError, unpack};
 pub use verify::{

@@ -157,6 +157,26 @@ fn print_manifest(m: &Manifest, sig: &Signature) {
             "  {:<8} {:>10} bytes {:>8} records  {}  {}",
             f.kind, f.size, f.records, f.sha256, f.path
         );
+        for input in &f.inputs {
+            let c = &input.counts;
+            println!(
+                "           from {} ({}), retrieved {}, sha256 {}, {} bytes{}",
+                input.name,
+                input.location,
+                input.retrieved,
+                input.sha256,
+                input.size,
+                input
+                    .license
+                    .as_deref()
+                    .map(|l| format!(", license {l}"))
+                    .unwrap_or_default()
+            );
+            println!(
+                "             read {}, kept {}, merged {}, withdrawn {}, refused {}",
+                c.read, c.kept, c.merged, c.withdrawn, c.refused
+            );
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 mod bundle;
+mod feeds;
 mod fleet;
 mod keys;
 mod ping;
@@ -38,6 +39,9 @@ pub enum Command {
     /// Build, verify and inspect bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Import public sources (OSV, blocklists, netsets) into feed files, for `bundle build`.
+    #[command(subcommand)]
+    Feeds(feeds::FeedsCommand),
     /// Run the relay: serve bundles over TLS with basic auth. With no configuration it
     /// makes a data directory, a dev CA and certificate, credentials and a sample bundle.
     Serve(serve::ServeArgs),
@@ -89,6 +93,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
+        Command::Feeds(cmd) => feeds::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Certs(cmd) => admin::certs(cmd),
         Command::Users(cmd) => admin::users(cmd),
