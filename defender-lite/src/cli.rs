@@ -2,6 +2,7 @@
 //! Exit codes: 0 success, 1 a check failed (a bundle did not verify), 2 an error.
 
 use std::fs::File;
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -184,14 +185,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     crate::feeds::Feeds::applied(&config.data_dir)?
                 }
             };
-            let report = crate::scan::scan(&path, &feeds)
+            let scan = crate::scan::scan(&path, &feeds)
                 .with_context(|| format!("scanning {}", path.display()))?;
+            let report = scan.report();
+            // Written as a stream: the report holds references, not rendered text.
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             match format {
-                ScanFormat::Table => print!("{}", report.table()),
-                ScanFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                ScanFormat::Sarif => println!("{}", serde_json::to_string_pretty(&report.sarif())?),
+                ScanFormat::Table => report.write_table(&mut out),
+                ScanFormat::Json => report.write_json(&mut out),
+                ScanFormat::Sarif => report.write_sarif(&mut out),
             }
-            if report.coverage == "no_database" {
+            .and_then(|()| out.flush())
+            .context("writing the report")?;
+            if report.coverage() == crate::inventory::Coverage::NoDatabase {
                 eprintln!(
                     "defender-lite: no package database found in {}: nothing was scanned",
                     path.display()

@@ -13,15 +13,21 @@
 //! meaning), so [`OsvRecord`] here reads the fields matching needs.
 //!
 //! Matching follows the OSV schema's evaluation: a version is affected if it is listed
-//! in `versions`, or if, in some `ECOSYSTEM` or `SEMVER` range, it is below one of the
-//! range's `limit`s (none means no limit) and walking the events sorted by version
-//! (`introduced: "0"` first; at equal versions `introduced` first) leaves it inside an
-//! `[introduced, fixed)` or `[introduced, last_affected]` interval. `GIT` ranges need the
-//! repository and are ignored, as are `database_specific` and `ecosystem_specific`
-//! except for severity. An event version its scheme cannot read is dropped (and
-//! counted in [`IndexStats::unreadable_versions`]): a lost `fixed` widens the range, so
-//! the error is a reported finding, never a silent miss; a range left without an
-//! `introduced` is dropped.
+//! in `versions` (verbatim, or equal under the scheme), or if, in some `ECOSYSTEM` or
+//! `SEMVER` range, it is below one of the range's `limit`s (none means no limit) and
+//! walking the events sorted by version (`introduced: "0"` first; at equal versions
+//! `introduced` first) leaves it inside an `[introduced, fixed)` or
+//! `[introduced, last_affected]` interval. `GIT` ranges need the repository and are
+//! ignored, as are `database_specific` and `ecosystem_specific` except for severity. An
+//! event version its scheme cannot read is dropped (and counted in
+//! [`IndexStats::unreadable_versions`]): a lost `fixed` widens the range, so the error
+//! is a reported finding, never a silent miss; a range left without an `introduced` is
+//! dropped. An installed version its scheme cannot read (PyPI `0.7.1.fix1`) still
+//! matches the `versions` lists that write it out, and the lookup says that ranges
+//! went unevaluated ([`UnreadableVersion`]).
+//!
+//! Severity comes from the record's CVSS vectors, scored here (v4.0, else v3.x, else
+//! v2: [`cvss_base_score`]), then from the words databases add ([`Severity`]).
 //!
 //! Packages are keyed by ecosystem family (`Debian` of `Debian:12`, case-insensitive)
 //! and name, normalized where the ecosystem treats names loosely (PyPI per PEP 503,
@@ -108,12 +114,10 @@ pub fn normalize_name(ecosystem: &str, name: &str) -> String {
 /// A severity level. Ordered: `Unknown < Low < Medium < High < Critical`.
 ///
 /// From a CVSS vector, the level is the qualitative rating of the base score computed
-/// from the vector ([`cvss_base_score`]): v3 0.1-3.9 Low, 4.0-6.9 Medium, 7.0-8.9 High,
-/// 9.0-10.0 Critical; v2 (NVD's ratings) 0.0-3.9 Low, 4.0-6.9 Medium, 7.0-10.0 High.
-/// There is no "None" level: a v3 score of 0.0, which advisories do not publish in
-/// practice, reads as Low. CVSS v4 vectors are not scored here (v4 needs FIRST's
-/// lookup tables); a record with only a v4 vector takes its level from a severity
-/// word, or stays Unknown.
+/// from the vector ([`cvss_base_score`]): v4 and v3 0.1-3.9 Low, 4.0-6.9 Medium,
+/// 7.0-8.9 High, 9.0-10.0 Critical; v2 (NVD's ratings) 0.0-3.9 Low, 4.0-6.9 Medium,
+/// 7.0-10.0 High. There is no "None" level: a score of 0.0, which advisories do not
+/// publish in practice, reads as Low.
 ///
 /// Words ([`FromStr`], case-insensitive): `critical`; `high`, `important`; `medium`,
 /// `moderate`; `low`, `negligible`, `unimportant`; and `unknown`, `unspecified`,
@@ -137,6 +141,11 @@ impl Severity {
             s if s >= 4.0 => Severity::Medium,
             _ => Severity::Low,
         }
+    }
+
+    /// The CVSS v4.0 qualitative rating of a base score: v3's scale (0.0 reads as Low).
+    pub fn from_cvss4_score(score: f64) -> Severity {
+        Severity::from_cvss3_score(score)
     }
 
     /// NVD's rating of a CVSS v2 base score.
@@ -187,32 +196,69 @@ impl FromStr for Severity {
 
 /// A CVSS vector that could not be scored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CvssError {
-    #[error("CVSS vector {vector:?}: {reason}")]
-    Invalid { vector: String, reason: String },
-    #[error("CVSS vector {0:?}: version 4 is not scored here")]
-    Version4(String),
+#[error("CVSS vector {vector:?}: {reason}")]
+pub struct CvssError {
+    pub vector: String,
+    pub reason: String,
 }
 
-/// The base score of a CVSS v3.0/v3.1 vector (`CVSS:3.1/AV:N/...`) or a v2 vector
-/// (`AV:N/AC:L/Au:N/...`), computed with the specifications' formulas and rounding (v3
-/// uses 3.1's integer `Roundup`). Temporal and environmental metrics are ignored.
+/// The base score of a CVSS v4.0 (`CVSS:4.0/AV:N/...`), v3.0/v3.1 (`CVSS:3.1/AV:N/...`)
+/// or v2 (`AV:N/AC:L/Au:N/...`, in parentheses or not) vector, computed by the `cvss`
+/// crate (FIRST's formulas; for v4, FIRST's macrovector tables). Every base metric
+/// must be present. Only base metrics count: v3 and v2 temporal and environmental
+/// metrics are ignored, and so are v4's threat, environmental and supplemental metrics
+/// (the score is CVSS-B: an `E:U` written by the advisory would only lower it, so
+/// leaving it out never hides a finding from `--fail-on`).
 pub fn cvss_base_score(vector: &str) -> Result<f64, CvssError> {
     let vector = vector.trim();
-    let invalid = |reason: &str| CvssError::Invalid {
+    let invalid = |reason: String| CvssError {
         vector: vector.to_owned(),
-        reason: reason.to_owned(),
+        reason,
     };
-    if let Some(rest) = vector.strip_prefix("CVSS:") {
-        let (version, metrics) = rest.split_once('/').ok_or_else(|| invalid("no metrics"))?;
-        return match version {
-            "3.0" | "3.1" => cvss::v3(metrics).map_err(|reason| invalid(&reason)),
-            v if v.starts_with('4') => Err(CvssError::Version4(vector.to_owned())),
-            _ => Err(invalid("unknown CVSS version")),
-        };
+    let text = vector.trim_start_matches('(').trim_end_matches(')');
+    match text.parse::<cvss::Cvss>() {
+        Ok(cvss::Cvss::CvssV20(v2)) => Ok(v2.score().value()),
+        Ok(cvss::Cvss::CvssV30(v3) | cvss::Cvss::CvssV31(v3)) => {
+            // The crate scores a missing v3 metric as 0 instead of refusing it.
+            let base = [
+                v3.av.is_some(),
+                v3.ac.is_some(),
+                v3.pr.is_some(),
+                v3.ui.is_some(),
+                v3.s.is_some(),
+                v3.c.is_some(),
+                v3.i.is_some(),
+                v3.a.is_some(),
+            ];
+            if base.contains(&false) {
+                return Err(invalid("a base metric is missing".to_owned()));
+            }
+            Ok(v3.base_score().value())
+        }
+        // Parsed whole first, so that a bad threat or environmental metric is refused
+        // too; then scored on the base metrics alone.
+        Ok(cvss::Cvss::CvssV40(_)) => cvss4_base(text).map_err(|e| invalid(e.to_string())),
+        Ok(_) => Err(invalid("unsupported CVSS version".to_owned())),
+        Err(e) => Err(invalid(e.to_string())),
     }
-    let metrics = vector.trim_start_matches('(').trim_end_matches(')');
-    cvss::v2(metrics).map_err(|reason| invalid(&reason))
+}
+
+/// The CVSS-B score of a v4.0 vector: its base metrics only.
+fn cvss4_base(vector: &str) -> Result<f64, cvss::Error> {
+    const BASE: [&str; 11] = [
+        "AV", "AC", "AT", "PR", "UI", "VC", "VI", "VA", "SC", "SI", "SA",
+    ];
+    let mut base = String::with_capacity(vector.len());
+    for (i, piece) in vector.split('/').enumerate() {
+        let key = piece.split_once(':').map_or(piece, |(key, _)| key);
+        if i == 0 || BASE.iter().any(|b| b.eq_ignore_ascii_case(key)) {
+            if i > 0 {
+                base.push('/');
+            }
+            base.push_str(piece);
+        }
+    }
+    Ok(base.parse::<cvss::v4::Vector>()?.score().value())
 }
 
 /// The package at a version, as a scanner found it installed.
@@ -515,13 +561,17 @@ impl VulnIndex {
     }
 
     /// The records that affect `name` at `version` in `ecosystem`, sorted by id.
-    /// Fails only when the version cannot be read under the ecosystem's scheme.
+    ///
+    /// A version the ecosystem's scheme cannot read is still looked for, verbatim, in
+    /// the records' `versions` lists (the schema's first test needs no ordering), but
+    /// its ranges cannot be evaluated: that lookup fails with [`UnreadableVersion`],
+    /// which carries what did match.
     pub fn lookup(
         &self,
         ecosystem: &str,
         name: &str,
         version: &str,
-    ) -> Result<Vec<Finding<'_>>, VersionError> {
+    ) -> Result<Vec<Finding<'_>>, UnreadableVersion<'_>> {
         self.lookup_package(&Package {
             ecosystem,
             name,
@@ -533,9 +583,13 @@ impl VulnIndex {
     /// Like [`lookup`](Self::lookup), also matching records that name the package's
     /// source package (at the source version when given). One finding per record: of
     /// several matching entries, the highest severity and the smallest fix are kept.
-    pub fn lookup_package(&self, package: &Package<'_>) -> Result<Vec<Finding<'_>>, VersionError> {
+    pub fn lookup_package(
+        &self,
+        package: &Package<'_>,
+    ) -> Result<Vec<Finding<'_>>, UnreadableVersion<'_>> {
         let scheme = scheme_for(package.ecosystem);
-        let mut binary = Installed::new(package.version, scheme)?;
+        let mut binary = Installed::new(package.version);
+        let mut unreadable = binary.read_as(scheme).err();
         let mut matches = Vec::new();
         self.collect(
             package,
@@ -547,7 +601,10 @@ impl VulnIndex {
         if let Some(source) = &package.source {
             match source.version {
                 Some(version) => {
-                    let mut installed = Installed::new(version, scheme)?;
+                    let mut installed = Installed::new(version);
+                    if let Err(e) = installed.read_as(scheme) {
+                        unreadable.get_or_insert(e);
+                    }
                     self.collect(
                         package,
                         source.name,
@@ -597,7 +654,10 @@ impl VulnIndex {
                 }
             }
         }
-        Ok(findings)
+        match unreadable {
+            None => Ok(findings),
+            Some(error) => Err(UnreadableVersion { error, findings }),
+        }
     }
 
     /// Adds the entries under `name` that affect `installed` to `matches`.
@@ -605,7 +665,7 @@ impl VulnIndex {
         &'s self,
         package: &Package<'_>,
         name: &str,
-        installed: &mut Installed,
+        installed: &mut Installed<'_>,
         matched: NameMatch,
         matches: &mut Vec<Match<'s>>,
     ) {
@@ -644,29 +704,46 @@ struct Match<'s> {
 }
 
 /// The installed version, parsed under each scheme a range asks for (a `SEMVER` range
-/// of a PyPI record reads it as SemVer), once.
-struct Installed {
-    text: String,
-    parsed: HashMap<Scheme, Option<Version>>,
+/// of a PyPI record reads it as SemVer), at most once per scheme, without allocating.
+struct Installed<'t> {
+    text: &'t str,
+    /// By `Scheme as usize`: not tried yet, or the parse's outcome.
+    parsed: [Option<Option<Version>>; Scheme::ALL.len()],
 }
 
-impl Installed {
-    /// Fails when `text` is not a version of the ecosystem's own scheme.
-    fn new(text: &str, scheme: Scheme) -> Result<Self, VersionError> {
-        let version = scheme.parse(text)?;
-        Ok(Installed {
-            text: text.trim().to_owned(),
-            parsed: HashMap::from([(scheme, Some(version))]),
-        })
+impl<'t> Installed<'t> {
+    fn new(text: &'t str) -> Self {
+        Installed {
+            text: text.trim(),
+            parsed: [const { None }; Scheme::ALL.len()],
+        }
+    }
+
+    /// Reads the version under `scheme` now, to tell whether it can be.
+    fn read_as(&mut self, scheme: Scheme) -> Result<(), VersionError> {
+        let outcome = scheme.parse(self.text);
+        let result = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
+        self.parsed[scheme as usize] = Some(outcome.ok());
+        result
     }
 
     fn get(&mut self, scheme: Scheme) -> Option<&Version> {
-        let text = &self.text;
-        self.parsed
-            .entry(scheme)
-            .or_insert_with(|| scheme.parse(text).ok())
+        let text = self.text;
+        self.parsed[scheme as usize]
+            .get_or_insert_with(|| scheme.parse(text).ok())
             .as_ref()
     }
+}
+
+/// A lookup of a version its ecosystem's scheme cannot read (PyPI `0.7.1.fix1`): the
+/// ranges under that scheme were not evaluated, so "not affected" cannot be said.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}: matched against `versions` lists only, ranges not evaluated")]
+pub struct UnreadableVersion<'a> {
+    pub error: VersionError,
+    /// What matched all the same: records listing the version verbatim in `versions`
+    /// (and ranges of another scheme that reads it, such as `SEMVER` in PyPI).
+    pub findings: Vec<Finding<'a>>,
 }
 
 /// One `affected[]` entry with its versions parsed.
@@ -787,7 +864,7 @@ impl Entry {
         }
     }
 
-    fn affects(&self, installed: &mut Installed) -> bool {
+    fn affects(&self, installed: &mut Installed<'_>) -> bool {
         for range in &self.ranges {
             if let Some(version) = installed.get(range.scheme)
                 && range.contains(version)
@@ -798,18 +875,18 @@ impl Entry {
         if self.versions.is_empty() {
             return false;
         }
-        let text = installed.text.clone();
+        // The schema's test is the exact string, which holds whether or not the scheme
+        // reads the version; equal versions written differently (PEP 440's `1.0` and
+        // `1.0.0`) match too.
+        let text = installed.text;
         let own = installed.get(self.scheme);
-        self.versions
-            .iter()
-            .any(|(listed, parsed)| match (own, parsed) {
-                (Some(own), Some(parsed)) => own == parsed,
-                _ => **listed == text,
-            })
+        self.versions.iter().any(|(listed, parsed)| {
+            **listed == *text || matches!((own, parsed), (Some(own), Some(parsed)) if own == parsed)
+        })
     }
 
     /// The smallest `fixed` above the installed version, in any of the entry's ranges.
-    fn fixed_above(&self, installed: &mut Installed) -> Option<(&Version, &str)> {
+    fn fixed_above(&self, installed: &mut Installed<'_>) -> Option<(&Version, &str)> {
         let mut best: Option<(&Version, &str)> = None;
         for range in &self.ranges {
             let Some(version) = installed.get(range.scheme) else {
@@ -1057,8 +1134,12 @@ impl Record {
     }
 }
 
-/// The level from `severity[]`: the highest CVSS v3 score, else v2, else an Ubuntu
-/// priority. v4 vectors are not scored.
+/// The level from `severity[]`: the highest CVSS v4 score, else the highest v3, else
+/// v2, else an Ubuntu priority.
+///
+/// The newest CVSS version the advisory publishes wins, as NVD chooses its primary
+/// score: it is the publisher's latest assessment, under the standard FIRST maintains.
+/// A vector that cannot be scored counts as absent, so an older version still speaks.
 fn from_vectors(list: &[OsvSeverity]) -> Option<(Severity, Option<f64>)> {
     let best = |kind: &str| {
         list.iter()
@@ -1066,6 +1147,9 @@ fn from_vectors(list: &[OsvSeverity]) -> Option<(Severity, Option<f64>)> {
             .filter_map(|s| cvss_base_score(&s.score).ok())
             .max_by(f64::total_cmp)
     };
+    if let Some(score) = best("CVSS_V4") {
+        return Some((Severity::from_cvss4_score(score), Some(score)));
+    }
     if let Some(score) = best("CVSS_V3") {
         return Some((Severity::from_cvss3_score(score), Some(score)));
     }
@@ -1116,139 +1200,6 @@ pub(crate) fn package_key(ecosystem: &str, name: &str) -> String {
     key.push('\0');
     key.push_str(&normalize_name(ecosystem, name));
     key
-}
-
-/// CVSS base scores, from the specifications' formulas.
-mod cvss {
-    /// The values of `names` in a `K:V/K:V` vector; other metrics are ignored.
-    fn base_metrics<'a, const N: usize>(
-        metrics: &'a str,
-        names: [&str; N],
-    ) -> Result<[&'a str; N], String> {
-        let mut values: [Option<&str>; N] = [None; N];
-        for piece in metrics.split('/').filter(|p| !p.is_empty()) {
-            let (key, value) = piece
-                .split_once(':')
-                .ok_or_else(|| format!("{piece:?} is not METRIC:VALUE"))?;
-            if let Some(i) = names.iter().position(|n| *n == key)
-                && values[i].replace(value).is_some()
-            {
-                return Err(format!("metric {key} given twice"));
-            }
-        }
-        let mut out = [""; N];
-        for (i, value) in values.into_iter().enumerate() {
-            out[i] = value.ok_or_else(|| format!("metric {} missing", names[i]))?;
-        }
-        Ok(out)
-    }
-
-    fn bad(metric: &str, value: &str) -> String {
-        format!("{metric}:{value} is not a valid value")
-    }
-
-    /// CVSS v3.1's `Roundup`: the smallest one-decimal number not below `x`, computed
-    /// on integers so that 4.000000000000001 stays 4.0.
-    fn roundup(x: f64) -> f64 {
-        let int_input = (x * 100_000.0).round() as i64;
-        if int_input % 10_000 == 0 {
-            int_input as f64 / 100_000.0
-        } else {
-            (int_input / 10_000 + 1) as f64 / 10.0
-        }
-    }
-
-    pub(super) fn v3(metrics: &str) -> Result<f64, String> {
-        let [av, ac, pr, ui, s, c, i, a] =
-            base_metrics(metrics, ["AV", "AC", "PR", "UI", "S", "C", "I", "A"])?;
-        let changed = match s {
-            "U" => false,
-            "C" => true,
-            v => return Err(bad("S", v)),
-        };
-        let av = match av {
-            "N" => 0.85,
-            "A" => 0.62,
-            "L" => 0.55,
-            "P" => 0.2,
-            v => return Err(bad("AV", v)),
-        };
-        let ac = match ac {
-            "L" => 0.77,
-            "H" => 0.44,
-            v => return Err(bad("AC", v)),
-        };
-        let pr = match (pr, changed) {
-            ("N", _) => 0.85,
-            ("L", false) => 0.62,
-            ("L", true) => 0.68,
-            ("H", false) => 0.27,
-            ("H", true) => 0.5,
-            (v, _) => return Err(bad("PR", v)),
-        };
-        let ui = match ui {
-            "N" => 0.85,
-            "R" => 0.62,
-            v => return Err(bad("UI", v)),
-        };
-        let cia = |name, v| match v {
-            "H" => Ok(0.56),
-            "L" => Ok(0.22),
-            "N" => Ok(0.0),
-            v => Err(bad(name, v)),
-        };
-        let (c, i, a) = (cia("C", c)?, cia("I", i)?, cia("A", a)?);
-        let iss = 1.0 - (1.0 - c) * (1.0 - i) * (1.0 - a);
-        let impact = if changed {
-            7.52 * (iss - 0.029) - 3.25 * (iss - 0.02_f64).powi(15)
-        } else {
-            6.42 * iss
-        };
-        let exploitability = 8.22 * av * ac * pr * ui;
-        if impact <= 0.0 {
-            return Ok(0.0);
-        }
-        Ok(if changed {
-            roundup((1.08 * (impact + exploitability)).min(10.0))
-        } else {
-            roundup((impact + exploitability).min(10.0))
-        })
-    }
-
-    pub(super) fn v2(metrics: &str) -> Result<f64, String> {
-        let [av, ac, au, c, i, a] = base_metrics(metrics, ["AV", "AC", "Au", "C", "I", "A"])?;
-        let av = match av {
-            "L" => 0.395,
-            "A" => 0.646,
-            "N" => 1.0,
-            v => return Err(bad("AV", v)),
-        };
-        let ac = match ac {
-            "H" => 0.35,
-            "M" => 0.61,
-            "L" => 0.71,
-            v => return Err(bad("AC", v)),
-        };
-        let au = match au {
-            "M" => 0.45,
-            "S" => 0.56,
-            "N" => 0.704,
-            v => return Err(bad("Au", v)),
-        };
-        let cia = |name, v| match v {
-            "N" => Ok(0.0),
-            "P" => Ok(0.275),
-            "C" => Ok(0.660),
-            v => Err(bad(name, v)),
-        };
-        let (c, i, a) = (cia("C", c)?, cia("I", i)?, cia("A", a)?);
-        let impact = 10.41 * (1.0 - (1.0 - c) * (1.0 - i) * (1.0 - a));
-        let exploitability = 20.0 * av * ac * au;
-        let f = if impact == 0.0 { 0.0 } else { 1.176 };
-        let score: f64 = ((0.6 * impact) + (0.4 * exploitability) - 1.5) * f;
-        // Round half up to one decimal, after shedding binary noise (4.35 stays 4.4).
-        Ok(((score * 10.0 * 1e6).round() / 1e6).round().max(0.0) / 10.0)
-    }
 }
 
 #[cfg(test)]
@@ -1317,12 +1268,12 @@ mod tests {
 
     #[test]
     fn cvss_rejects_what_it_cannot_score() {
-        assert!(matches!(
-            cvss_base_score("CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N"),
-            Err(CvssError::Version4(_))
-        ));
         for bad in [
             "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H",
+            "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H/XX:Y",
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N",
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N/E:Q",
+            "CVSS:5.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
             "CVSS:3.1/AV:X/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
             "CVSS:3.1/AV:N/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H",
             "CVSS:2.9/AV:N",

@@ -1,13 +1,15 @@
 //! OSV matching rules, one test each, on small hand-made records: events and their
-//! order, `last_affected`, `limit`, `versions` lists, ignored `GIT` ranges, withdrawn
-//! and duplicate records, severity (CVSS scores checked against published ones),
-//! the fixed version reported, ecosystems, releases, names and source packages.
+//! order, `last_affected`, `limit`, `versions` lists (also for installed versions the
+//! ecosystem's scheme cannot read), ignored `GIT` ranges, withdrawn and duplicate
+//! records, severity (CVSS v2, v3 and v4 scores checked against published ones, and
+//! real RustSec records scored only with v4), the fixed version reported, ecosystems,
+//! releases, names and source packages.
 
 #![allow(clippy::unwrap_used)]
 
 use defender_lite::osv::{
-    Finding, NameMatch, Package, Severity, SourcePackage, VulnIndex, VulnIndexBuilder,
-    cvss_base_score,
+    Finding, NameMatch, Package, Severity, SourcePackage, UnreadableVersion, VulnIndex,
+    VulnIndexBuilder, cvss_base_score,
 };
 use defender_lite::version::VersionError;
 use serde_json::{Value, json};
@@ -356,6 +358,18 @@ fn severity_from_vectors_words_and_their_precedence() {
             json!({ "severity": [{ "type": "CVSS_V2", "score": "AV:N/AC:M/Au:N/C:N/I:P/A:N" }] }),
         ),
         record(
+            "V4-AND-V3",
+            "npm",
+            "p",
+            events.clone(),
+            json!({
+                "severity": [
+                    { "type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H" },
+                    { "type": "CVSS_V4", "score": "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:N/VA:H/SC:N/SI:N/SA:N" },
+                ],
+            }),
+        ),
+        record(
             "V4-AND-WORD",
             "npm",
             "p",
@@ -399,7 +413,10 @@ fn severity_from_vectors_words_and_their_precedence() {
             ("V2", Severity::Medium, Some(4.3)),
             // A v3 vector outranks v2 and the word.
             ("V3", Severity::Medium, Some(6.5)),
-            ("V4-AND-WORD", Severity::Medium, None),
+            // The newest CVSS version the record publishes wins, even when lower.
+            ("V4-AND-V3", Severity::High, Some(8.7)),
+            // A v4 vector outranks the word.
+            ("V4-AND-WORD", Severity::Critical, Some(9.3)),
         ]
     );
 }
@@ -432,12 +449,34 @@ fn cvss_scores_match_published_ones() {
         ("CVSS:3.1/AV:N/AC:H/PR:H/UI:N/S:U/C:H/I:N/A:N", 4.4),  // CVE-2024-37891
         ("CVSS:3.0/AV:N/AC:L/PR:N/UI:R/S:C/C:L/I:L/A:N", 6.1),  // CVE-2018-14040
         ("CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:N/I:N/A:N", 0.0),
-        ("AV:N/AC:L/Au:N/C:C/I:C/A:C", 10.0), // CVE-2014-6271
-        ("AV:N/AC:L/Au:N/C:P/I:P/A:P", 7.5),  // NVD v2 calculator
-        ("AV:L/AC:L/Au:N/C:C/I:C/A:C", 7.2),  // CVE-2016-5195
-        ("AV:N/AC:M/Au:N/C:P/I:P/A:P", 6.8),  // NVD v2 calculator
-        ("AV:N/AC:L/Au:N/C:P/I:N/A:N", 5.0),  // CVE-2014-0160
-        ("AV:N/AC:M/Au:N/C:N/I:P/A:N", 4.3),  // CVE-2019-11358
+        ("AV:N/AC:L/Au:N/C:C/I:C/A:C", 10.0),  // CVE-2014-6271
+        ("AV:N/AC:L/Au:N/C:P/I:P/A:P", 7.5),   // NVD v2 calculator
+        ("AV:L/AC:L/Au:N/C:C/I:C/A:C", 7.2),   // CVE-2016-5195
+        ("AV:N/AC:M/Au:N/C:P/I:P/A:P", 6.8),   // NVD v2 calculator
+        ("AV:N/AC:L/Au:N/C:P/I:N/A:N", 5.0),   // CVE-2014-0160
+        ("AV:N/AC:M/Au:N/C:N/I:P/A:N", 4.3),   // CVE-2019-11358
+        ("(AV:N/AC:M/Au:N/C:N/I:P/A:N)", 4.3), // NVD's parentheses
+        (
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:H/VI:H/VA:H/SC:N/SI:N/SA:N",
+            9.3,
+        ), // FIRST v4.0 calculator
+        (
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:N/VA:H/SC:N/SI:N/SA:N",
+            8.7,
+        ), // GHSA-6xvm-j4wr-6v98
+        (
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:L/VI:N/VA:N/SC:N/SI:N/SA:N",
+            6.9,
+        ), // FIRST v4.0 calculator
+        (
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:N/VA:N/SC:N/SI:N/SA:N",
+            0.0,
+        ),
+        // Threat, environmental and supplemental metrics are not base metrics: CVSS-B.
+        (
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:N/VA:H/SC:N/SI:N/SA:N/E:U/CR:L/MAV:P/S:P",
+            8.7,
+        ),
     ] {
         assert_eq!(cvss_base_score(vector), Ok(published), "{vector}");
     }
@@ -446,6 +485,59 @@ fn cvss_scores_match_published_ones() {
     assert_eq!(Severity::from_cvss3_score(6.9), Severity::Medium);
     assert_eq!(Severity::from_cvss3_score(3.9), Severity::Low);
     assert_eq!(Severity::from_cvss2_score(10.0), Severity::High);
+    assert_eq!(Severity::from_cvss4_score(9.3), Severity::Critical);
+    assert_eq!(Severity::from_cvss4_score(8.7), Severity::High);
+    assert_eq!(Severity::from_cvss4_score(6.9), Severity::Medium);
+    assert_eq!(Severity::from_cvss4_score(0.0), Severity::Low);
+}
+
+#[test]
+fn rustsec_records_scored_only_with_cvss_v4() {
+    // Real RustSec advisories whose one severity is a CVSS v4.0 vector (57 of the
+    // database's records in 2026): they used to read as Unknown.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/osv/rustsec-cvss-v4-only.jsonl"
+    );
+    let mut builder = VulnIndexBuilder::new();
+    let stats = builder.add_file(std::path::Path::new(path)).unwrap();
+    assert_eq!((stats.records, stats.invalid), (3, 0));
+    let index = builder.build();
+    let one = |name: &str, version: &str| {
+        let found = index.lookup("crates.io", name, version).unwrap();
+        assert_eq!(found.len(), 1, "{name} {version}");
+        let f = &found[0];
+        (
+            f.vulnerability.id.as_str(),
+            f.severity,
+            f.cvss_score,
+            f.fixed,
+        )
+    };
+    assert_eq!(
+        one("quinn-proto", "0.11.13"),
+        (
+            "RUSTSEC-2026-0037",
+            Severity::High,
+            Some(8.7),
+            Some("0.11.14")
+        )
+    );
+    // `.../SA:N/E:P`: scored on its base metrics (E:P would only lower it).
+    assert_eq!(
+        one("deno", "2.2.4"),
+        (
+            "RUSTSEC-2025-0138",
+            Severity::Medium,
+            Some(6.9),
+            Some("2.2.5")
+        )
+    );
+    // No impact at all scores 0.0, which reads as Low.
+    assert_eq!(
+        one("libcrux-psq", "0.0.6"),
+        ("RUSTSEC-2026-0024", Severity::Low, Some(0.0), Some("0.0.7"))
+    );
 }
 
 #[test]
@@ -668,9 +760,93 @@ fn unreadable_versions() {
     // An installed version its scheme cannot read is an error, not "not affected".
     assert!(matches!(
         index.lookup("npm", "p", "not-a-version"),
-        Err(VersionError::Invalid { .. })
+        Err(UnreadableVersion {
+            error: VersionError::Invalid { .. },
+            ..
+        })
     ));
     assert!(index.lookup("npm", "p", "").is_err());
+}
+
+/// What an unreadable version's lookup still found: (ids, whether the error names it).
+fn listed_only(index: &VulnIndex, ecosystem: &str, name: &str, version: &str) -> Vec<String> {
+    let unreadable = index
+        .lookup(ecosystem, name, version)
+        .expect_err("the scheme should refuse this version");
+    assert!(
+        matches!(&unreadable.error, VersionError::Invalid { version: v, .. } if v == version),
+        "{unreadable}"
+    );
+    ids(&unreadable.findings)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn versions_the_scheme_cannot_read_still_match_versions_lists_verbatim() {
+    // As PyPI advisories (PYSEC, GHSA) list every release, including ones PEP 440 refuses.
+    let mut pysec = record(
+        "PYSEC-LISTED",
+        "PyPI",
+        "p",
+        range(
+            "ECOSYSTEM",
+            json!([{ "introduced": "0" }, { "fixed": "2.0.2" }]),
+        ),
+        json!({}),
+    );
+    pysec["affected"][0]["versions"] = json!(["0.7.0", "0.7.1.fix1", "2.0.1rc1", "2.0.1rc2-git"]);
+    // Go (module versions are SemVer), crates.io (SemVer) and Debian (dpkg) alike.
+    let mut go = record("GO-LISTED", "Go", "example.com/m", json!([]), json!({}));
+    go["affected"][0]["versions"] = json!(["1.0.0", "1.0.0.1"]);
+    let mut crate_listed = record("CRATE-LISTED", "crates.io", "c", json!([]), json!({}));
+    crate_listed["affected"][0]["versions"] = json!(["0.1.0", "0.1.0.beta"]);
+    let mut debian = record("DEB-LISTED", "Debian:12", "d", json!([]), json!({}));
+    debian["affected"][0]["versions"] = json!(["1.0-1", "x:1.0-1"]);
+    let index = index(&[pysec, go, crate_listed, debian]);
+
+    for version in ["0.7.1.fix1", "2.0.1rc2-git"] {
+        assert_eq!(listed_only(&index, "PyPI", "p", version), ["PYSEC-LISTED"]);
+    }
+    // Verbatim means verbatim: an unreadable version that is not listed matches nothing.
+    assert!(listed_only(&index, "PyPI", "p", "0.7.1.fix2").is_empty());
+    assert_eq!(
+        listed_only(&index, "Go", "example.com/m", "1.0.0.1"),
+        ["GO-LISTED"]
+    );
+    assert_eq!(
+        listed_only(&index, "crates.io", "c", "0.1.0.beta"),
+        ["CRATE-LISTED"]
+    );
+    assert_eq!(
+        listed_only(&index, "Debian:12", "d", "x:1.0-1"),
+        ["DEB-LISTED"]
+    );
+    // A source version (a binNMU's `Source: d (x:1.0-1)`) the scheme cannot read is
+    // matched the same way, and said so.
+    let binnmu = Package {
+        ecosystem: "Debian:12",
+        name: "libd1",
+        version: "1.0-1+b1",
+        source: Some(SourcePackage {
+            name: "d",
+            version: Some("x:1.0-1"),
+        }),
+    };
+    let unreadable = index.lookup_package(&binnmu).unwrap_err();
+    assert_eq!(ids(&unreadable.findings), ["DEB-LISTED"]);
+    assert_eq!(unreadable.findings[0].matched, NameMatch::Source);
+    // Readable versions are unchanged: listed, in the range, or neither.
+    assert_eq!(
+        affected(
+            &index,
+            "PyPI",
+            "p",
+            &["0.7.0", "2.0.1rc1", "2.0.1", "2.0.2"]
+        ),
+        ["0.7.0", "2.0.1rc1", "2.0.1"]
+    );
 }
 
 #[test]

@@ -472,3 +472,230 @@ fn the_applied_bundle_index_gives_the_same_findings_as_the_raw_feeds() {
         "{out:?}"
     );
 }
+
+/// A `Cargo.lock` listing crates.io packages (name, version).
+fn cargo_lock(crates: &[(&str, &str)]) -> String {
+    let mut lock = String::from("version = 3\n");
+    for (name, version) in crates {
+        lock += &format!(
+            "\n[[package]]\nname = \"{name}\"\nversion = \"{version}\"\n\
+             source = \"registry+https://github.com/rust-lang/crates.io-index\"\n"
+        );
+    }
+    lock
+}
+
+/// A feeds directory (`osv/records.jsonl`) in `dir`.
+fn write_feeds(dir: &Path, jsonl: &str) -> PathBuf {
+    let feeds = dir.join("feeds");
+    std::fs::create_dir_all(feeds.join("osv")).unwrap();
+    std::fs::write(feeds.join("osv/records.jsonl"), jsonl).unwrap();
+    feeds
+}
+
+#[test]
+fn records_scored_only_with_cvss_v4_fail_on_high() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rustsec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/osv/rustsec-cvss-v4-only.jsonl"
+    ))
+    .unwrap();
+    // A PyPI record that lists a release PEP 440 cannot read, as PYSEC records do.
+    let pysec = serde_json::json!({
+        "id": "PYSEC-0000-1",
+        "modified": "2024-01-01T00:00:00Z",
+        "affected": [{
+            "package": { "ecosystem": "PyPI", "name": "fixpkg" },
+            "ranges": [{ "type": "ECOSYSTEM", "events": [{ "introduced": "0" }, { "fixed": "0.8.0" }] }],
+            "versions": ["0.7.0", "0.7.1.fix1"],
+        }],
+    });
+    let feeds = write_feeds(tmp.path(), &format!("{rustsec}{pysec}\n"));
+    let rootfs = tmp.path().join("rootfs");
+    let lock = cargo_lock(&[
+        ("deno", "2.2.4"),
+        ("libcrux-psq", "0.0.6"),
+        ("quinn-proto", "0.11.13"),
+    ]);
+    let site = "usr/lib/python3/dist-packages/fixpkg-0.7.1.fix1.dist-info";
+    write_rootfs(
+        &rootfs,
+        &[
+            dir("app"),
+            file("app/Cargo.lock", lock),
+            dir("usr/lib/python3/dist-packages"),
+            dir(site),
+            file(
+                &format!("{site}/METADATA"),
+                "Metadata-Version: 2.1\nName: fixpkg\nVersion: 0.7.1.fix1\n",
+            ),
+        ],
+    );
+    let report = json_scan(&rootfs, &feeds);
+    let got: Vec<(&str, &str, Option<f64>)> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap(),
+                f["severity"].as_str().unwrap(),
+                f["cvss_score"].as_f64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("RUSTSEC-2026-0037", "high", Some(8.7)),
+            ("RUSTSEC-2025-0138", "medium", Some(6.9)),
+            ("RUSTSEC-2026-0024", "low", Some(0.0)),
+            // Listed verbatim; its range could not be evaluated, and a note says so.
+            ("PYSEC-0000-1", "unknown", None),
+        ],
+        "{report:#}"
+    );
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("fixpkg 0.7.1.fix1") && notes.contains("ranges not evaluated"),
+        "{notes}"
+    );
+    let root = rootfs.to_str().unwrap();
+    let feeds = feeds.to_str().unwrap();
+    let fail_on = |level| {
+        run(&["scan", root, "--feeds", feeds, "--fail-on", level])
+            .status
+            .code()
+    };
+    assert_eq!(fail_on("high"), Some(1));
+    assert_eq!(fail_on("critical"), Some(0));
+}
+
+#[test]
+fn many_findings_are_written_whole_and_in_order() {
+    // 30 lock files x 20 crates x 6 records per crate: 3,600 findings, each held as a
+    // row of references and written as a stream in every format.
+    const LOCKS: usize = 30;
+    const CRATES: usize = 20;
+    const RECORDS: usize = 6;
+    let tmp = tempfile::tempdir().unwrap();
+    let vectors = [
+        ("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),
+        (
+            "CVSS_V4",
+            "CVSS:4.0/AV:N/AC:L/AT:N/PR:N/UI:N/VC:N/VI:N/VA:H/SC:N/SI:N/SA:N",
+        ),
+        ("CVSS_V3", "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:N/I:N/A:H"),
+    ];
+    let mut jsonl = String::new();
+    for c in 0..CRATES {
+        for r in 0..RECORDS {
+            let (kind, score) = vectors[(c + r) % vectors.len()];
+            let mut record = serde_json::json!({
+                "id": format!("RUSTSEC-2099-{c:02}{r:02}"),
+                "modified": "2026-01-01T00:00:00Z",
+                "aliases": [format!("CVE-2099-{c:02}{r:02}")],
+                "summary": format!("advisory {r} of crate-{c:02}"),
+                "affected": [{
+                    "package": { "ecosystem": "crates.io", "name": format!("crate-{c:02}") },
+                    "ranges": [{ "type": "SEMVER", "events": [{ "introduced": "0" }, { "fixed": format!("1.{r}.0") }] }],
+                }],
+            });
+            // Every third record has no vector: Unknown.
+            if r % 3 != 2 {
+                record["severity"] = serde_json::json!([{ "type": kind, "score": score }]);
+            }
+            jsonl += &format!("{record}\n");
+        }
+    }
+    let feeds = write_feeds(tmp.path(), &jsonl);
+    let names: Vec<String> = (0..CRATES).map(|c| format!("crate-{c:02}")).collect();
+    let crates: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "0.1.0")).collect();
+    let lock = cargo_lock(&crates);
+    let mut items = vec![dir("srv")];
+    for l in 0..LOCKS {
+        items.push(dir(&format!("srv/app{l:02}")));
+        items.push(file(&format!("srv/app{l:02}/Cargo.lock"), lock.clone()));
+    }
+    let rootfs = tmp.path().join("rootfs");
+    write_rootfs(&rootfs, &items);
+
+    let total = LOCKS * CRATES * RECORDS;
+    let report = json_scan(&rootfs, &feeds);
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), total);
+    assert_eq!(report["summary"]["total"], total);
+    let rank = |s: &str| s.parse::<defender_lite::osv::Severity>().unwrap();
+    let keys: Vec<_> = findings
+        .iter()
+        .map(|f| {
+            let id = f["id"].as_str().unwrap();
+            let crate_name = f["package"].as_str().unwrap();
+            let r: usize = id[id.len() - 2..].parse().unwrap();
+            // Each finding is its own record's, for its own package and lock file.
+            assert_eq!(crate_name, f["advisory_package"], "{f}");
+            assert_eq!(&id[13..15], &crate_name[6..], "{f}");
+            assert_eq!(f["fixed"], format!("1.{r}.0"), "{f}");
+            assert_eq!(f["aliases"][0], format!("CVE-{}", &id[8..]), "{f}");
+            assert_eq!(f["version"], "0.1.0");
+            (
+                std::cmp::Reverse(rank(f["severity"].as_str().unwrap())),
+                crate_name.to_owned(),
+                id.to_owned(),
+                f["declared_in"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        keys, sorted,
+        "sorted by severity, package, id, declared_in; no repeats"
+    );
+    let counted: usize = ["critical", "high", "medium", "low", "unknown"]
+        .iter()
+        .map(|s| report["summary"][s].as_u64().unwrap() as usize)
+        .sum();
+    assert_eq!(counted, total);
+    assert_eq!(report["summary"]["unknown"], LOCKS * CRATES * (RECORDS / 3));
+
+    let root = rootfs.to_str().unwrap();
+    let feeds = feeds.to_str().unwrap();
+    let out = run(&["scan", root, "--feeds", feeds]);
+    assert!(out.status.success(), "{out:?}");
+    let table = stdout(&out);
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("crate-")).collect();
+    assert_eq!(rows.len(), total);
+    // The table's rows are the JSON's findings, in the same order, in aligned columns.
+    let id_column = table
+        .lines()
+        .find(|l| l.starts_with("PACKAGE"))
+        .unwrap()
+        .find("ID ")
+        .unwrap();
+    for (row, f) in rows.iter().zip(findings) {
+        let id = f["id"].as_str().unwrap();
+        assert_eq!(&row[id_column..id_column + id.len()], id, "{row}");
+        assert!(row.ends_with(f["declared_in"].as_str().unwrap()), "{row}");
+    }
+    assert!(table.contains(&format!("findings: {total} (")), "{table}");
+
+    let out = run(&["scan", root, "--feeds", feeds, "--format", "sarif"]);
+    assert!(out.status.success(), "{out:?}");
+    let sarif: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = sarif["runs"][0]["results"].as_array().unwrap();
+    assert_eq!(results.len(), total);
+    for (result, f) in results.iter().zip(findings) {
+        assert_eq!(result["ruleId"], f["id"]);
+        assert_eq!(
+            result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            f["declared_in"]
+        );
+    }
+    let rules = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
+    assert_eq!(rules.len(), CRATES * RECORDS);
+}
