@@ -46,6 +46,71 @@ pub struct Config {
     pub projects: Projects,
     /// The supervisors a central relay pushes each new bundle to; empty: none.
     pub supervisors: Vec<SupervisorConfig>,
+    /// This relay is an origin: it imports public sources, signs and publishes.
+    pub origin: Option<OriginConfig>,
+}
+
+/// The origin service (`[origin]`): on a schedule, fetch the inputs, import them, build
+/// and sign a bundle with `key`, and make it current; downstream tiers receive it as any
+/// bundle. See `server::origin`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// The secret signing key (PKCS#8 PEM from `relay keys generate`).
+    pub key: PathBuf,
+    /// The origin's name in every manifest.
+    pub name: String,
+    /// When to run (cron, 6 fields with seconds first, UTC): every 6 hours by default.
+    #[serde(default = "OriginConfig::default_schedule")]
+    pub schedule: String,
+    /// How long each bundle stays valid.
+    #[serde(default = "OriginConfig::default_expires_in")]
+    pub expires_in: HumanDuration,
+    /// A feeds directory of hand-made files (`apps/`, ...) added to every bundle.
+    pub feeds: Option<PathBuf>,
+    /// The public sources, each imported into `<kind>/<feed>`.
+    #[serde(default)]
+    pub inputs: Vec<OriginInput>,
+}
+
+impl OriginConfig {
+    fn default_schedule() -> String {
+        "0 0 */6 * * *".into()
+    }
+
+    fn default_expires_in() -> HumanDuration {
+        HumanDuration::secs(30 * 24 * 3600)
+    }
+}
+
+/// One input of the origin (`[[origin.inputs]]`): a URL (`source`, fetched with resume
+/// and conditional requests, credentials, CA and proxy as for sources) or a local `path`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginInput {
+    /// `[a-z0-9_-]+`, unique: names the input in status and provenance.
+    pub name: String,
+    /// The feed kind it is imported as: `osv`, `domains` or `ips`.
+    pub kind: crate::bundle::FeedKind,
+    /// `domains`: `list`, `hosts`, `adblock` or `rpz` (required). `osv`: `zip`, `json`,
+    /// `jsonl` or `dir` (default: from the URL's or path's extension). `ips`: none.
+    pub format: Option<String>,
+    /// The feed file it goes into (default: `name`); inputs of one kind that name the same
+    /// feed are merged into one file.
+    pub feed: Option<String>,
+    /// Recorded in the bundle's provenance.
+    pub license: Option<String>,
+    /// A local file or directory.
+    pub path: Option<PathBuf>,
+    /// A URL, with kind `custom_location`.
+    pub source: Option<SourceConfig>,
+}
+
+impl OriginInput {
+    /// The feed file name (without extension).
+    pub fn feed_name(&self) -> &str {
+        self.feed.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// Pushing to supervisors (`[projects]`).
@@ -343,6 +408,15 @@ impl Config {
                 })?;
             }
         }
+        if let Some(origin) = &mut config.origin {
+            for input in &mut origin.inputs {
+                if let Some(source) = &mut input.source {
+                    source.read_secret_files().map_err(|e| {
+                        ConfigError::Invalid(format!("origin.inputs {:?} source: {e}", input.name))
+                    })?;
+                }
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -455,10 +529,17 @@ impl Config {
         {
             return invalid("projects.retry_min must be above zero and at most projects.retry_max");
         }
+        if let Some(origin) = &self.origin {
+            validate_origin(origin)?;
+        }
+        let origin_schedule = self.origin.as_ref().map(|o| &o.schedule);
         for (name, expr) in [
             ("schedule.check", &self.schedule.check),
             ("schedule.retry", &self.schedule.retry),
-        ] {
+        ]
+        .into_iter()
+        .chain(origin_schedule.map(|s| ("origin.schedule", s)))
+        {
             if expr.split_whitespace().count() != 6 {
                 return Err(ConfigError::Invalid(format!(
                     "{name} must be a cron expression with 6 fields, seconds first (\"0 0 3 * * *\"): {expr:?}"
@@ -471,7 +552,87 @@ impl Config {
     pub fn data_dir(&self) -> &Path {
         &self.storage.data_dir
     }
+}
 
+fn validate_origin(origin: &OriginConfig) -> Result<(), ConfigError> {
+    let invalid = |m: String| Err(ConfigError::Invalid(m));
+    if origin.name.is_empty()
+        || origin.name.len() > 255
+        || origin.name.chars().any(char::is_control)
+    {
+        return invalid("origin.name must be 1-255 characters without control characters".into());
+    }
+    if origin.expires_in.0.is_zero() {
+        return invalid("origin.expires_in must be above zero".into());
+    }
+    if origin.inputs.is_empty() && origin.feeds.is_none() {
+        return invalid("origin needs inputs ([[origin.inputs]]) or a feeds directory".into());
+    }
+    let mut names = std::collections::HashSet::new();
+    for input in &origin.inputs {
+        let name = &input.name;
+        let ok_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !ok_name {
+            return invalid(format!(
+                "origin.inputs: name {name:?} must be made of a-z, 0-9, - and _"
+            ));
+        }
+        if !names.insert(name.as_str()) {
+            return invalid(format!("origin.inputs: name {name} is used twice"));
+        }
+        if let Err(e) = crate::import::check_feed_name(input.feed_name()) {
+            return invalid(format!("origin.inputs.{name}: {e}"));
+        }
+        match (&input.path, &input.source) {
+            (Some(_), None) => {}
+            (None, Some(s)) => {
+                if s.kind != crate::client::SourceKind::CustomLocation {
+                    return invalid(format!(
+                        "origin.inputs.{name}: source kind must be custom_location"
+                    ));
+                }
+                if !(s.url.starts_with("https://") || s.url.starts_with("http://")) {
+                    return invalid(format!(
+                        "origin.inputs.{name}: source url must be an http(s) URL: {}",
+                        s.url
+                    ));
+                }
+            }
+            _ => {
+                return invalid(format!(
+                    "origin.inputs.{name}: give either path or source, not both or neither"
+                ));
+            }
+        }
+        let format = input.format.as_deref();
+        let ok = match input.kind {
+            crate::bundle::FeedKind::Osv => {
+                matches!(format, None | Some("zip" | "json" | "jsonl" | "dir"))
+            }
+            crate::bundle::FeedKind::Domains => {
+                matches!(format, Some("list" | "hosts" | "adblock" | "rpz"))
+            }
+            crate::bundle::FeedKind::Ips => matches!(format, None | Some("list")),
+            crate::bundle::FeedKind::Apps => {
+                return invalid(format!(
+                    "origin.inputs.{name}: apps are not imported; put app files in origin.feeds"
+                ));
+            }
+        };
+        if !ok {
+            return invalid(format!(
+                "origin.inputs.{name}: format {format:?} does not fit kind {} (osv: zip, json, jsonl, dir; domains: list, hosts, adblock, rpz; ips: list)",
+                input.kind
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Config {
     pub fn tls_cert(&self) -> PathBuf {
         self.tls
             .cert

@@ -285,6 +285,23 @@ fn the_example_config_parses_and_matches_the_defaults() {
     }
 }
 
+#[test]
+fn the_example_origin_section_parses_when_uncommented() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/relay.example.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    let start = text.find("# [origin]").unwrap();
+    let block: String = text[start..]
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{}\n", l.trim_start_matches('#').trim_start()))
+        .collect();
+    let config: relay::config::Config = toml::from_str(&block).unwrap();
+    let origin = config.origin.unwrap();
+    assert_eq!(origin.inputs.len(), 2);
+    assert_eq!(origin.inputs[0].feed_name(), "go");
+    assert_eq!(origin.schedule, "0 0 */6 * * *");
+}
+
 /// A config file pointing at a data dir of its own.
 fn config_in(dir: &Path) -> String {
     let path = dir.join("relay.toml");

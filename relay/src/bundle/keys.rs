@@ -227,6 +227,13 @@ impl TrustStore {
     pub fn get(&self, id: &KeyId) -> Option<&PublicKey> {
         self.keys.get(id)
     }
+
+    /// These keys and `key` (an origin trusts its own signing key).
+    pub fn with(&self, key: PublicKey) -> Self {
+        let mut keys = self.keys.clone();
+        keys.insert(key.key_id(), key);
+        Self { keys }
+    }
 }
 
 /// Writes `bytes` to `path` through a temp file in the same directory: the result is

@@ -6,6 +6,7 @@ mod bundle;
 mod feeds;
 mod fleet;
 mod keys;
+mod origin;
 mod ping;
 mod serve;
 mod transfer;
@@ -42,6 +43,9 @@ pub enum Command {
     /// Import public sources (OSV, blocklists, netsets) into feed files, for `bundle build`.
     #[command(subcommand)]
     Feeds(feeds::FeedsCommand),
+    /// The origin service: run a cycle of a relay's [origin] now.
+    #[command(subcommand)]
+    Origin(origin::OriginCommand),
     /// Run the relay: serve bundles over TLS with basic auth. With no configuration it
     /// makes a data directory, a dev CA and certificate, credentials and a sample bundle.
     Serve(serve::ServeArgs),
@@ -94,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Feeds(cmd) => feeds::run(cmd),
+        Command::Origin(cmd) => origin::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Certs(cmd) => admin::certs(cmd),
         Command::Users(cmd) => admin::users(cmd),

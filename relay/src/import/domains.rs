@@ -25,7 +25,7 @@
 use std::path::Path;
 
 use super::{
-    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_name,
+    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_feed_name,
     for_each_line, provenance, write_feed,
 };
 use crate::bundle::lines::{DomainRule, parse_domain_rule};
@@ -48,7 +48,7 @@ pub fn import(
     name: &str,
     limits: &ImportLimits,
 ) -> Result<ImportReport, ImportError> {
-    check_name(name)?;
+    check_feed_name(name)?;
     if inputs.is_empty() {
         return Err(ImportError::NoInputs);
     }

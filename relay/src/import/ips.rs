@@ -17,7 +17,7 @@ use std::path::Path;
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 
 use super::{
-    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_name,
+    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_feed_name,
     for_each_line, provenance, write_feed,
 };
 use crate::bundle::lines::{format_ip_entry, parse_ip_entry};
@@ -30,7 +30,7 @@ pub fn import(
     name: &str,
     limits: &ImportLimits,
 ) -> Result<ImportReport, ImportError> {
-    check_name(name)?;
+    check_feed_name(name)?;
     if inputs.is_empty() {
         return Err(ImportError::NoInputs);
     }

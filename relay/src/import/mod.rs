@@ -153,7 +153,7 @@ impl Default for ImportLimits {
 }
 
 /// Checks the name of the feed file to write (`<name>.<ext>` under `<kind>/`).
-pub(crate) fn check_name(name: &str) -> Result<(), ImportError> {
+pub fn check_feed_name(name: &str) -> Result<(), ImportError> {
     let ok = !name.is_empty()
         && name.len() <= 100
         && !name.starts_with('.')

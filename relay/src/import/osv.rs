@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use super::{
-    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_name, digest_file,
+    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_feed_name, digest_file,
     for_each_line, provenance, write_feed,
 };
 use crate::bundle::{FeedKind, ImportCounts, Sha256, Timestamp, check_osv_record};
@@ -42,7 +42,7 @@ pub fn import(
     name: &str,
     limits: &ImportLimits,
 ) -> Result<ImportReport, ImportError> {
-    check_name(name)?;
+    check_feed_name(name)?;
     if inputs.is_empty() {
         return Err(ImportError::NoInputs);
     }

@@ -11,6 +11,7 @@ mod fastwatch;
 mod files;
 mod idle;
 mod metrics;
+pub mod origin;
 mod projects;
 mod routes;
 mod status;
@@ -72,6 +73,8 @@ pub struct Relay {
     pub(crate) keepalive: tokio::sync::watch::Sender<u64>,
     /// Central's side of projects: what each supervisor holds.
     pub(crate) projects: projects::ProjectsState,
+    /// The origin service's state (`[origin]`).
+    pub(crate) origin: origin::OriginState,
 }
 
 /// A lean watcher's life, once its connection has been answered.
@@ -119,6 +122,7 @@ impl Relay {
         let projects = projects::ProjectsState::new(&config.supervisors, &store);
         let relay = Arc::new(Self {
             projects,
+            origin: origin::OriginState::new(config.origin.as_ref()),
             metrics: Metrics::new(),
             store: Arc::new(store),
             auth,
@@ -194,6 +198,10 @@ impl Relay {
         };
         let mut sync_tasks = sync_tasks;
         sync_tasks.extend(projects::start(&self));
+        match origin::start(&self).await {
+            Ok(tasks) => sync_tasks.extend(tasks),
+            Err(e) => warn!(error = %e, "origin not started; serving what is held"),
+        }
         tokio::spawn(keepalive_clock(Arc::clone(&self)));
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();

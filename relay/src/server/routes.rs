@@ -88,6 +88,10 @@ pub fn router(relay: Arc<Relay>) -> Router {
             "/api/v1/projects/push",
             post(status::projects_push).put(status::projects_push),
         )
+        .route(
+            "/api/v1/origin/run",
+            post(status::origin_run).put(status::origin_run),
+        )
         .route_layer(middleware::from_fn_with_state(
             (Arc::clone(&relay), Role::Admin),
             require,

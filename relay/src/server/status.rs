@@ -38,6 +38,9 @@ pub struct Status {
     /// Projects: each supervisor this relay pushes to, and how many are behind.
     pub supervisors: Vec<super::SupervisorStatus>,
     pub supervisors_behind: usize,
+    /// The origin service (`[origin]`): its inputs and last cycle; absent on other relays.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<super::origin::OriginStatus>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +148,11 @@ pub fn status(relay: &Relay) -> Status {
         archives,
         supervisors_behind: supervisors.iter().filter(|s| s.behind).count(),
         supervisors,
+        origin: relay
+            .config
+            .origin
+            .as_ref()
+            .map(|_| relay.origin.snapshot()),
     }
 }
 
@@ -231,6 +239,25 @@ pub async fn html(State(relay): State<Arc<Relay>>) -> Html<String> {
 <body><h1>Intelligence Relay</h1><p class=\"{class}\">Freshness: {class}</p>\n<table>\n{rows}</table>\n{fleet}\
 <p><a href=\"/api/v1/status\">status as JSON</a></p></body></html>\n"
     ))
+}
+
+/// `POST /api/v1/origin/run` (admin): run an origin cycle now and answer what it did:
+/// 200 published or unchanged, 500 failed (the report says why), 404 not an origin.
+pub async fn origin_run(State(relay): State<Arc<Relay>>) -> Response {
+    if relay.config.origin.is_none() {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "this relay has no [origin]"})),
+        )
+            .into_response();
+    }
+    let report = super::origin::run_cycle(&relay).await;
+    let code = if report.outcome == "failed" {
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        axum::http::StatusCode::OK
+    };
+    (code, Json(report)).into_response()
 }
 
 /// `PUT /api/v1/feeds/force-refresh` (admin): check the sources now.
