@@ -80,7 +80,8 @@ pub enum Decision {
     Unauthorized,
     /// Authenticated, but the role does not allow this.
     Forbidden(Principal),
-    /// Too many failures from this address: answer 429 with `Retry-After`.
+    /// Too many failures for this user from this address, or too many checks of this
+    /// address in flight: answer 429 with `Retry-After`.
     RateLimited {
         retry_after: Duration,
     },
@@ -141,10 +142,47 @@ pub struct Authenticator {
     credentials: RwLock<Arc<Credentials>>,
     settings: AuthSettings,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Failures per (address, claimed user): one client's guesses lock out that user from
+    /// that address, never the other users behind the same NAT or proxy.
+    failures: Mutex<HashMap<(IpAddr, Box<str>), Failures>>,
+    /// Credential checks (bcrypt or token) in flight per address: one client with many
+    /// HTTP/2 streams cannot queue minutes of hashing ahead of everyone else.
+    in_flight: Mutex<HashMap<IpAddr, u32>>,
     /// bcrypt is slow on purpose; bound how many run at once so a burst of logins cannot
     /// starve the blocking pool.
     bcrypt_slots: Semaphore,
+    /// Bumped by every reload: a check that began before a reload never caches (or
+    /// admits) what the reload revoked.
+    generation: std::sync::atomic::AtomicU64,
+}
+
+/// Checks of one address's credentials that may run at once; more get 429.
+const MAX_IN_FLIGHT_PER_ADDRESS: u32 = 2;
+
+/// Decrements an address's in-flight count when a check ends, however it ends.
+struct InFlight<'a> {
+    auth: &'a Authenticator,
+    client: IpAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = lock(&self.auth.in_flight);
+        if let Some(n) = in_flight.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                in_flight.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// What one verification found.
+enum Verified<P = Principal> {
+    Principal(P),
+    Failed,
+    /// The lockout began while this check waited for a bcrypt slot.
+    LockedOut(Duration),
 }
 
 struct CacheEntry {
@@ -168,7 +206,9 @@ impl Authenticator {
             settings,
             cache: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             bcrypt_slots: Semaphore::new(4),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -178,24 +218,36 @@ impl Authenticator {
 
     /// Replaces users, tokens and roles (SIGHUP) and forgets cached verifications.
     pub fn replace(&self, credentials: Credentials) {
-        *self
+        let mut current = self
             .credentials
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(credentials);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = Arc::new(credentials);
+        // Under the write lock: a check reads the generation with the credentials it uses.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         lock(&self.cache).clear();
     }
 
-    fn credentials(&self) -> Arc<Credentials> {
-        Arc::clone(
-            &self
-                .credentials
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+    /// The credentials now, and the generation they belong to.
+    fn credentials(&self) -> (Arc<Credentials>, u64) {
+        let current = self
+            .credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            Arc::clone(&current),
+            self.generation.load(std::sync::atomic::Ordering::SeqCst),
         )
     }
 
     /// Decides whether a request with this `Authorization` header, from `client`, may do
     /// what `need` allows.
+    ///
+    /// A header verified before (cached) is admitted without looking at lockouts: it is
+    /// proven, and costs nothing. Otherwise the lockout of (address, claimed user) is
+    /// checked before and again after waiting for a bcrypt slot, and at most
+    /// [`MAX_IN_FLIGHT_PER_ADDRESS`] checks of one address run at once.
     pub async fn check(
         &self,
         authorization: Option<&[u8]>,
@@ -203,9 +255,6 @@ impl Authenticator {
         need: Role,
     ) -> Decision {
         let now = Instant::now();
-        if let Some(retry_after) = self.locked_out(client, now) {
-            return Decision::RateLimited { retry_after };
-        }
         let Some(header) = authorization else {
             return Decision::Unauthorized;
         };
@@ -216,29 +265,30 @@ impl Authenticator {
             .map(|e| e.principal.clone());
         let principal = match cached {
             Some(p) => p,
-            None => match self.verify(header).await {
-                Some(p) => {
-                    let mut cache = lock(&self.cache);
-                    if cache.len() >= CACHE_MAX {
-                        cache.retain(|_, e| e.expires > now);
-                        if cache.len() >= CACHE_MAX {
-                            cache.clear();
-                        }
+            None => {
+                let who = claimed_user(header);
+                if let Some(retry_after) = self.locked_out(client, &who, now) {
+                    return Decision::RateLimited { retry_after };
+                }
+                let Some(_in_flight) = self.begin(client) else {
+                    return Decision::RateLimited {
+                        retry_after: Duration::from_secs(1),
+                    };
+                };
+                match self.verify_current(header, client, &who).await {
+                    Verified::Principal(p) => {
+                        self.remember(key, &p.0, p.1, now);
+                        p.0
                     }
-                    cache.insert(
-                        key,
-                        CacheEntry {
-                            principal: p.clone(),
-                            expires: now + self.settings.cache_ttl,
-                        },
-                    );
-                    p
+                    Verified::Failed => {
+                        self.record_failure(client, &who, Instant::now());
+                        return Decision::Unauthorized;
+                    }
+                    Verified::LockedOut(retry_after) => {
+                        return Decision::RateLimited { retry_after };
+                    }
                 }
-                None => {
-                    self.record_failure(client, now);
-                    return Decision::Unauthorized;
-                }
-            },
+            }
         };
         if principal.role.is_some_and(|r| r >= need) {
             Decision::Allowed(principal)
@@ -247,10 +297,88 @@ impl Authenticator {
         }
     }
 
-    async fn verify(&self, header: &[u8]) -> Option<Principal> {
-        let header = std::str::from_utf8(header).ok()?;
-        let (scheme, value) = header.split_once(' ')?;
-        let credentials = self.credentials();
+    /// Counts a check of `client` in flight, or `None` when it has too many.
+    fn begin(&self, client: IpAddr) -> Option<InFlight<'_>> {
+        let mut in_flight = lock(&self.in_flight);
+        let n = in_flight.entry(client).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight { auth: self, client })
+    }
+
+    /// Verifies against the credentials in force when it ends: a reload while bcrypt ran
+    /// means the check is done again with the new ones.
+    async fn verify_current(
+        &self,
+        header: &[u8],
+        client: IpAddr,
+        who: &str,
+    ) -> Verified<(Principal, u64)> {
+        loop {
+            let (credentials, generation) = self.credentials();
+            let result = self.verify(header, &credentials, client, who).await;
+            if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+                continue;
+            }
+            return match result {
+                Verified::Principal(p) => Verified::Principal((p, generation)),
+                Verified::Failed => Verified::Failed,
+                Verified::LockedOut(d) => Verified::LockedOut(d),
+            };
+        }
+    }
+
+    /// Caches a verified principal, unless a reload happened since it was verified.
+    fn remember(&self, key: [u8; 32], principal: &Principal, generation: u64, now: Instant) {
+        let mut cache = lock(&self.cache);
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return;
+        }
+        if cache.len() >= CACHE_MAX {
+            cache.retain(|_, e| e.expires > now);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            CacheEntry {
+                principal: principal.clone(),
+                expires: now + self.settings.cache_ttl,
+            },
+        );
+    }
+
+    async fn verify(
+        &self,
+        header: &[u8],
+        credentials: &Credentials,
+        client: IpAddr,
+        who: &str,
+    ) -> Verified {
+        match self.verify_inner(header, credentials, client, who).await {
+            Ok(Some(p)) => Verified::Principal(p),
+            Ok(None) => Verified::Failed,
+            Err(retry_after) => Verified::LockedOut(retry_after),
+        }
+    }
+
+    /// `Ok(None)` when the credential is wrong; `Err` when a lockout began while waiting.
+    async fn verify_inner(
+        &self,
+        header: &[u8],
+        credentials: &Credentials,
+        client: IpAddr,
+        who: &str,
+    ) -> Result<Option<Principal>, Duration> {
+        let Some((scheme, value)) = std::str::from_utf8(header)
+            .ok()
+            .and_then(|h| h.split_once(' '))
+        else {
+            return Ok(None);
+        };
         if scheme.eq_ignore_ascii_case("bearer") {
             let digest = Sha256::of(value.trim().as_bytes()).0;
             // Compare with every token, in constant time, without stopping early.
@@ -260,48 +388,51 @@ impl Authenticator {
                     found = Some(name.clone());
                 }
             }
-            return found.map(|name| Principal {
+            return Ok(found.map(|name| Principal {
                 name,
                 role: Some(Role::Reader),
                 via: Via::Token,
-            });
+            }));
         }
         if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
+            return Ok(None);
         }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (user, password) = decoded.split_once(':')?;
+        let Some((user, password)) = decode_basic(value) else {
+            return Ok(None);
+        };
         // An unknown user costs a bcrypt run too, so timing does not reveal which
         // users exist.
         let hash = credentials
             .users
-            .get(user)
+            .get(&user)
             .cloned()
             .unwrap_or_else(|| UNKNOWN_USER_HASH.to_owned());
-        let known = credentials.users.contains_key(user);
-        let password = password.to_owned();
-        let _slot = self.bcrypt_slots.acquire().await.ok()?;
+        let known = credentials.users.contains_key(&user);
+        let Ok(_slot) = self.bcrypt_slots.acquire().await else {
+            return Ok(None);
+        };
+        // The wait may have been long: guesses that failed meanwhile count now.
+        if let Some(retry_after) = self.locked_out(client, who, Instant::now()) {
+            return Err(retry_after);
+        }
         let ok =
             tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
                 .await
                 .unwrap_or(false);
-        (ok && known).then(|| Principal {
-            name: user.to_owned(),
-            role: credentials.roles.get(user).copied(),
+        Ok((ok && known).then(|| Principal {
+            role: credentials.roles.get(&user).copied(),
+            name: user,
             via: Via::Password,
-        })
+        }))
     }
 
-    fn locked_out(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+    fn locked_out(&self, client: IpAddr, who: &str, now: Instant) -> Option<Duration> {
         let failures = lock(&self.failures);
-        let until = failures.get(&client)?.locked_until?;
+        let until = failures.get(&(client, Box::from(who)))?.locked_until?;
         (until > now).then(|| until - now)
     }
 
-    fn record_failure(&self, client: IpAddr, now: Instant) {
+    fn record_failure(&self, client: IpAddr, who: &str, now: Instant) {
         let mut failures = lock(&self.failures);
         if failures.len() > 100_000 {
             failures.retain(|_, f| {
@@ -309,11 +440,13 @@ impl Authenticator {
                     || now.duration_since(f.window_start) < self.settings.failure_window
             });
         }
-        let f = failures.entry(client).or_insert(Failures {
-            window_start: now,
-            count: 0,
-            locked_until: None,
-        });
+        let f = failures
+            .entry((client, Box::from(who)))
+            .or_insert(Failures {
+                window_start: now,
+                count: 0,
+                locked_until: None,
+            });
         if now.duration_since(f.window_start) >= self.settings.failure_window {
             f.window_start = now;
             f.count = 0;
@@ -325,6 +458,29 @@ impl Authenticator {
             f.window_start = now;
         }
     }
+}
+
+/// The user a header claims to be, read without verifying anything: the lockout's key.
+/// Tokens share one name (a token names no user until it verifies).
+fn claimed_user(header: &[u8]) -> String {
+    let text = std::str::from_utf8(header).unwrap_or("");
+    match text.split_once(' ') {
+        Some((scheme, value)) if scheme.eq_ignore_ascii_case("basic") => decode_basic(value)
+            .map(|(user, _)| user)
+            .unwrap_or_else(|| "(malformed)".to_owned()),
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("bearer") => "(token)".to_owned(),
+        _ => "(malformed)".to_owned(),
+    }
+}
+
+/// `user:password` from a Basic credential's base64.
+fn decode_basic(value: &str) -> Option<(String, String)> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
 }
 
 /// A bcrypt hash of a random string: verifying any password against it fails after the
@@ -518,5 +674,105 @@ mod tests {
     #[test]
     fn unknown_user_hash_is_bcrypt() {
         assert!(!bcrypt::verify("x", UNKNOWN_USER_HASH).unwrap());
+    }
+
+    fn alice(present: bool) -> Credentials {
+        let mut users = HashMap::new();
+        if present {
+            users.insert("alice".to_owned(), bcrypt::hash("alice-pw", 4).unwrap());
+        }
+        Credentials {
+            users,
+            tokens: Vec::new(),
+            roles: BTreeMap::from([("alice".to_owned(), Role::Admin)]),
+        }
+    }
+
+    fn settings() -> AuthSettings {
+        AuthSettings {
+            realm: "r".into(),
+            cache_ttl: Duration::from_secs(60),
+            max_failures: 3,
+            failure_window: Duration::from_secs(60),
+            lockout: Duration::from_secs(60),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reload_during_a_check_is_not_undone_by_it() {
+        // alice is revoked (SIGHUP) while her check waits for bcrypt: the check must not
+        // admit her, nor cache her, with the credentials it read before the reload.
+        let auth = Arc::new(Authenticator::new(alice(true), settings()));
+        let held = auth.bcrypt_slots.acquire_many(4).await.unwrap();
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:alice-pw")
+        );
+        let client: IpAddr = "127.0.0.1".parse().unwrap();
+        let check = tokio::spawn({
+            let (auth, header) = (Arc::clone(&auth), header.clone());
+            async move {
+                auth.check(Some(header.as_bytes()), client, Role::Reader)
+                    .await
+            }
+        });
+        // In flight means it read the credentials and waits for a slot.
+        while !lock(&auth.in_flight).contains_key(&client) {
+            tokio::task::yield_now().await;
+        }
+        auth.replace(alice(false));
+        drop(held);
+        assert!(matches!(check.await.unwrap(), Decision::Unauthorized));
+        assert!(lock(&auth.cache).is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_lock_out_a_user_at_an_address_not_everyone_there() {
+        let mut credentials = alice(true);
+        credentials
+            .users
+            .insert("bob".into(), bcrypt::hash("bob-pw", 4).unwrap());
+        credentials.roles.insert("bob".into(), Role::Reader);
+        let auth = Authenticator::new(credentials, settings());
+        let basic = |user: &str, pw: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+            )
+        };
+        let here: IpAddr = "127.0.0.1".parse().unwrap();
+        let there: IpAddr = "127.0.0.2".parse().unwrap();
+        let check = |h: String, c: IpAddr| {
+            let auth = &auth;
+            async move { auth.check(Some(h.as_bytes()), c, Role::Reader).await }
+        };
+        // alice verified once: cached.
+        assert!(matches!(
+            check(basic("alice", "alice-pw"), here).await,
+            Decision::Allowed(_)
+        ));
+        for _ in 0..3 {
+            let d = check(basic("alice", "guess"), here).await;
+            assert!(matches!(d, Decision::Unauthorized));
+        }
+        // alice from here, not cached (another header): locked.
+        assert!(matches!(
+            check(format!("basic {}", &basic("alice", "alice-pw")[6..]), here).await,
+            Decision::RateLimited { .. }
+        ));
+        // Her proven, cached credential still works; bob here, and alice elsewhere, too.
+        assert!(matches!(
+            check(basic("alice", "alice-pw"), here).await,
+            Decision::Allowed(_)
+        ));
+        assert!(matches!(
+            check(basic("bob", "bob-pw"), here).await,
+            Decision::Allowed(_)
+        ));
+        auth.replace(alice(true)); // forget the cache
+        assert!(matches!(
+            check(basic("alice", "alice-pw"), there).await,
+            Decision::Allowed(_)
+        ));
     }
 }
