@@ -152,6 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Audits(args) => crate::defense::commands::run_audits(args),
         Command::Sync { config, once } => {
             let config = crate::config::Config::load(&config)?;
+            for warning in config.insecure_credential_warnings() {
+                eprintln!("defender-lite: WARNING: {warning}");
+            }
             if !once {
                 runtime()?.block_on(crate::sync::run(&config))?;
                 return Ok(Outcome::Success);

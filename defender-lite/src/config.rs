@@ -166,6 +166,20 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Sources allowed to send their credential over plain `http://`
+    /// (`allow_insecure_credentials = true`): what `sync` warns about at every start.
+    pub fn insecure_credential_warnings(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.check_credential_transport(&format!("sources[{i}]"))
+                    .ok()
+                    .flatten()
+            })
+            .collect()
+    }
+
     /// Reads and checks the file. Relative paths in it are taken from its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -227,6 +241,8 @@ impl Config {
                     "sources[{i}]: user and password go together"
                 )));
             }
+            s.check_credential_transport(&format!("sources[{i}]"))
+                .map_err(invalid)?;
         }
         let m = &config.monitor;
         if let Some(url) = &m.webhook
@@ -235,6 +251,18 @@ impl Config {
             return Err(invalid(format!(
                 "monitor.webhook must be an http(s) URL: {url}"
             )));
+        }
+        if let Some(url) = &m.webhook {
+            // A credential in the URL (user:password@) never goes over plain http://.
+            let authority = url.split("://").nth(1).unwrap_or("");
+            let authority = authority.split('/').next().unwrap_or("");
+            relay::client::settings::check_credential_transport(
+                "monitor.webhook",
+                url,
+                authority.contains('@'),
+                false,
+            )
+            .map_err(invalid)?;
         }
         if m.port_scan_ports < 2 || m.port_scan_hosts < 2 || m.port_scan_window.0.is_zero() {
             return Err(invalid(

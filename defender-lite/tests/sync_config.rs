@@ -33,6 +33,14 @@ fn bad_configurations_are_refused_with_the_reason() {
             "user and password go together",
         ),
         ("[sync]\ncheck_every = \"soon\"\n", "duration"),
+        (
+            "[trust]\nkeys = [\"k.pub\"]\n[[sources]]\nkind = \"upstream\"\nurl = \"http://127.0.0.1:9\"\nuser = \"u\"\npassword = \"p\"\n",
+            "sources[0]: http://127.0.0.1:9 is plain http:// and would carry the credential in clear",
+        ),
+        (
+            "[trust]\nkeys = [\"k.pub\"]\n[monitor]\nwebhook = \"http://siem:pw@127.0.0.1:9/in\"\n",
+            "monitor.webhook: http://***@127.0.0.1:9/in is plain http://",
+        ),
     ] {
         let config = write(dir.path(), "agent.toml", text);
         let out = agent(&["sync", "--once", "--config", &config]);

@@ -153,6 +153,9 @@ pub struct SupervisorConfig {
     /// Ignore HTTPS_PROXY / NO_PROXY for this supervisor.
     #[serde(default)]
     pub no_proxy: bool,
+    /// Push over plain `http://` with central's password anyway (a warning at every start).
+    #[serde(default)]
+    pub allow_insecure_credentials: bool,
 }
 
 impl SupervisorConfig {
@@ -169,6 +172,7 @@ impl SupervisorConfig {
             no_proxy: self.no_proxy,
             token_file: None,
             password_file: None,
+            allow_insecure_credentials: self.allow_insecure_credentials,
         }
         .endpoint(schedule)
     }
@@ -532,6 +536,7 @@ impl Config {
         if let Some(origin) = &self.origin {
             validate_origin(origin)?;
         }
+        self.insecure_credentials()?;
         let origin_schedule = self.origin.as_ref().map(|o| &o.schedule);
         for (name, expr) in [
             ("schedule.check", &self.schedule.check),
@@ -551,6 +556,42 @@ impl Config {
 
     pub fn data_dir(&self) -> &Path {
         &self.storage.data_dir
+    }
+
+    /// Every source, supervisor, archive pull and origin input whose credential would
+    /// travel over plain `http://`: an error for the first one not allowed to, else the
+    /// warnings `relay serve` logs at every start for those allowed.
+    pub fn insecure_credentials(&self) -> Result<Vec<String>, ConfigError> {
+        let mut warnings = Vec::new();
+        let mut note = |r: Result<Option<String>, String>| match r {
+            Ok(w) => {
+                warnings.extend(w);
+                Ok(())
+            }
+            Err(e) => Err(ConfigError::Invalid(e)),
+        };
+        for (i, s) in self.sources.iter().enumerate() {
+            note(s.check_credential_transport(&format!("sources[{i}]")))?;
+        }
+        for a in &self.archives {
+            if let Some(s) = &a.source {
+                note(s.check_credential_transport(&format!("archives.{} source", a.name)))?;
+            }
+        }
+        for s in &self.supervisors {
+            note(crate::client::settings::check_credential_transport(
+                &format!("supervisors.{}", s.name),
+                &s.url,
+                true,
+                s.allow_insecure_credentials,
+            ))?;
+        }
+        for input in self.origin.iter().flat_map(|o| &o.inputs) {
+            if let Some(s) = &input.source {
+                note(s.check_credential_transport(&format!("origin.inputs.{}", input.name)))?;
+            }
+        }
+        Ok(warnings)
     }
 }
 

@@ -197,6 +197,7 @@ async fn an_archive_is_pulled_from_a_url_and_survives_a_restart() {
         no_proxy: true,
         token_file: None,
         password_file: None,
+        allow_insecure_credentials: false,
     };
     let b = TestRelay::start_with(|c| {
         with_archive(c);

@@ -412,3 +412,60 @@ fn certs_init_makes_a_ca_and_a_leaf() {
         "refuses to overwrite without --force"
     );
 }
+
+#[test]
+fn credentials_never_travel_over_plain_http_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |extra: &str| {
+        let path = dir.path().join("relay.toml");
+        fs::write(
+            &path,
+            format!(
+                "[storage]\ndata_dir = \"{}\"\n{extra}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let cases = [
+        (
+            "[[sources]]\nkind = \"upstream\"\nurl = \"http://127.0.0.1:9/\"\ntoken = \"rt_secret\"\n",
+            "sources[0]",
+        ),
+        (
+            "[[supervisors]]\nname = \"east\"\nurl = \"http://127.0.0.1:9\"\nuser = \"central\"\npassword = \"pw\"\n",
+            "supervisors.east",
+        ),
+        (
+            "[[archives]]\nname = \"tw\"\npath = \"/tw.tar.gz\"\nsource = { kind = \"custom_location\", url = \"HTTP://127.0.0.1:9/a\", user = \"u\", password = \"p\" }\n",
+            "archives.tw source",
+        ),
+    ];
+    for (extra, what) in cases {
+        let path = write(extra);
+        let out = relay(&["serve", "--config", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{extra}: {}", text(&out));
+        let said = text(&out);
+        assert!(
+            said.contains(what) && said.contains("would carry the credential in clear"),
+            "{said}"
+        );
+        assert!(
+            !said.contains("rt_secret"),
+            "the secret is never printed: {said}"
+        );
+    }
+    // Without a credential, or allowed explicitly (a warning at every start), it loads.
+    let path =
+        write("[[sources]]\nkind = \"custom_location\"\nurl = \"http://127.0.0.1:9/b.tgz\"\n");
+    let config = relay::config::Config::load(Some(&path), Vec::new()).unwrap();
+    assert!(config.insecure_credentials().unwrap().is_empty());
+    let path = write(
+        "[[sources]]\nkind = \"upstream\"\nurl = \"http://127.0.0.1:9/\"\nuser = \"u\"\npassword = \"p\"\nallow_insecure_credentials = true\n",
+    );
+    let config = relay::config::Config::load(Some(&path), Vec::new()).unwrap();
+    let warnings = config.insecure_credentials().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("sent in clear"), "{warnings:?}");
+}

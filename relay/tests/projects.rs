@@ -20,6 +20,7 @@ fn supervisor(name: &str, relay: &TestRelay, password: &str) -> SupervisorConfig
         ca: Some(relay.ca.clone()),
         proxy: None,
         no_proxy: true,
+        allow_insecure_credentials: false,
     }
 }
 
@@ -96,6 +97,7 @@ async fn a_supervisor_that_pushes_cannot_reach_catches_up_by_pulling_from_centra
             no_proxy: true,
             token_file: None,
             password_file: None,
+            allow_insecure_credentials: false,
         }];
     })
     .await;

@@ -26,6 +26,7 @@ fn upstream_source(upstream: &TestRelay) -> SourceConfig {
         no_proxy: true,
         token_file: None,
         password_file: None,
+        allow_insecure_credentials: false,
     }
 }
 
@@ -120,6 +121,7 @@ fn upstream_source_placeholder() -> SourceConfig {
         no_proxy: true,
         token_file: None,
         password_file: None,
+        allow_insecure_credentials: false,
     }
 }
 

@@ -119,6 +119,7 @@ async fn a_custom_location_on_nginx_with_tls_and_basic_auth() {
         no_proxy: true,
         token_file: None,
         password_file: None,
+        allow_insecure_credentials: false,
     };
     let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
     b.until("the pull from nginx", |s| sequence(s) == Some(6))
@@ -178,6 +179,7 @@ fn through_proxy(upstream: &TestRelay, proxy_port: u16) -> SourceConfig {
         no_proxy: false,
         token_file: None,
         password_file: None,
+        allow_insecure_credentials: false,
     }
 }
 

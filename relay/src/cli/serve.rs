@@ -60,6 +60,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "WARNING: serving plain HTTP without TLS (--insecure-http). Use only behind a TLS-terminating proxy."
         );
     }
+    for warning in config.insecure_credentials()? {
+        warn!("CREDENTIAL IN CLEAR: {warning}");
+    }
     let prepared = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || server::prepare(&config))

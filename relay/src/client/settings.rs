@@ -32,6 +32,58 @@ pub struct SourceConfig {
     /// Ignore HTTPS_PROXY / NO_PROXY for this source.
     #[serde(default)]
     pub no_proxy: bool,
+    /// Send the token or password over plain `http://` anyway (refused otherwise; a
+    /// warning at every start when set).
+    #[serde(default)]
+    pub allow_insecure_credentials: bool,
+}
+
+/// Refuses a credential that would travel in clear: a token, user or password for an
+/// `http://` URL, unless `allowed` (then `Ok(Some(warning))`). `what` names the setting
+/// (`sources[0]`) in the messages.
+pub fn check_credential_transport(
+    what: &str,
+    url: &str,
+    has_credential: bool,
+    allowed: bool,
+) -> Result<Option<String>, String> {
+    let clear = url
+        .get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+    if !clear || !has_credential {
+        return Ok(None);
+    }
+    let url = redact_userinfo(url);
+    if allowed {
+        Ok(Some(format!(
+            "{what}: its credential is sent in clear to {url} (allow_insecure_credentials = true)"
+        )))
+    } else {
+        Err(format!(
+            "{what}: {url} is plain http:// and would carry the credential in clear; use \
+             https://, or set allow_insecure_credentials = true for it if the network is trusted"
+        ))
+    }
+}
+
+/// A URL with any `user:password@` replaced by `***@`, for messages and logs.
+pub fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+impl SourceConfig {
+    /// [`check_credential_transport`] for this source.
+    pub fn check_credential_transport(&self, what: &str) -> Result<Option<String>, String> {
+        let has = self.token.is_some() || self.password.is_some() || self.user.is_some();
+        check_credential_transport(what, &self.url, has, self.allow_insecure_credentials)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
@@ -173,5 +225,22 @@ impl<'de> Deserialize<'de> for HumanDuration {
         humantime::parse_duration(&s).map(Self).map_err(|e| {
             serde::de::Error::custom(format!("{s:?} is not a duration like \"24h\": {e}"))
         })
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_userinfo;
+
+    #[test]
+    fn userinfo_is_redacted_and_nothing_else() {
+        for (url, shown) in [
+            ("http://siem:pw@127.0.0.1:9/in", "http://***@127.0.0.1:9/in"),
+            ("https://u@h/p@q", "https://***@h/p@q"),
+            ("https://h:8083/x?a=b@c", "https://h:8083/x?a=b@c"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_userinfo(url), shown);
+        }
     }
 }
