@@ -97,6 +97,16 @@ pub fn check(
         if path.split('/').any(|c| c == "..") {
             return Err(unsafe_entry("`..` in the path"));
         }
+        if path.contains('\\') {
+            // A Windows console would read it as a separator: `..\\..\\x`.
+            return Err(unsafe_entry("a backslash in the path"));
+        }
+        let mode = entry.header().mode().map_err(|e| io_err(&counts, e))?;
+        if mode & 0o7000 != 0 {
+            return Err(unsafe_entry(&format!(
+                "mode {mode:o} has setuid, setgid or sticky bits"
+            )));
+        }
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Directory => {}
             other => {
@@ -196,13 +206,17 @@ mod tests {
     use std::io::Write;
 
     fn targz(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        targz_mode(entries, 0o644)
+    }
+
+    fn targz_mode(entries: &[(&str, tar::EntryType, &[u8])], mode: u32) -> Vec<u8> {
         let mut tar = Vec::new();
         for (path, kind, data) in entries {
             let mut h = tar::Header::new_ustar();
             h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
             h.set_entry_type(*kind);
             h.set_size(data.len() as u64);
-            h.set_mode(0o644);
+            h.set_mode(mode);
             h.set_cksum();
             tar.extend_from_slice(h.as_bytes());
             tar.extend_from_slice(data);
@@ -255,6 +269,14 @@ mod tests {
         assert!(matches!(
             check_bytes(&targz(&[]), None),
             Err(ArchiveError::Empty)
+        ));
+        let setuid = targz_mode(&[("feed/run", tar::EntryType::Regular, b"x")], 0o4755);
+        let err = check_bytes(&setuid, None).unwrap_err().to_string();
+        assert!(err.contains("setuid, setgid or sticky"), "{err}");
+        let backslash = targz(&[("feed\\..\\..\\x", tar::EntryType::Regular, b"x")]);
+        assert!(matches!(
+            check_bytes(&backslash, None),
+            Err(ArchiveError::UnsafeEntry { .. })
         ));
         let bomb = targz(&[("zeros", tar::EntryType::Regular, &vec![0u8; 8 << 20])]);
         assert!(matches!(

@@ -188,6 +188,11 @@ pub struct ArchiveConfig {
     pub path: String,
     /// Pull it from a URL on the sources' schedules (kind `custom_location`).
     pub source: Option<SourceConfig>,
+    /// Pin the pulled archive to this SHA-256: anything else the URL serves is refused
+    /// (and the held archive kept). An archive is not signed; a digest from where it was
+    /// made is what ties it to its maker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<crate::bundle::Sha256>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]

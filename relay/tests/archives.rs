@@ -42,6 +42,7 @@ fn with_archive(config: &mut Config) {
         name: "twistlock".into(),
         path: "/intelligence/twistlock_feed.tar.gz".into(),
         source: None,
+        sha256: None,
     }];
 }
 
@@ -231,5 +232,106 @@ async fn an_archive_is_pulled_from_a_url_and_survives_a_restart() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().to_vec(), archive);
     again.stop().await;
+    a.stop().await;
+}
+
+fn upload_cli(relay: &TestRelay, file: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_relay"))
+        .arg("upload")
+        .args(extra)
+        .arg(file)
+        .args([
+            "--address",
+            &relay.url,
+            "--user",
+            "uploader",
+            "--password",
+            "uploader-pw",
+        ])
+        .arg("--tlscacert")
+        .arg(&relay.ca)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_upload_names_its_digest_and_its_name_stays_one_segment() {
+    let relay = TestRelay::start_with(with_archive).await;
+    let archive = vendor_archive(5);
+    let file = relay.dir.path().join("feed.tar.gz");
+    std::fs::write(&file, &archive).unwrap();
+    // Without a digest the CLI refuses, saying what to give.
+    let out = upload_cli(&relay, &file, &["--archive", "twistlock"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--archive needs --sha256"),
+        "{out:?}"
+    );
+    // A name that would climb out of /api/v1/archives/ is one percent-encoded segment:
+    // it reaches no other route (here, not the bundle upload), only a 404.
+    let out = upload_cli(
+        &relay,
+        &file,
+        &["--archive", "../feeds/bundle", "--no-digest"],
+    );
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("404"),
+        "{out:?}"
+    );
+    // Explicitly without a digest: integrity checks only.
+    let out = upload_cli(&relay, &file, &["--archive", "twistlock", "--no-digest"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_archive_pinned_to_a_digest_refuses_anything_else() {
+    let a = TestRelay::start_with(with_archive).await;
+    let archive = vendor_archive(6);
+    assert_eq!(put_archive(&a, archive.clone(), None).await.status(), 201);
+    let source = relay::config::SourceConfig {
+        kind: relay::client::SourceKind::CustomLocation,
+        url: format!("{}/intelligence/twistlock_feed.tar.gz", a.url),
+        token: None,
+        user: Some("reader".into()),
+        password: Some(relay::client::Secret::new("reader-pw")),
+        ca: Some(a.ca.clone()),
+        proxy: None,
+        no_proxy: true,
+        token_file: None,
+        password_file: None,
+        allow_insecure_credentials: false,
+    };
+    let b = TestRelay::start_with(|c| {
+        with_archive(c);
+        c.archives[0].source = Some(source.clone());
+        c.archives[0].sha256 = Some(Sha256::of(b"the archive the vendor published"));
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = b.status().await;
+        if let Some(error) = status["archives"][0]["last_error"].as_str() {
+            assert!(error.contains("sha256 mismatch"), "{error}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B never tried the pull: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = b
+        .get("/intelligence/twistlock_feed.tar.gz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "nothing held: the pinned digest was not served"
+    );
+    b.stop().await;
     a.stop().await;
 }

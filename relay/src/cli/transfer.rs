@@ -104,9 +104,14 @@ pub struct UploadArgs {
     /// download`) under this configured name instead of a signed bundle.
     #[arg(long, value_name = "NAME")]
     pub archive: Option<String>,
-    /// With --archive: the SHA-256 the archive must have (the relay refuses it otherwise).
+    /// With --archive: the SHA-256 the archive must have (the relay refuses it
+    /// otherwise). Required, since an archive is not signed: its digest, taken from where
+    /// it was made, is all that ties it to its maker.
     #[arg(long, value_name = "HEX", requires = "archive")]
     pub sha256: Option<String>,
+    /// With --archive: upload without a digest to check (integrity checks only).
+    #[arg(long, requires = "archive", conflicts_with = "sha256")]
+    pub no_digest: bool,
 }
 
 pub fn download_cmd(args: DownloadArgs) -> anyhow::Result<Outcome> {
@@ -222,11 +227,26 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if args.archive.is_some() && args.sha256.is_none() && !args.no_digest {
+        anyhow::bail!(
+            "--archive needs --sha256 HEX (the digest published with the archive), or \
+             --no-digest to upload it checked for integrity only"
+        );
+    }
     runtime.block_on(async move {
         let endpoint = args.address.endpoint();
         let client = endpoint.client()?;
         let url = match &args.archive {
-            Some(name) => format!("{}/api/v1/archives/{name}", endpoint.base()),
+            Some(name) => {
+                // The name is the operator's text: one path segment, percent-encoded.
+                let mut url = reqwest::Url::parse(endpoint.base())
+                    .with_context(|| format!("--address {}", endpoint.base()))?;
+                url.path_segments_mut()
+                    .map_err(|()| anyhow::anyhow!("--address cannot take a path"))?
+                    .pop_if_empty()
+                    .extend(["api", "v1", "archives", name]);
+                url.to_string()
+            }
             None => format!("{}/api/v1/feeds/bundle", endpoint.base()),
         };
         let bytes = tokio::fs::read(&args.file)

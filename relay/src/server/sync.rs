@@ -301,7 +301,16 @@ async fn pull_archives(relay: &Arc<Relay>, work_dir: &std::path::Path) {
             continue;
         };
         let now = super::now();
-        let result = pull_archive(relay, &archive.name, source, schedule, work_dir, now).await;
+        let result = pull_archive(
+            relay,
+            &archive.name,
+            source,
+            archive.sha256,
+            schedule,
+            work_dir,
+            now,
+        )
+        .await;
         let mut status = relay.sync.lock();
         if let Some(a) = status.archives.iter_mut().find(|a| a.name == archive.name) {
             a.last_check = Some(now);
@@ -314,6 +323,7 @@ async fn pull_archive(
     relay: &Arc<Relay>,
     name: &str,
     source: &SourceConfig,
+    pinned: Option<crate::bundle::Sha256>,
     schedule: &crate::config::Schedule,
     work_dir: &std::path::Path,
     now: Timestamp,
@@ -350,7 +360,7 @@ async fn pull_archive(
         let (path, limits) = (fetched.path.clone(), relay.limits);
         tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path).map_err(crate::archive::ArchiveError::Read)?;
-            crate::archive::check(file, &limits, None)
+            crate::archive::check(file, &limits, pinned)
         })
         .await
         .map_err(|e| e.to_string())?
