@@ -204,6 +204,9 @@ pub struct Listen {
     pub insecure_http: bool,
     /// Open connections at most; more are closed at once.
     pub max_connections: usize,
+    /// Open connections from one address at most, so one host cannot take them all.
+    /// Raise it for many agents behind one NAT or proxy.
+    pub max_connections_per_address: usize,
     /// Time allowed for a TLS handshake.
     pub tls_handshake_timeout: HumanDuration,
     /// Time allowed to send a request's headers.
@@ -225,6 +228,7 @@ impl Default for Listen {
             address: SocketAddr::from(([127, 0, 0, 1], 8083)),
             insecure_http: false,
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
             tls_handshake_timeout: HumanDuration::secs(10),
             header_read_timeout: HumanDuration::secs(10),
             max_header_bytes: 16 * 1024,
@@ -435,8 +439,10 @@ impl Config {
         if self.storage.retention == 0 {
             return invalid("storage.retention must be at least 1");
         }
-        if self.listen.max_connections == 0 {
-            return invalid("listen.max_connections must be at least 1");
+        if self.listen.max_connections == 0 || self.listen.max_connections_per_address == 0 {
+            return invalid(
+                "listen.max_connections and listen.max_connections_per_address must be at least 1",
+            );
         }
         if !self.routes.custom_location.starts_with('/')
             || self.routes.custom_location.starts_with("/api/")

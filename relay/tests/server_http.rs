@@ -459,6 +459,61 @@ async fn one_address_guessing_cannot_lock_out_or_starve_the_others() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection_slot() {
+    use tokio::io::AsyncReadExt;
+    let relay = TestRelay::start_with(|c| c.listen.max_connections_per_address = 5).await;
+    let port: u16 = relay.url.rsplit(':').next().unwrap().parse().unwrap();
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((ip, 0).into()).unwrap();
+            socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+        }
+    };
+    // 127.0.0.2 opens its five and leaves them idle; its sixth is closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..5 {
+        idle.push(from("127.0.0.2").await);
+    }
+    let mut sixth = from("127.0.0.2").await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), sixth.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the sixth connection was not closed: {read:?}"
+    );
+    // Another address is still served.
+    let r = relay.get("/api/v1/status").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Closed connections give their slots back.
+    drop(idle);
+    let ca = std::fs::read(&relay.ca).unwrap();
+    let again = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match again
+            .get(format!("{}/api/v1/_ping", relay.url))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => break,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "127.0.0.2 not served again: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_401_then_429() {
     let relay = TestRelay::start_with(|c| c.auth.max_failures = 5).await;
     let client = relay.client();

@@ -206,6 +206,7 @@ impl Relay {
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(listen.max_connections));
+        let per_address = Arc::new(PerAddress::new(listen.max_connections_per_address));
         let handshake_timeout = listen.tls_handshake_timeout.0;
         let idle_timeout = listen.idle_timeout.0;
         tokio::pin!(shutdown);
@@ -222,10 +223,19 @@ impl Relay {
                 },
                 () = &mut shutdown => break,
             };
-            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            let Some(address_slot) = PerAddress::enter(&per_address, peer.ip()) else {
+                self.metrics.connections_refused.inc();
+                debug!(%peer, "per-address connection cap reached; closing");
+                continue;
+            };
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                 self.metrics.connections_refused.inc();
                 debug!(%peer, "connection cap reached; closing");
                 continue;
+            };
+            let slot = ConnectionSlot {
+                _permit: permit,
+                _address: address_slot,
             };
             let _ = stream.set_nodelay(true);
             let client = ClientAddr(peer);
@@ -347,6 +357,66 @@ fn load_credentials(config: &Config) -> Result<Credentials, ServerError> {
         &config.data_dir().join("roles.toml"),
         &config::roles(&config.auth),
     )?)
+}
+
+/// What an open connection holds until it ends: its place under `listen.max_connections`
+/// and under its address's `listen.max_connections_per_address`.
+pub(crate) struct ConnectionSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _address: AddressSlot,
+}
+
+/// Open connections per client address.
+struct PerAddress {
+    limit: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection of an address; counted down when dropped.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn enter(table: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut open = table
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= table.limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: Arc::clone(table),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .table
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// `now`, for handlers. Kept in one place so the clock is easy to find.
