@@ -458,7 +458,9 @@ async fn fetch(
         return held.ok_or_else(|| ("304 without a held copy".to_owned(), None));
     };
     // `.new` before the extension: the importer tells formats apart by the extension.
-    let new_path = dir.join("inputs").join(held_name(input).replacen('.', ".new.", 1));
+    let new_path = dir
+        .join("inputs")
+        .join(held_name(input).replacen('.', ".new.", 1));
     tokio::fs::rename(&fetched.path, &new_path)
         .await
         .map_err(|e| (format!("{}: {e}", new_path.display()), held_clone(&held)))?;
