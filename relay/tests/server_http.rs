@@ -737,6 +737,35 @@ async fn oversized_headers_are_refused() {
     relay.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_watch_path_reads_bare_lf_heads_as_hyper_does() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start().await;
+    relay.upload(fresh_bundle(1)).await;
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        "reader:reader-pw",
+    );
+    let mut conn = idle_tls(&relay).await.unwrap();
+    let head = format!(
+        "GET /api/v1/feeds/watch HTTP/1.1\nHost: localhost\nAuthorization: Basic {auth}\nLast-Event-ID: 0\n\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    let mut buf = [0u8; 1024];
+    while !text.contains("\"sequence\":1") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("an answer to a bare-LF head")
+            .unwrap();
+        assert!(n > 0, "closed without an answer: {text:?}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("text/event-stream"), "{text}");
+    relay.stop().await;
+}
+
 /// A TLS connection to the relay that sends nothing.
 async fn idle_tls(
     relay: &TestRelay,

@@ -64,7 +64,11 @@ where
                     return Ok(Head::Gone);
                 }
                 head.extend_from_slice(&chunk[..n]);
-                if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                // The blank line that ends a head; bare LF line ends are accepted, as
+                // hyper (and httparse) accept them.
+                if head.windows(4).any(|w| w == b"\r\n\r\n")
+                    || head.windows(2).any(|w| w == b"\n\n")
+                {
                     return Ok(Head::Complete);
                 }
                 if head.len() > MAX_HEAD {
@@ -86,6 +90,15 @@ where
         None => return Lean::Other(Rewind::new(head, io)),
     };
     drop(head);
+    // The same span and events as TraceLayer gives every routed request.
+    let span = tracing::debug_span!(
+        "request",
+        method = "GET",
+        uri = WATCH_PATH,
+        version = "HTTP/1.1",
+        client = %client.0,
+    );
+    tracing::debug!(parent: &span, "started processing request");
     let decision = relay
         .auth
         .check(
@@ -97,11 +110,14 @@ where
     if !matches!(decision, Decision::Allowed(_)) {
         let response = routes::denial(relay, Role::Reader, decision);
         let status = response.status();
-        let _ = write_response(&mut io, response).await;
+        // A client that does not read its refusal does not keep the task.
+        let _ = tokio::time::timeout(idle, write_response(&mut io, response)).await;
         count(relay, status.as_str());
+        tracing::debug!(parent: &span, status = status.as_u16(), "finished processing request");
         return Lean::Done;
     }
     count(relay, "200");
+    tracing::debug!(parent: &span, status = 200, "watch channel open");
     match Watcher::start(relay, io, request.last_event_id).await {
         Ok(w) => Lean::Watching(Box::new(w)),
         Err(e) => {
