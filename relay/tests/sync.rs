@@ -364,6 +364,43 @@ async fn a_dripping_body_is_cut_at_the_floor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_manifest_is_cut_off_at_the_cap() {
+    // No Content-Length, and bytes without end: the cap must apply while reading.
+    let app = axum::Router::new().route(
+        "/api/v1/feeds/manifest",
+        axum::routing::get(|| async {
+            let chunk = vec![b' '; 64 * 1024];
+            let stream = futures_util::stream::repeat(chunk).map(Ok::<_, std::io::Error>);
+            axum::body::Body::from_stream(stream)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let source = SourceConfig {
+        url,
+        user: None,
+        password: None,
+        ..upstream_source_placeholder()
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await;
+    let held = fresh_bundle(5);
+    b.upload(held.clone()).await;
+    let s = b
+        .until("the cut-off", |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
+    assert_eq!(s["sources"][0]["last_error_kind"], "too_large", "{s:#}");
+    assert_eq!(b.current_bytes().await, held, "the held bundle is kept");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_force_refresh_checks_at_once() {
     let a = TestRelay::start().await;
     a.upload(fresh_bundle(1)).await;
@@ -445,6 +482,72 @@ async fn retry_after_is_honoured() {
         asked,
         "asked again before Retry-After"
     );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_retry_after_is_capped_and_a_force_refresh_overrides_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&hits);
+    let app = axum::Router::new().route(
+        "/api/v1/feeds/manifest",
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    // Thirty years.
+                    [("retry-after", "946080000")],
+                    "come back later",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let source = SourceConfig {
+        url,
+        user: None,
+        password: None,
+        ..upstream_source_placeholder()
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await;
+    let s = b
+        .until("the 503", |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
+    let not_before: relay::bundle::Timestamp = s["sources"][0]["not_before"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let wait = not_before.unix() - relay::bundle::Timestamp::now().unix();
+    assert!(wait <= 6 * 3600, "Retry-After not capped: {wait} s");
+    // An admin's force-refresh asks again at once, Retry-After or not.
+    let asked = hits.load(Ordering::SeqCst);
+    let r = b
+        .client()
+        .put(format!("{}/api/v1/feeds/force-refresh", b.url))
+        .basic_auth("admin", Some("admin-pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while hits.load(Ordering::SeqCst) == asked {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not asked after force-refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     b.stop().await;
 }
 

@@ -102,15 +102,26 @@ async fn check_upstream(
         s if s.is_success() => {}
         _ => return Err(SyncError::status(&url, &response)),
     }
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| SyncError::transport(&url, &e))?;
-    if body.len() > ctx.limits.max_manifest as usize * 2 + 8192 {
-        return Err(SyncError::new(
+    // Capped while it is read: an upstream that sends an endless document is cut off at
+    // the cap, not buffered whole first.
+    let cap = ctx.limits.max_manifest as usize * 2 + 8192;
+    let too_large = || {
+        SyncError::new(
             FailureKind::TooLarge,
-            format!("{url}: manifest document too large"),
-        ));
+            format!("{url}: manifest document larger than {cap} bytes"),
+        )
+    };
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| SyncError::transport(&url, &e))?;
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
     }
     let doc: ManifestDoc = serde_json::from_slice(&body).map_err(|e| {
         SyncError::new(

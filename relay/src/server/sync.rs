@@ -20,6 +20,9 @@ use crate::bundle::Timestamp;
 use crate::client::{self, CheckContext, CheckOutcome, FailureKind, FetchLimits, Held, SourceKind};
 use crate::config::SourceConfig;
 
+/// The longest `Retry-After` a source is granted.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+
 /// What `/api/v1/status` shows of syncing.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct SyncStatus {
@@ -65,8 +68,8 @@ pub struct SourceStatus {
 pub struct SyncState {
     pub(crate) status: Mutex<SyncStatus>,
     pub(crate) wake: Notify,
-    /// Set by an admin's force-refresh: the next check ignores the backoff (never a
-    /// source's own `Retry-After`).
+    /// Set by an admin's force-refresh: the next check ignores the backoff and the
+    /// sources' `Retry-After`.
     pub(crate) forced: std::sync::atomic::AtomicBool,
 }
 
@@ -131,7 +134,7 @@ impl SyncState {
         self.wake.notify_one();
     }
 
-    /// An admin's "check now": also skips the failure backoff.
+    /// An admin's "check now": also skips the failure backoff and any `Retry-After`.
     pub fn force(&self) {
         self.forced.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake.notify_one();
@@ -430,12 +433,8 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
         let waiting = {
             let status = relay.sync.lock();
             let s = &status.sources[index];
-            let until = if forced {
-                s.retry_after_until
-            } else {
-                s.not_before
-            };
-            until.is_some_and(|t| t > now)
+            // An admin's force-refresh asks every source now, backoff and Retry-After alike.
+            !forced && s.not_before.is_some_and(|t| t > now)
         };
         if waiting {
             continue;
@@ -500,11 +499,14 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
                 s.last_error = Some(e.message.clone());
                 s.last_error_kind = Some(e.kind);
                 s.failures = s.failures.saturating_add(1);
-                // Exponential backoff with jitter, or the server's Retry-After when longer.
+                // Exponential backoff with jitter, or the server's Retry-After when longer;
+                // a Retry-After is honoured up to MAX_RETRY_AFTER (a lying upstream cannot
+                // stop the checks for a year), and an admin's force-refresh overrides it.
                 let backoff = backoff(schedule, s.failures);
-                let wait = e.retry_after.map_or(backoff, |ra| ra.max(backoff));
+                let retry_after = e.retry_after.map(|ra| ra.min(MAX_RETRY_AFTER));
+                let wait = retry_after.map_or(backoff, |ra| ra.max(backoff));
                 s.not_before = Some(now.saturating_add(wait));
-                s.retry_after_until = e.retry_after.map(|d| now.saturating_add(d));
+                s.retry_after_until = retry_after.map(|d| now.saturating_add(d));
                 last_error = Some(e.message);
             }
         }
