@@ -232,6 +232,18 @@ impl Store {
         if rebuilt {
             store.rebuild(trust, limits, &mut notes)?;
         }
+        // A key removed from the trust list demotes what it signed (key rotation and
+        // revocation): before anything is served.
+        let demoted = store.demote_blocking(&|r: &BundleRecord| untrusted(trust, r))?;
+        if !demoted.is_empty() {
+            store.audit(&serde_json::json!({
+                "at": Timestamp::now(),
+                "action": "demote-untrusted",
+                "when": "start",
+                "demoted": demoted,
+            }))?;
+        }
+        notes.extend(demoted);
         store.check(&mut notes)?;
         store.db.flush()?;
         Ok((store, notes))
@@ -394,6 +406,148 @@ impl Store {
             .collect::<Result<Vec<BundleRecord>, StoreError>>()?;
         all.sort_by_key(|r| std::cmp::Reverse(r.sequence));
         Ok(all)
+    }
+
+    /// Forgets the held bundles signed by a key `trust` no longer holds (SIGHUP after a
+    /// key was removed); see [`Store::demote`].
+    pub async fn demote_untrusted(
+        self: &Arc<Self>,
+        trust: &TrustStore,
+    ) -> Result<Vec<String>, StoreError> {
+        let trust = trust.clone();
+        let demoted = self.demote(move |r| untrusted(&trust, r)).await?;
+        if !demoted.is_empty() {
+            self.audit(&serde_json::json!({
+                "at": Timestamp::now(),
+                "action": "demote-untrusted",
+                "when": "reload",
+                "demoted": demoted,
+            }))?;
+        }
+        Ok(demoted)
+    }
+
+    /// An admin's reset of the held sequence: forgets every held bundle above `to`, so a
+    /// bundle of a lower sequence can be current again (see [`Store::demote`]).
+    pub async fn reset_sequence(self: &Arc<Self>, to: u64) -> Result<Vec<String>, StoreError> {
+        self.demote(move |r| {
+            (r.sequence.0 > to).then(|| format!("its sequence is above the reset to {to}"))
+        })
+        .await
+    }
+
+    /// Forgets each held bundle `refuse` gives a reason for: its record and watch-channel
+    /// event go, its file moves to `quarantine/` (evidence, never served), and the newest
+    /// remaining intact bundle becomes current (none if none is left). Runs under the
+    /// commit lock; returns one line per bundle demoted.
+    pub async fn demote(
+        self: &Arc<Self>,
+        refuse: impl Fn(&BundleRecord) -> Option<String> + Send + 'static,
+    ) -> Result<Vec<String>, StoreError> {
+        let _one_at_a_time = self.commit_lock.lock().await;
+        let this = Arc::clone(self);
+        let notes = tokio::task::spawn_blocking(move || this.demote_blocking(&refuse))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))??;
+        if !notes.is_empty() {
+            self.db.flush_async().await?;
+            let this = Arc::clone(self);
+            let current = tokio::task::spawn_blocking(move || this.load_current())
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))??;
+            self.current.send_replace(current);
+        }
+        Ok(notes)
+    }
+
+    fn demote_blocking(
+        &self,
+        refuse: &dyn Fn(&BundleRecord) -> Option<String>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut notes = Vec::new();
+        let records = self.held_all()?;
+        let (demoted, kept): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .map(|r| (refuse(&r), r))
+            .partition(|(why, _)| why.is_some());
+        if demoted.is_empty() {
+            return Ok(notes);
+        }
+        let quarantine = self.settings.dir.join("quarantine");
+        fs::create_dir_all(&quarantine).map_err(|e| io_err(&quarantine, e))?;
+        for (why, r) in &demoted {
+            let from = self.blob_path(&r.sha256);
+            let to = quarantine.join(r.sha256.to_hex());
+            if let Err(e) = fs::rename(&from, &to)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Err(io_err(&from, e));
+            }
+            notes.push(format!(
+                "bundle sequence {} ({}) from {} signed by key {} demoted: {}; its file is in {}",
+                r.sequence,
+                r.sha256,
+                r.origin,
+                r.key_id,
+                why.as_deref().unwrap_or(""),
+                to.display()
+            ));
+        }
+        let current = self
+            .meta
+            .get(CURRENT_KEY)?
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<Sha256>().ok());
+        let replacement = kept
+            .iter()
+            .map(|(_, r)| r)
+            .find(|r| self.file_digest_is(&r.sha256));
+        let current_demoted = current.is_some_and(|c| demoted.iter().any(|(_, r)| r.sha256 == c));
+        (&self.bundles, &self.meta, &self.events)
+            .transaction(|(bundles, meta, events)| {
+                for (_, r) in &demoted {
+                    bundles.remove(r.sha256.to_hex().as_bytes())?;
+                    events.remove(&r.sequence.0.to_be_bytes())?;
+                }
+                if current_demoted {
+                    match replacement {
+                        Some(r) => {
+                            meta.insert(CURRENT_KEY, r.sha256.to_hex().as_bytes())?;
+                        }
+                        None => {
+                            meta.remove(CURRENT_KEY)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| {
+                StoreError::Corrupt(format!("demote transaction: {e:?}"))
+            })?;
+        sync_dir(&quarantine).map_err(|e| io_err(&quarantine, e))?;
+        if current_demoted {
+            notes.push(match replacement {
+                Some(r) => format!("sequence {} ({}) is current now", r.sequence, r.sha256),
+                None => "no bundle is current now: none held is trusted".to_owned(),
+            });
+        }
+        Ok(notes)
+    }
+
+    /// Appends an audit record (one JSON line) to `audit.jsonl` beside the store, fsynced:
+    /// what an admin did to the held bundles outlives the log.
+    pub fn audit(&self, record: &serde_json::Value) -> Result<(), StoreError> {
+        use std::io::Write;
+        let path = self.settings.dir.join("audit.jsonl");
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        let mut line =
+            serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        line.push(b'\n');
+        file.write_all(&line).map_err(|e| io_err(&path, e))?;
+        file.sync_all().map_err(|e| io_err(&path, e))
     }
 
     /// Events with a sequence above `after`, oldest first.
@@ -647,6 +801,14 @@ impl Store {
         let mut hasher = crate::bundle::HashingSink::default();
         io::copy(&mut file, &mut hasher).is_ok() && hasher.finish() == *sha256
     }
+}
+
+/// Why a held bundle is no longer trusted, if it is not.
+fn untrusted(trust: &TrustStore, r: &BundleRecord) -> Option<String> {
+    trust
+        .get(&r.key_id)
+        .is_none()
+        .then(|| format!("key {} is no longer in the trust list", r.key_id))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {

@@ -556,7 +556,7 @@ async fn bearer_tokens_read() {
     let relay = TestRelay::start().await;
     relay.upload(fresh_bundle(1)).await;
     let token = relay::auth::add_token(&relay.dir.path().join("tokens"), "downstream").unwrap();
-    relay.relay.reload().unwrap();
+    relay.relay.reload(&[]).await.unwrap();
     let r = relay
         .client()
         .get(format!("{}/api/v1/feeds/manifest", relay.url))

@@ -10,6 +10,7 @@ mod origin;
 mod ping;
 mod serve;
 mod transfer;
+mod trust;
 
 use std::path::PathBuf;
 
@@ -72,6 +73,9 @@ pub enum Command {
     /// A relay's state: its bundle, checks, and its supervisors as a fleet table. Exit
     /// code 1 when the bundle is not fresh or a supervisor is behind.
     Status(fleet::StatusArgs),
+    /// Key compromise and rotation: reset a relay's held sequence (audited).
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
     /// Central-to-supervisor distribution.
     #[command(subcommand)]
     Projects(fleet::ProjectsCommand),
@@ -109,6 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Sync(cmd) => transfer::sync_cmd(cmd),
         Command::Status(args) => fleet::status_cmd(args),
         Command::Projects(cmd) => fleet::projects_cmd(cmd),
+        Command::Trust(cmd) => trust::run(cmd),
     }
 }
 

@@ -1,6 +1,6 @@
 //! `relay serve`: load the configuration, make what a zero-config start needs, open the
-//! relay, and serve until SIGTERM or SIGINT; SIGHUP reloads the certificate and the
-//! credentials.
+//! relay, and serve until SIGTERM or SIGINT; SIGHUP reloads the certificate, the
+//! credentials and the trusted keys (`[trust] keys`, read from the file again).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,11 +47,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime.block_on(serve(config, args.config))?;
     Ok(Outcome::Success)
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
     if config.listen.insecure_http {
         warn!(
             "PLAIN HTTP: --insecure-http is set; credentials and bundles cross the network unencrypted"
@@ -90,8 +90,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            match reload_relay.reload() {
-                Ok(()) => info!("reloaded certificate and credentials"),
+            // The trusted keys are read from the configuration file again: removing a key
+            // there and sending SIGHUP demotes what it signed.
+            let trust_keys = match Config::load(config_path.as_deref(), std::env::vars()) {
+                Ok(fresh) => fresh.trust.keys,
+                Err(e) => {
+                    error!(error = %e, "reload: the configuration does not load; nothing reloaded");
+                    continue;
+                }
+            };
+            match reload_relay.reload(&trust_keys).await {
+                Ok(demoted) => {
+                    for note in demoted {
+                        warn!("{note}");
+                    }
+                    info!("reloaded certificate, credentials and trusted keys")
+                }
                 Err(e) => {
                     error!(error = %e, "reload failed; keeping the previous certificate and credentials")
                 }

@@ -123,7 +123,7 @@ pub async fn install_sample(relay: &Arc<Relay>, key: &SecretKey) -> Result<bool,
     let file = std::fs::File::open(temp.path()).map_err(|e| other(&e))?;
     let verified = bundle::verify(
         std::io::BufReader::new(file),
-        &relay.trust,
+        &relay.trust(),
         &relay.limits,
         now,
         None,

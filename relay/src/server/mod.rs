@@ -61,7 +61,8 @@ pub struct Relay {
     pub(crate) config: Config,
     pub(crate) store: Arc<Store>,
     pub(crate) auth: Authenticator,
-    pub(crate) trust: TrustStore,
+    /// The keys whose bundles this relay accepts; SIGHUP re-reads them.
+    trust: std::sync::RwLock<TrustStore>,
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
     pub(crate) tls: Option<tls::Reloadable>,
@@ -92,6 +93,11 @@ impl Relay {
         trust: TrustStore,
     ) -> Result<(Arc<Self>, Vec<String>), ServerError> {
         let limits = config.limits.limits();
+        // An origin trusts its own signing key, for what it publishes and at every start.
+        let trust = match &config.origin {
+            Some(origin) => trust.with(origin_public_key(origin)?),
+            None => trust,
+        };
         let settings = StoreSettings {
             dir: config.data_dir().join("store"),
             retention: config.storage.retention,
@@ -126,7 +132,7 @@ impl Relay {
             metrics: Metrics::new(),
             store: Arc::new(store),
             auth,
-            trust,
+            trust: std::sync::RwLock::new(trust),
             limits,
             tls,
             stopping: CancellationToken::new(),
@@ -137,15 +143,47 @@ impl Relay {
         Ok((relay, notes))
     }
 
-    /// Re-reads the certificate, key and credentials (SIGHUP). Open connections keep
-    /// the certificate they started with; a file that does not load leaves the old one
-    /// in use and is reported.
-    pub fn reload(&self) -> Result<(), ServerError> {
+    /// Re-reads the certificate, key, credentials and trusted keys (SIGHUP). Open
+    /// connections keep the certificate they started with; a file that does not load
+    /// leaves the old one in use and is reported. A key removed from `trust.keys` demotes
+    /// the held bundles it signed (returned, one line each, for the log).
+    ///
+    /// `trust_keys` is `[trust] keys` as the configuration file says now (empty: the
+    /// zero-config local key stays).
+    pub async fn reload(
+        &self,
+        trust_keys: &[std::path::PathBuf],
+    ) -> Result<Vec<String>, ServerError> {
         if let Some(tls) = &self.tls {
             tls.reload()?;
         }
         self.auth.replace(load_credentials(&self.config)?);
-        Ok(())
+        if trust_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut trust = TrustStore::load(trust_keys)
+            .map_err(|e| ServerError::Other(format!("trusted keys: {e}")))?;
+        if let Some(origin) = &self.config.origin {
+            trust = trust.with(origin_public_key(origin)?);
+        }
+        *self
+            .trust
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = trust.clone();
+        let notes = self
+            .store
+            .demote_untrusted(&trust)
+            .await
+            .map_err(|e| ServerError::Other(format!("demoting untrusted bundles: {e}")))?;
+        Ok(notes)
+    }
+
+    /// The keys whose bundles this relay accepts now.
+    pub(crate) fn trust(&self) -> TrustStore {
+        self.trust
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn config(&self) -> &Config {
@@ -357,6 +395,15 @@ fn load_credentials(config: &Config) -> Result<Credentials, ServerError> {
         &config.data_dir().join("roles.toml"),
         &config::roles(&config.auth),
     )?)
+}
+
+/// The public half of the origin's signing key.
+fn origin_public_key(
+    origin: &crate::config::OriginConfig,
+) -> Result<crate::bundle::PublicKey, ServerError> {
+    crate::bundle::SecretKey::load(&origin.key)
+        .map(|k| k.public())
+        .map_err(|e| ServerError::Other(format!("origin.key: {e}")))
 }
 
 /// What an open connection holds until it ends: its place under `listen.max_connections`

@@ -339,7 +339,7 @@ async fn cycle(
         .incoming_file()
         .map_err(|e| format!("store: {e}"))?;
     let feeds = dir.join("feeds.next");
-    let trust = relay.trust.with(key.public());
+    let trust = relay.trust().with(key.public());
     let (limits, held) = (relay.limits, current.map(Sequence));
     let (verified, path) = tokio::task::spawn_blocking(move || {
         let (file, path) = incoming.into_parts();

@@ -88,6 +88,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
             "/api/v1/projects/push",
             post(status::projects_push).put(status::projects_push),
         )
+        .route("/api/v1/admin/reset-sequence", post(status::reset_sequence))
         .route(
             "/api/v1/origin/run",
             post(status::origin_run).put(status::origin_run),

@@ -260,6 +260,59 @@ pub async fn origin_run(State(relay): State<Arc<Relay>>) -> Response {
     (code, Json(report)).into_response()
 }
 
+/// The body of `POST /api/v1/admin/reset-sequence`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetSequence {
+    /// Held bundles above this sequence are demoted.
+    pub to: u64,
+    /// Why, for the audit record: required.
+    pub reason: String,
+}
+
+/// `POST /api/v1/admin/reset-sequence` (admin): demote every held bundle above `to`, so
+/// that a bundle of a lower sequence is accepted again (a signing key that published a
+/// sequence far ahead, by mistake or in an attacker's hands). Audited: a warning in the
+/// log and a line in `<data_dir>/store/audit.jsonl`, with who, when, why and what.
+pub async fn reset_sequence(
+    State(relay): State<Arc<Relay>>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
+    body: axum::extract::Json<ResetSequence>,
+) -> Response {
+    let who = principal.map_or_else(|| "unknown".to_owned(), |p| p.0.name);
+    let request = body.0;
+    if request.reason.trim().is_empty() {
+        return super::routes::problem(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "a reason is required: it is recorded in the audit log",
+        );
+    }
+    let demoted = match relay.store.reset_sequence(request.to).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "reset of the held sequence failed");
+            return super::routes::problem(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "the reset failed; see the relay's log",
+            );
+        }
+    };
+    let record = serde_json::json!({
+        "at": super::now(),
+        "action": "reset-sequence",
+        "user": who,
+        "to": request.to,
+        "reason": request.reason,
+        "demoted": demoted,
+        "current": relay.store.current().map(|c| c.record.sequence),
+    });
+    tracing::warn!(user = %who, to = request.to, reason = %request.reason, demoted = demoted.len(), "held sequence reset by an admin");
+    if let Err(e) = relay.store.audit(&record) {
+        tracing::error!(error = %e, "writing the audit record failed");
+    }
+    (axum::http::StatusCode::OK, Json(record)).into_response()
+}
+
 /// `PUT /api/v1/feeds/force-refresh` (admin): check the sources now.
 pub async fn force_refresh(State(relay): State<Arc<Relay>>) -> Response {
     relay.sync.force();

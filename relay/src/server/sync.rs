@@ -413,8 +413,9 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
         sha256: c.record.sha256,
     });
     let schedule = &relay.config.schedule;
+    let trust = relay.trust();
     let ctx = CheckContext {
-        trust: &relay.trust,
+        trust: &trust,
         limits: &relay.limits,
         fetch: FetchLimits {
             max_bytes: relay.config.storage.max_upload_bytes,

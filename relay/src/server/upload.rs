@@ -100,7 +100,7 @@ async fn receive(
     };
     let held = relay.store.current().map(|c| c.record.sequence);
     let verified = {
-        let (path, trust, limits) = (path.to_path_buf(), relay.trust.clone(), relay.limits);
+        let (path, trust, limits) = (path.to_path_buf(), relay.trust(), relay.limits);
         tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path).map_err(VerifyError::Read)?;
             bundle::verify(
