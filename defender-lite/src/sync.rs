@@ -195,7 +195,7 @@ async fn try_sources(
         match outcome {
             Ok(CheckOutcome::UpToDate) => return Ok(None),
             Ok(CheckOutcome::New { file, .. }) => {
-                let applied = apply(config, trust, limits, &file, &source.url, held);
+                let applied = apply(&config.data_dir, trust, limits, &file, &source.url, held);
                 let _ = std::fs::remove_file(&file);
                 return applied.map(Some);
             }
@@ -205,10 +205,11 @@ async fn try_sources(
     Err(last_error.unwrap_or_else(|| SyncError::new(FailureKind::Config, "no source answered")))
 }
 
-/// Unpacks the verified bundle in `file` into a directory of its own (verifying it again
-/// as it is written: what is on disk is what was checked).
-fn apply(
-    config: &Config,
+/// Unpacks the verified bundle in `file` into a directory of its own under `data_dir`
+/// (verifying it again as it is written: what is on disk is what was checked) and builds
+/// its indexes. It does not make it current: that is `state.json`, written by the caller.
+pub fn apply(
+    data_dir: &Path,
     trust: &TrustStore,
     limits: &Limits,
     file: &Path,
@@ -218,8 +219,7 @@ fn apply(
     let local = |e: &dyn std::fmt::Display| SyncError::new(FailureKind::Local, e.to_string());
     let input =
         std::fs::File::open(file).map_err(|e| local(&format!("{}: {e}", file.display())))?;
-    let staging = config
-        .data_dir
+    let staging = data_dir
         .join("bundles")
         .join(format!(".incoming-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
@@ -239,7 +239,7 @@ fn apply(
     crate::feeds::build_indexes(&staging).map_err(|e| local(&e))?;
     let m = verified.manifest();
     let dir = PathBuf::from("bundles").join(format!("{}-{}", m.sequence, verified.sha256()));
-    let dest = config.data_dir.join(&dir);
+    let dest = data_dir.join(&dir);
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| local(&format!("{}: {e}", dest.display())))?;
     }

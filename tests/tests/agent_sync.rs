@@ -59,7 +59,7 @@ async fn the_agent_applies_each_new_bundle_and_keeps_the_last_good_one() {
     // Indexed when applied, and used by scan through the configuration.
     for index in [
         "osv.idx",
-        "domains.txt",
+        "domains.fst",
         "ips.bin",
         "apps.json",
         "summary.json",

@@ -312,16 +312,19 @@ fn ip_net(text: &str) -> Result<IpNet, String> {
 }
 
 fn dns_list(rule: &str, items: &[String]) -> Result<DnsList, RulesError> {
-    let mut list = DnsList::default();
+    let mut globs = Vec::new();
+    let mut names = Vec::new();
     for item in items {
         if item.contains(['*', '?', '[']) {
-            list.globs
-                .push(glob(rule, Area::Dns.as_str(), &item.to_ascii_lowercase())?);
+            globs.push(glob(rule, Area::Dns.as_str(), &item.to_ascii_lowercase())?);
         } else {
-            list.names.insert(item);
+            names.push(item.as_str());
         }
     }
-    Ok(list)
+    Ok(DnsList {
+        names: DomainSet::from_names(names),
+        globs,
+    })
 }
 
 impl RuleSpec {

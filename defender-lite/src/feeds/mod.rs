@@ -6,28 +6,38 @@
 //!
 //! ```text
 //! index/osv.idx        package key -> byte ranges of the records naming it (osv_index)
-//! index/domains.txt    known-bad names, normalized, sorted (netsets::DomainSet)
-//! index/ips.bin        known-bad ranges, merged, sorted (netsets::IpSet)
+//! index/domains.fst    known-bad names and suffixes, a finite-state map (netsets)
+//! index/ips.bin        known-bad ranges, merged, sorted (netsets)
 //! index/apps.json      the app documents, parsed and checked, as one JSON array
-//! index/summary.json   counts, for status and reports
+//! index/summary.json   counts, the index format, and the size and SHA-256 of the
+//!                      three mapped files
 //! ```
 //!
-//! [`Feeds`] opens them for the commands: the bundle `sync` applied (the default), or
-//! any directory given with `--feeds` (an applied bundle, or an unpacked `feeds/`
-//! directory such as `relay/samples/feeds`, indexed in memory).
+//! Building streams the feed files with bounded memory (`external_sort`), whatever
+//! their size; the readers check a file's digest, map it and search it in place
+//! (`mapped`), so opening a real-size feed keeps almost nothing in memory. [`Feeds`]
+//! opens them for the commands: the bundle `sync` applied (the default), or any
+//! directory given with `--feeds` (an applied bundle, or feed files such as
+//! `relay/samples/feeds`, indexed on use into a private temp directory the same way).
 
+pub mod external_sort;
+mod mapped;
 pub mod netsets;
 pub mod osv_index;
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use relay::bundle::{AppSpec, FeedKind, Manifest};
 use serde::{Deserialize, Serialize};
 
+pub use mapped::FileDigest;
 pub use netsets::{DomainSet, IpSet};
 pub use osv_index::{OsvIndexFile, OsvIndexStats};
 
-use crate::osv::{LoadStats, VulnIndex, VulnIndexBuilder};
+use crate::osv::{LoadStats, VulnIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedsError {
@@ -57,10 +67,17 @@ impl FeedsError {
     }
 }
 
+/// The layout of `index/`: an index of another format is rebuilt, not misread.
+pub const INDEX_FORMAT: u32 = 2;
+
 /// `index/summary.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexSummary {
+    /// [`INDEX_FORMAT`] of the build that wrote it (0: before formats were numbered).
+    #[serde(default)]
+    pub format: u32,
     pub osv: OsvIndexStats,
+    /// Entries in the domain index (after merging those another covers).
     pub domains: usize,
     /// Disjoint ranges after merging.
     pub ip_ranges: usize,
@@ -69,9 +86,64 @@ pub struct IndexSummary {
     /// them, so none in a verified bundle), with where the first is.
     pub unreadable: usize,
     pub first_unreadable: Option<String>,
+    /// Size and SHA-256 of each mapped index file (`osv.idx`, `domains.fst`, `ips.bin`),
+    /// checked before it is mapped.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileDigest>,
+}
+
+/// Feed lines or documents an index left out, and where the first one is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unreadable {
+    pub count: usize,
+    pub first: Option<String>,
+}
+
+impl Unreadable {
+    /// Line `line` of `rel` (its text, `None` when it is not UTF-8).
+    pub(crate) fn note(&mut self, rel: &Path, line: usize, text: Option<&str>) {
+        self.count += 1;
+        self.first.get_or_insert_with(|| match text {
+            Some(text) => format!("{}:{line}: {:?}", rel.display(), text.trim()),
+            None => format!("{}:{line}: not UTF-8", rel.display()),
+        });
+    }
+
+    fn add(&mut self, other: Unreadable) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
+
+/// Calls `f` with each line of a feed file: its number (from 1) and its text without the
+/// line end (`None` when it is not UTF-8). Streams: one line in memory at a time.
+pub(crate) fn for_each_line<E: From<FeedsError>>(
+    path: &Path,
+    mut f: impl FnMut(usize, Option<&str>) -> Result<(), E>,
+) -> Result<(), E> {
+    let file = File::open(path).map_err(|e| FeedsError::io(path, e))?;
+    let mut input = BufReader::with_capacity(1 << 16, file);
+    let mut line = Vec::new();
+    let mut n = 0;
+    loop {
+        line.clear();
+        let read = input
+            .read_until(b'\n', &mut line)
+            .map_err(|e| FeedsError::io(path, e))?;
+        if read == 0 {
+            return Ok(());
+        }
+        n += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        f(n, std::str::from_utf8(text).ok())?;
+    }
 }
 
 const INDEX_DIR: &str = "index";
+const SUMMARY_FILE: &str = "summary.json";
+const APPS_FILE: &str = "apps.json";
 
 /// The feed files of each kind in a bundle directory, from its manifest (paths relative
 /// to the directory).
@@ -125,61 +197,57 @@ fn read_text(base: &Path, rel: &Path) -> Result<String, FeedsError> {
     String::from_utf8(bytes).map_err(|_| FeedsError::bad(&path, "not UTF-8"))
 }
 
-/// Everything but the OSV index, read from feed files.
-struct Parsed {
-    domains: DomainSet,
-    ips: IpSet,
-    apps: Vec<AppSpec>,
-    unreadable: usize,
-    first_unreadable: Option<String>,
+/// The files of one kind.
+fn of_kind(files: &[(FeedKind, PathBuf)], kind: FeedKind) -> Vec<PathBuf> {
+    files
+        .iter()
+        .filter(|(k, _)| *k == kind)
+        .map(|(_, p)| p.clone())
+        .collect()
 }
 
-fn parse_feeds(base: &Path, files: &[(FeedKind, PathBuf)]) -> Result<Parsed, FeedsError> {
-    let mut parsed = Parsed {
-        domains: DomainSet::default(),
-        ips: IpSet::default(),
-        apps: Vec::new(),
-        unreadable: 0,
-        first_unreadable: None,
-    };
-    let mut ranges = String::new();
-    let note = |parsed: &mut Parsed, what: String| {
-        parsed.unreadable += 1;
-        parsed.first_unreadable.get_or_insert(what);
-    };
-    for (kind, rel) in files {
-        match kind {
-            FeedKind::Osv => {}
-            FeedKind::Domains => {
-                let (set, bad) = DomainSet::from_feed_text(&read_text(base, rel)?);
-                for name in set.to_index().lines() {
-                    parsed.domains.insert(name);
+/// The app documents, checked and sorted by id; the others are noted as unreadable.
+fn read_apps(
+    base: &Path,
+    files: &[(FeedKind, PathBuf)],
+) -> Result<(Vec<AppSpec>, Unreadable), FeedsError> {
+    let mut apps = Vec::new();
+    let mut unreadable = Unreadable::default();
+    for rel in of_kind(files, FeedKind::Apps) {
+        let why = match serde_json::from_str::<AppSpec>(&read_text(base, &rel)?) {
+            Ok(app) => match app.check() {
+                Ok(()) => {
+                    apps.push(app);
+                    continue;
                 }
-                for (line, text) in bad {
-                    note(&mut parsed, format!("{}:{line}: {text:?}", rel.display()));
-                }
-            }
-            FeedKind::Ips => {
-                let text = read_text(base, rel)?;
-                let (_, bad) = IpSet::from_feed_text(&text);
-                for (line, entry) in bad {
-                    note(&mut parsed, format!("{}:{line}: {entry:?}", rel.display()));
-                }
-                ranges.push_str(&text);
-                ranges.push('\n');
-            }
-            FeedKind::Apps => match serde_json::from_str::<AppSpec>(&read_text(base, rel)?) {
-                Ok(app) => match app.check() {
-                    Ok(()) => parsed.apps.push(app),
-                    Err(e) => note(&mut parsed, format!("{}: {e}", rel.display())),
-                },
-                Err(e) => note(&mut parsed, format!("{}: {e}", rel.display())),
+                Err(e) => e.to_string(),
             },
-        }
+            Err(e) => e.to_string(),
+        };
+        unreadable.count += 1;
+        unreadable
+            .first
+            .get_or_insert_with(|| format!("{}: {why}", rel.display()));
     }
-    parsed.ips = IpSet::from_feed_text(&ranges).0;
-    parsed.apps.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
-    Ok(parsed)
+    apps.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    Ok((apps, unreadable))
+}
+
+/// A scratch directory for sort runs inside `dir`, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(dir: &Path) -> Result<Scratch, FeedsError> {
+        let path = dir.join(".sort");
+        std::fs::create_dir_all(&path).map_err(|e| FeedsError::io(&path, e))?;
+        Ok(Scratch(path))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Writes `index/` into an unpacked bundle directory (`bundle/manifest.json`,
@@ -190,37 +258,100 @@ pub fn build_indexes(bundle: &Path) -> Result<IndexSummary, FeedsError> {
     let tmp = bundle.join("index.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| FeedsError::io(&tmp, e))?;
-    let osv: Vec<PathBuf> = files
-        .iter()
-        .filter(|(k, _)| *k == FeedKind::Osv)
-        .map(|(_, p)| p.clone())
-        .collect();
-    let osv_stats = osv_index::write(bundle, &osv, &tmp.join("osv.idx"))?;
-    let parsed = parse_feeds(bundle, &files)?;
-    let summary = IndexSummary {
-        unreadable: parsed.unreadable + osv_stats.invalid as usize,
-        first_unreadable: parsed.first_unreadable,
-        osv: osv_stats,
-        domains: parsed.domains.len(),
-        ip_ranges: parsed.ips.len(),
-        apps: parsed.apps.len(),
-    };
-    let write = |name: &str, bytes: &[u8]| {
-        let path = tmp.join(name);
-        std::fs::write(&path, bytes).map_err(|e| FeedsError::io(&path, e))
-    };
-    write("domains.txt", parsed.domains.to_index().as_bytes())?;
-    write("ips.bin", &parsed.ips.to_index())?;
-    let apps =
-        serde_json::to_vec(&parsed.apps).map_err(|e| FeedsError::bad(&tmp, &e.to_string()))?;
-    write("apps.json", &apps)?;
-    let json =
-        serde_json::to_vec_pretty(&summary).map_err(|e| FeedsError::bad(&tmp, &e.to_string()))?;
-    write("summary.json", &json)?;
+    let summary = write_indexes(bundle, &files, &tmp)?;
     let dest = bundle.join(INDEX_DIR);
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::rename(&tmp, &dest).map_err(|e| FeedsError::io(&dest, e))?;
     Ok(summary)
+}
+
+/// Every index of `files` (relative to `base`) into `dir`. The OSV index is written on a
+/// thread of its own while the others are written on this one: the two halves take
+/// about as long, and each holds its own bounded sort budget.
+fn write_indexes(
+    base: &Path,
+    files: &[(FeedKind, PathBuf)],
+    dir: &Path,
+) -> Result<IndexSummary, FeedsError> {
+    let scratch = Scratch::new(dir)?;
+    let (osv, domains, ips) = std::thread::scope(|s| {
+        let osv = s.spawn(|| {
+            osv_index::write(
+                base,
+                &of_kind(files, FeedKind::Osv),
+                &dir.join(osv_index::OSV_FILE),
+                &scratch.0,
+            )
+        });
+        let domains = netsets::write_domain_index(
+            base,
+            &of_kind(files, FeedKind::Domains),
+            &dir.join(netsets::DOMAINS_FILE),
+            &scratch.0,
+        );
+        let ips = netsets::write_ip_index(
+            base,
+            &of_kind(files, FeedKind::Ips),
+            &dir.join(netsets::IPS_FILE),
+        );
+        let osv = osv
+            .join()
+            .unwrap_or_else(|_| Err(FeedsError::bad(dir, "the OSV index writer panicked")));
+        (osv, domains, ips)
+    });
+    let (osv, domains, ips) = (osv?, domains?, ips?);
+    let (apps, mut unreadable) = read_apps(base, files)?;
+    drop(scratch);
+    unreadable.add(domains.unreadable);
+    unreadable.add(ips.unreadable);
+    let mut digests = BTreeMap::new();
+    for name in [
+        osv_index::OSV_FILE,
+        netsets::DOMAINS_FILE,
+        netsets::IPS_FILE,
+    ] {
+        let path = dir.join(name);
+        let file = File::open(&path).map_err(|e| FeedsError::io(&path, e))?;
+        let digest = FileDigest::of(&file).map_err(|e| FeedsError::io(&path, e))?;
+        digests.insert(name.to_owned(), digest);
+    }
+    let summary = IndexSummary {
+        format: INDEX_FORMAT,
+        files: digests,
+        unreadable: unreadable.count + osv.invalid as usize,
+        first_unreadable: unreadable.first,
+        osv,
+        domains: domains.entries as usize,
+        ip_ranges: ips.entries as usize,
+        apps: apps.len(),
+    };
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| FeedsError::io(&path, e))
+    };
+    let apps = serde_json::to_vec(&apps).map_err(|e| FeedsError::bad(dir, &e.to_string()))?;
+    write(APPS_FILE, &apps)?;
+    let json =
+        serde_json::to_vec_pretty(&summary).map_err(|e| FeedsError::bad(dir, &e.to_string()))?;
+    write(SUMMARY_FILE, &json)?;
+    Ok(summary)
+}
+
+/// The summary of the index in `bundle`, when it is of this build's format.
+fn current_summary(bundle: &Path) -> Option<IndexSummary> {
+    let bytes = std::fs::read(bundle.join(INDEX_DIR).join(SUMMARY_FILE)).ok()?;
+    let summary: IndexSummary = serde_json::from_slice(&bytes).ok()?;
+    (summary.format == INDEX_FORMAT).then_some(summary)
+}
+
+/// Whether `bundle` lacks an index, or has one an earlier build wrote in another format
+/// (its summary says so). An index directory is whole (it is renamed into place).
+fn needs_index(bundle: &Path) -> bool {
+    let index = bundle.join(INDEX_DIR);
+    if !index.is_dir() {
+        return true;
+    }
+    index.join(SUMMARY_FILE).exists() && current_summary(bundle).is_none()
 }
 
 /// Where a command's feeds come from.
@@ -233,12 +364,18 @@ pub struct Feeds {
 
 #[derive(Debug)]
 enum Origin {
-    /// An applied bundle with its index.
-    Indexed { bundle: PathBuf },
-    /// Feed files, indexed in memory on use (`base` holds `osv/`, `apps/`, ...).
+    /// An applied bundle with its index, and the digests its summary recorded (`None`:
+    /// an index without a summary, as tests write them by hand).
+    Indexed {
+        bundle: PathBuf,
+        digests: Option<BTreeMap<String, FileDigest>>,
+    },
+    /// Feed files (`base` holds `osv/`, `apps/`, ...), indexed on use into `scratch`,
+    /// removed with it.
     Raw {
         base: PathBuf,
         files: Vec<(FeedKind, PathBuf)>,
+        scratch: tempfile::TempDir,
     },
 }
 
@@ -251,12 +388,13 @@ impl Feeds {
             .current
             .ok_or_else(|| FeedsError::NothingApplied(data_dir.to_owned()))?;
         let bundle = data_dir.join(&current.dir);
-        if !bundle.join(INDEX_DIR).is_dir() {
-            // Applied by a build that wrote no index: write it now.
+        if needs_index(&bundle) {
+            // Applied by a build that wrote no index, or one of another format: write
+            // it now (new files, renamed into place; mappings of the old ones stay valid).
             build_indexes(&bundle)?;
         }
         Ok(Feeds {
-            origin: Origin::Indexed { bundle },
+            origin: Origin::indexed(bundle),
             description: format!(
                 "bundle sequence {} from {}, created {}",
                 current.sequence, current.origin, current.created
@@ -264,22 +402,22 @@ impl Feeds {
         })
     }
 
-    /// `--feeds DIR`: an applied bundle's directory (it has `manifest.json`), a bundle's
-    /// `feeds/` directory, or a directory of feed kinds like `relay/samples/feeds`.
+    /// `--feeds DIR`: an applied bundle's directory (it has `manifest.json` and an
+    /// index), a bundle's `feeds/` directory, or a directory of feed kinds like
+    /// `relay/samples/feeds`. Feed files are indexed on use, into a temp directory.
     pub fn open_dir(dir: &Path) -> Result<Feeds, FeedsError> {
         let description = format!("feeds in {}", dir.display());
-        if dir.join(INDEX_DIR).join("osv.idx").is_file() && dir.join("manifest.json").is_file() {
+        let manifest = dir.join("manifest.json").is_file();
+        if manifest && !needs_index(dir) {
             return Ok(Feeds {
-                origin: Origin::Indexed {
-                    bundle: dir.to_owned(),
-                },
+                origin: Origin::indexed(dir.to_owned()),
                 description,
             });
         }
-        let (base, files) = if dir.join("manifest.json").is_file() {
-            (dir.to_owned(), manifest_files(dir)?)
+        let files = if manifest {
+            manifest_files(dir)?
         } else {
-            (dir.to_owned(), directory_files(dir)?)
+            directory_files(dir)?
         };
         if files.is_empty() {
             return Err(FeedsError::bad(
@@ -287,8 +425,16 @@ impl Feeds {
                 "no feeds here: expected osv/, domains/, ips/ or apps/ (or a bundle directory)",
             ));
         }
+        let scratch = tempfile::Builder::new()
+            .prefix("defender-lite-feeds-")
+            .tempdir()
+            .map_err(|e| FeedsError::io(&std::env::temp_dir(), e))?;
         Ok(Feeds {
-            origin: Origin::Raw { base, files },
+            origin: Origin::Raw {
+                base: dir.to_owned(),
+                files,
+                scratch,
+            },
             description,
         })
     }
@@ -298,59 +444,75 @@ impl Feeds {
         &self,
         packages: impl IntoIterator<Item = (&'p str, &'p str)>,
     ) -> Result<(VulnIndex, LoadStats), FeedsError> {
-        match &self.origin {
-            Origin::Indexed { bundle } => {
-                OsvIndexFile::open(bundle, &bundle.join(INDEX_DIR).join("osv.idx"))?
-                    .load_for(packages)
+        let (base, index, digest) = match &self.origin {
+            Origin::Indexed { bundle, .. } => (
+                bundle.as_path(),
+                bundle.join(INDEX_DIR).join(osv_index::OSV_FILE),
+                self.origin.digest(osv_index::OSV_FILE)?,
+            ),
+            Origin::Raw {
+                base,
+                files,
+                scratch,
+            } => {
+                let index = scratch.path().join(osv_index::OSV_FILE);
+                let sort = Scratch::new(scratch.path())?;
+                osv_index::write(base, &of_kind(files, FeedKind::Osv), &index, &sort.0)?;
+                (base.as_path(), index, None)
             }
-            Origin::Raw { base, files } => {
-                let mut builder = VulnIndexBuilder::new();
-                let mut stats = LoadStats::default();
-                for (kind, rel) in files {
-                    if *kind == FeedKind::Osv {
-                        let s = builder
-                            .add_file(&base.join(rel))
-                            .map_err(|e| FeedsError::bad(&base.join(rel), &e.to_string()))?;
-                        stats.records += s.records;
-                        stats.invalid += s.invalid;
-                    }
-                }
-                Ok((builder.build(), stats))
-            }
-        }
+        };
+        OsvIndexFile::open(base, &index, digest.as_ref())?.load_for(packages)
     }
 
     pub fn domains(&self) -> Result<DomainSet, FeedsError> {
-        match &self.origin {
-            Origin::Indexed { bundle } => {
-                let path = bundle.join(INDEX_DIR).join("domains.txt");
-                let text = std::fs::read_to_string(&path).map_err(|e| FeedsError::io(&path, e))?;
-                Ok(DomainSet::from_index(&text))
+        let (path, digest) = match &self.origin {
+            Origin::Indexed { bundle, .. } => (
+                bundle.join(INDEX_DIR).join(netsets::DOMAINS_FILE),
+                self.origin.digest(netsets::DOMAINS_FILE)?,
+            ),
+            Origin::Raw {
+                base,
+                files,
+                scratch,
+            } => {
+                let path = scratch.path().join(netsets::DOMAINS_FILE);
+                let sort = Scratch::new(scratch.path())?;
+                let domain_files = of_kind(files, FeedKind::Domains);
+                netsets::write_domain_index(base, &domain_files, &path, &sort.0)?;
+                (path, None)
             }
-            Origin::Raw { base, files } => Ok(parse_feeds(base, files)?.domains),
-        }
+        };
+        DomainSet::open(&path, digest.as_ref())
     }
 
     pub fn ips(&self) -> Result<IpSet, FeedsError> {
-        match &self.origin {
-            Origin::Indexed { bundle } => {
-                let path = bundle.join(INDEX_DIR).join("ips.bin");
-                let bytes = std::fs::read(&path).map_err(|e| FeedsError::io(&path, e))?;
-                IpSet::from_index(&bytes).ok_or_else(|| FeedsError::bad(&path, "damaged index"))
+        let (path, digest) = match &self.origin {
+            Origin::Indexed { bundle, .. } => (
+                bundle.join(INDEX_DIR).join(netsets::IPS_FILE),
+                self.origin.digest(netsets::IPS_FILE)?,
+            ),
+            Origin::Raw {
+                base,
+                files,
+                scratch,
+            } => {
+                let path = scratch.path().join(netsets::IPS_FILE);
+                netsets::write_ip_index(base, &of_kind(files, FeedKind::Ips), &path)?;
+                (path, None)
             }
-            Origin::Raw { base, files } => Ok(parse_feeds(base, files)?.ips),
-        }
+        };
+        IpSet::open(&path, digest.as_ref())
     }
 
     /// The app documents, checked.
     pub fn apps(&self) -> Result<Vec<AppSpec>, FeedsError> {
         match &self.origin {
-            Origin::Indexed { bundle } => {
-                let path = bundle.join(INDEX_DIR).join("apps.json");
+            Origin::Indexed { bundle, .. } => {
+                let path = bundle.join(INDEX_DIR).join(APPS_FILE);
                 let bytes = std::fs::read(&path).map_err(|e| FeedsError::io(&path, e))?;
                 serde_json::from_slice(&bytes).map_err(|e| FeedsError::bad(&path, &e.to_string()))
             }
-            Origin::Raw { base, files } => Ok(parse_feeds(base, files)?.apps),
+            Origin::Raw { base, files, .. } => Ok(read_apps(base, files)?.0),
         }
     }
 
@@ -358,7 +520,7 @@ impl Feeds {
     /// directory itself).
     pub fn index_path(&self, name: &str) -> PathBuf {
         match &self.origin {
-            Origin::Indexed { bundle } => bundle.join(INDEX_DIR).join(name),
+            Origin::Indexed { bundle, .. } => bundle.join(INDEX_DIR).join(name),
             Origin::Raw { base, .. } => base.clone(),
         }
     }
@@ -366,11 +528,113 @@ impl Feeds {
     /// The index summary of an applied bundle (`None` for raw feed directories).
     pub fn summary(&self) -> Option<IndexSummary> {
         match &self.origin {
-            Origin::Indexed { bundle } => {
-                let bytes = std::fs::read(bundle.join(INDEX_DIR).join("summary.json")).ok()?;
-                serde_json::from_slice(&bytes).ok()
-            }
+            Origin::Indexed { bundle, .. } => current_summary(bundle),
             Origin::Raw { .. } => None,
         }
+    }
+}
+
+impl Origin {
+    fn indexed(bundle: PathBuf) -> Origin {
+        let digests = current_summary(&bundle).map(|s| s.files);
+        Origin::Indexed { bundle, digests }
+    }
+
+    /// The digest an index file must match before it is mapped (`None`: an index without
+    /// a summary, which records none).
+    fn digest(&self, name: &str) -> Result<Option<FileDigest>, FeedsError> {
+        match self {
+            Origin::Indexed {
+                digests: Some(digests),
+                bundle,
+            } => match digests.get(name) {
+                Some(d) => Ok(Some(*d)),
+                None => Err(FeedsError::bad(
+                    &bundle.join(INDEX_DIR).join(SUMMARY_FILE),
+                    &format!("no digest recorded for {name}"),
+                )),
+            },
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `relay/samples/feeds` copied into a temp dir, indexed there as an applied bundle's
+    /// index is (`index/` beside the feed kinds).
+    fn indexed_samples() -> (tempfile::TempDir, Feeds) {
+        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
+        let dir = tempfile::tempdir().unwrap();
+        for (_, rel) in directory_files(&samples).unwrap() {
+            std::fs::create_dir_all(dir.path().join(&rel).parent().unwrap()).unwrap();
+            std::fs::copy(samples.join(&rel), dir.path().join(&rel)).unwrap();
+        }
+        let files = directory_files(dir.path()).unwrap();
+        let index = dir.path().join(INDEX_DIR);
+        std::fs::create_dir(&index).unwrap();
+        let summary = write_indexes(dir.path(), &files, &index).unwrap();
+        assert_eq!(summary.format, INDEX_FORMAT);
+        assert_eq!(summary.files.len(), 3, "{summary:?}");
+        assert!(!index.join(".sort").exists());
+        let feeds = Feeds {
+            origin: Origin::indexed(dir.path().to_owned()),
+            description: String::new(),
+        };
+        (dir, feeds)
+    }
+
+    #[test]
+    fn an_index_file_that_does_not_match_its_digest_is_refused() {
+        let (dir, feeds) = indexed_samples();
+        assert!(!feeds.domains().unwrap().is_empty());
+        assert!(feeds.ips().is_ok());
+        assert!(feeds.vulnerabilities([("Debian:12", "openssl")]).is_ok());
+
+        // (Nothing maps the file now: changing a mapped file is what the agent never does.)
+        let path = dir.path().join(INDEX_DIR).join(netsets::DOMAINS_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[40] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let err = feeds.domains().unwrap_err().to_string();
+        assert!(
+            err.contains("damaged domain index: it does not match"),
+            "{err}"
+        );
+        assert!(feeds.ips().is_ok(), "the other files are still good");
+    }
+
+    #[test]
+    fn an_index_of_another_format_is_rebuilt_and_one_without_a_summary_is_used() {
+        let (dir, _) = indexed_samples();
+        assert!(!needs_index(dir.path()));
+        let summary = dir.path().join(INDEX_DIR).join(SUMMARY_FILE);
+        std::fs::write(&summary, r#"{"osv":{"records":1,"withdrawn":0,"duplicates":0,"invalid":0,"packages":1},"domains":1,"ip_ranges":1,"apps":0,"unreadable":0,"first_unreadable":null}"#).unwrap();
+        assert!(needs_index(dir.path()), "format 1 (no format field)");
+        std::fs::remove_file(&summary).unwrap();
+        assert!(!needs_index(dir.path()), "an index written by hand");
+        std::fs::remove_dir_all(dir.path().join(INDEX_DIR)).unwrap();
+        assert!(needs_index(dir.path()));
+    }
+
+    #[test]
+    fn raw_feed_directories_are_indexed_into_a_temp_dir_on_use() {
+        let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
+        let raw = Feeds::open_dir(&samples).unwrap();
+        let (_dir, indexed) = indexed_samples();
+        assert_eq!(raw.ips().unwrap(), indexed.ips().unwrap());
+        assert_eq!(
+            raw.domains().unwrap().len(),
+            indexed.domains().unwrap().len()
+        );
+        let scratch = match &raw.origin {
+            Origin::Raw { scratch, .. } => scratch.path().to_owned(),
+            Origin::Indexed { .. } => panic!("not indexed"),
+        };
+        assert!(scratch.join(netsets::DOMAINS_FILE).is_file());
+        drop(raw);
+        assert!(!scratch.exists(), "removed with the feeds");
     }
 }
