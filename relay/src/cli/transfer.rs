@@ -249,9 +249,19 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
             }
             None => format!("{}/api/v1/feeds/bundle", endpoint.base()),
         };
-        let bytes = tokio::fs::read(&args.file)
+        // Streamed from the file: a 300 MB bundle costs the client its buffers, not 300 MB.
+        let file = tokio::fs::File::open(&args.file)
             .await
             .with_context(|| format!("reading {}", args.file.display()))?;
+        let size = file
+            .metadata()
+            .await
+            .with_context(|| format!("reading {}", args.file.display()))?
+            .len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 << 10,
+        ));
         let mut request = endpoint
             .authorize(client.put(&url))
             .header(reqwest::header::CONTENT_TYPE, "application/gzip");
@@ -259,7 +269,8 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
             request = request.header("x-expected-sha256", sha);
         }
         let response = request
-            .body(bytes)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body)
             .send()
             .await
             .map_err(|e| crate::client::SyncError::transport(&url, &e))?;

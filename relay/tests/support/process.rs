@@ -11,6 +11,9 @@ pub struct RelayProcess {
     pub url: String,
     /// Everything the process printed (stdout and stderr), as it arrives.
     pub output: Arc<Mutex<String>>,
+    /// The threads copying its stdout and stderr into `output`: joined once it exits, so
+    /// its last lines are in `output` when a test reads them.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Writes a TOML config for a relay in `dir` (certificates, users and origin key as
@@ -62,9 +65,10 @@ impl RelayProcess {
         let (url_tx, url_rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
+        let mut readers = Vec::new();
         {
             let output = Arc::clone(&output);
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 // The banner starts with the URL and ends with the `try:` line.
                 let mut url = None;
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -78,15 +82,15 @@ impl RelayProcess {
                         let _ = url_tx.send(u);
                     }
                 }
-            });
+            }));
         }
         {
             let output = Arc::clone(&output);
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     output.lock().unwrap().push_str(&(line + "\n"));
                 }
-            });
+            }));
         }
         let url = match url_rx.recv_timeout(std::time::Duration::from_secs(60)) {
             Ok(url) => url,
@@ -95,7 +99,12 @@ impl RelayProcess {
                 panic!("relay did not start:\n{}", output.lock().unwrap());
             }
         };
-        Self { child, url, output }
+        Self {
+            child,
+            url,
+            output,
+            readers,
+        }
     }
 
     pub fn signal(&self, signal: &str) {
@@ -115,6 +124,9 @@ impl RelayProcess {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return Some(status);
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
