@@ -51,6 +51,13 @@ pub enum Command {
         /// One check, then exit.
         #[arg(long)]
         once: bool,
+        /// Before checking, demote applied bundles above sequence N (a signing key that
+        /// published far ahead by mistake); recorded in state.json with --reason.
+        #[arg(long, value_name = "N", requires = "reason")]
+        reset_sequence: Option<u64>,
+        /// Why the held sequence is reset (required with --reset-sequence).
+        #[arg(long, value_name = "TEXT", requires = "reset_sequence")]
+        reason: Option<String>,
     },
     /// Find vulnerable packages in an image: PATH is a root filesystem directory, a flat
     /// tar (`docker export`, gzip or not) or a `docker save` archive (layers applied in
@@ -150,10 +157,31 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }),
         Command::Model(args) => crate::defense::commands::run_model(args),
         Command::Audits(args) => crate::defense::commands::run_audits(args),
-        Command::Sync { config, once } => {
+        Command::Sync {
+            config,
+            once,
+            reset_sequence,
+            reason,
+        } => {
             let config = crate::config::Config::load(&config)?;
             for warning in config.insecure_credential_warnings() {
                 eprintln!("defender-lite: WARNING: {warning}");
+            }
+            if let (Some(to), Some(reason)) = (reset_sequence, reason) {
+                let data = &config.data_dir;
+                let mut state = crate::sync::State::load(data)?;
+                let lines = crate::sync::demote(data, &mut state, |applied, _| {
+                    (applied.sequence.0 > to)
+                        .then(|| format!("held sequence reset to {to}: {reason}"))
+                });
+                state.save(data)?;
+                for line in &lines {
+                    eprintln!("defender-lite: {line}");
+                }
+                eprintln!(
+                    "defender-lite: reset to {to}: {} bundle(s) demoted",
+                    lines.len()
+                );
             }
             if !once {
                 runtime()?.block_on(crate::sync::run(&config))?;

@@ -14,7 +14,14 @@
 //!                            its indexes (index/, see `crate::feeds`), built before it is
 //!                            made current
 //! work/                      partial downloads, kept across restarts to resume
+//! quarantine/                applied bundles demoted (their key left trust.keys, or an
+//!                            explicit reset of the held sequence), kept as evidence
 //! ```
+//!
+//! Before each check, an applied bundle whose signing key is no longer in `trust.keys` is
+//! demoted (the previous one, if trusted, becomes current), so a bundle a stolen key
+//! signed far ahead never blocks the legitimate sequence; `sync --reset-sequence N
+//! --reason TEXT` demotes what is above N. Both are recorded in `state.json`'s `demoted`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,6 +62,59 @@ pub struct State {
     pub last_error: Option<String>,
     pub last_error_kind: Option<FailureKind>,
     pub next_check: Option<Timestamp>,
+    /// What was demoted, when and why (the most recent [`DEMOTED_KEPT`] lines): the audit
+    /// trail of key revocations and sequence resets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub demoted: Vec<String>,
+}
+
+/// Lines of `State::demoted` kept.
+pub const DEMOTED_KEPT: usize = 100;
+
+/// Demotes the applied bundles `refuse` gives a reason for (given the bundle and the key
+/// id its manifest names): their directories move to `quarantine/`, the previous bundle
+/// becomes current when the current one goes and the previous is kept. Returns the lines
+/// added to `state.demoted`; the caller saves the state.
+pub fn demote(
+    data_dir: &Path,
+    state: &mut State,
+    refuse: impl Fn(&Applied, &str) -> Option<String>,
+) -> Vec<String> {
+    let now = Timestamp::now();
+    let mut lines = Vec::new();
+    let mut check = |slot: &mut Option<Applied>| {
+        let Some(applied) = slot else { return };
+        let manifest = std::fs::read(data_dir.join(&applied.dir).join("manifest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<relay::bundle::Manifest>(&b).ok());
+        let why = match &manifest {
+            Some(m) => refuse(applied, m.key_id.as_str()),
+            None => Some("its manifest is unreadable".to_owned()),
+        };
+        let Some(why) = why else { return };
+        let quarantine = data_dir.join("quarantine");
+        let moved = std::fs::create_dir_all(&quarantine).is_ok()
+            && applied.dir.file_name().is_some_and(|n| {
+                std::fs::rename(data_dir.join(&applied.dir), quarantine.join(n)).is_ok()
+            });
+        lines.push(format!(
+            "{now}: bundle sequence {} ({}) from {} demoted: {why}{}",
+            applied.sequence,
+            applied.sha256,
+            applied.origin,
+            if moved { "; kept in quarantine/" } else { "" }
+        ));
+        *slot = None;
+    };
+    check(&mut state.current);
+    check(&mut state.previous);
+    if state.current.is_none() {
+        state.current = state.previous.take();
+    }
+    state.demoted.extend(lines.iter().cloned());
+    let excess = state.demoted.len().saturating_sub(DEMOTED_KEPT);
+    state.demoted.drain(..excess);
+    lines
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +185,15 @@ pub async fn check_once(config: &Config) -> anyhow::Result<Result<Checked, SyncE
     let trust = TrustStore::load(&config.trust.keys)?;
     let limits = Limits::default();
     let mut state = State::load(data)?;
+    let demoted = demote(data, &mut state, |_, key_id| {
+        let trusted = key_id
+            .parse::<relay::bundle::KeyId>()
+            .is_ok_and(|id| trust.get(&id).is_some());
+        (!trusted).then(|| format!("key {key_id} is no longer in trust.keys"))
+    });
+    if !demoted.is_empty() {
+        state.save(data)?;
+    }
     let now = Timestamp::now();
     state.last_check = Some(now);
     let result = try_sources(config, &trust, &limits, &state).await;

@@ -26,6 +26,48 @@ async fn wait_sequence(relay: &RelayProcess, expected: Option<u64>) {
     .unwrap_or_else(|e| panic!("{e}\n{}", relay.tail(30)));
 }
 
+/// An agent trusting `keys`, following `relay`: its config file.
+fn agent_config(dir: &Path, relay: &RelayProcess, keys: &[&Path]) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|k| end_to_end::relays::quote(&k.display().to_string()))
+        .collect();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\n[trust]\nkeys = [{}]\n\
+             [[sources]]\nkind = \"upstream\"\nurl = {}\nuser = \"reader\"\npassword = {}\nca = {}\nno_proxy = true\n",
+            keys.join(", "),
+            end_to_end::relays::quote(&relay.url),
+            end_to_end::relays::quote(&password("reader")),
+            end_to_end::relays::quote(&relay.ca().display().to_string()),
+        ),
+    )
+    .unwrap();
+    config.display().to_string()
+}
+
+fn agent_sync(config: &str, extra: &[&str]) -> String {
+    let out = Command::new(end_to_end::binary("defender-lite"))
+        .args(["sync", "--once", "--config", config])
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn agent_state(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("data/state.json")).unwrap()).unwrap()
+}
+
 fn audit(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("data/store/audit.jsonl")).unwrap_or_default()
 }
@@ -62,6 +104,11 @@ async fn a_removed_key_is_demoted_and_a_reset_is_audited() {
         .upload("uploader", bundle(&good_secret, 6, "b6"))
         .await;
     assert_eq!(code, 409, "stuck behind the stolen sequence: {body}");
+    // An agent that trusted both keys applied the stolen bundle too.
+    let agent = tmp.path().join("agent");
+    let both = agent_config(&agent, &relay, &[&good_public, &stolen_public]);
+    agent_sync(&both, &[]);
+    assert_eq!(agent_state(&agent)["current"]["sequence"], ahead);
 
     // The operator removes the stolen key from trust.keys and sends SIGHUP.
     let config = dir.join("relay.toml");
@@ -90,6 +137,19 @@ async fn a_removed_key_is_demoted_and_a_reset_is_audited() {
         .unwrap()
         .count();
     assert_eq!(quarantined, 1, "the demoted file is kept as evidence");
+    // The agent, its trust.keys without the stolen key: demotes, then takes sequence 6.
+    let good_only = agent_config(&agent, &relay, &[&good_public]);
+    let out = agent_sync(&good_only, &[]);
+    assert!(out.contains("applied bundle sequence 6"), "{out}");
+    let state = agent_state(&agent);
+    assert!(
+        state["demoted"][0]
+            .as_str()
+            .unwrap()
+            .contains("no longer in trust.keys"),
+        "{state}"
+    );
+    assert!(agent.join("data/quarantine").is_dir());
 
     // A trusted key's mistake: an admin resets the held sequence, explicitly and audited.
     assert_eq!(
