@@ -533,6 +533,43 @@ processes = { effect = "block", deny = ["nc*"] }
 }
 
 #[test]
+fn the_throttle_never_stops_enforcement() {
+    // A storm of violations in one container: past the burst, the audits are throttled,
+    // but every offending process is still killed.
+    let env = Env::new(
+        r#"
+[[rules]]
+name = "prevent"
+scope = { images = ["victim:*"] }
+processes = { effect = "prevent", deny = ["sleep"] }
+"#,
+        "throttle_window = \"60s\"\nthrottle_burst = 3",
+    );
+    let victim = r#"{"id":"0123456789ab0123456789ab0123456789ab0123456789ab0123456789abcdef","name":"victim","image":"victim:1"}"#;
+    let mut children: Vec<(Child, String)> = (0..12).map(|_| sleeper()).collect();
+    let lines: Vec<String> = children
+        .iter()
+        .enumerate()
+        .map(|(i, (child, exe))| exec(i as i64, child.id(), exe, Some(victim)))
+        .collect();
+    let out = env.monitor(&lines, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(audits(&out).len(), 3, "the audits are throttled");
+    assert!(
+        stderr(&out).contains("12 verdict(s) acted on, 3 audit(s)"),
+        "{}",
+        stderr(&out)
+    );
+    for (child, _) in &mut children {
+        assert!(
+            wait_gone(child).is_some(),
+            "process {} was spared by the throttle",
+            child.id()
+        );
+    }
+}
+
+#[test]
 fn bad_lines_are_skipped_and_make_the_exit_code_1() {
     let env = Env::new(
         "[[rules]]\nname = \"no nc\"\nprocesses = { deny = [\"nc\"] }\n",

@@ -138,6 +138,8 @@ pub struct Runner {
     db: sled::Db,
     engine: Engine,
     throttle: Throttle,
+    /// Verdicts acted on (audited or not).
+    actions: u64,
     audits: AuditLog,
     webhook: Option<Webhook>,
     docker: DockerClient,
@@ -207,6 +209,7 @@ impl Runner {
         Ok(Runner {
             db,
             engine,
+            actions: 0,
             throttle: Throttle::new(ThrottleSettings {
                 window: m.throttle_window.0,
                 burst: m.throttle_burst,
@@ -358,8 +361,12 @@ impl Runner {
             .as_ref()
             .map_or("host", |c| c.id.as_str())
             .to_owned();
-        let suppressed = self.throttle.admit(&who, verdict.area, event.ts.0)?;
+        // Every violation is acted on; the throttle holds back only the audit output of a
+        // storm (counted in the next audit's `suppressed`). A throttle before the action
+        // would let the eleventh violation in a minute through unpunished.
         let action = self.act(&verdict, event).await;
+        self.actions += 1;
+        let suppressed = self.throttle.admit(&who, verdict.area, event.ts.0)?;
         let audit = Audit {
             time: event.ts.to_string(),
             ts: event.ts.0,
@@ -408,7 +415,8 @@ impl Runner {
             .await
             .context("flushing the runtime database")?;
         eprintln!(
-            "defender-lite: {} audit(s){}",
+            "defender-lite: {} verdict(s) acted on, {} audit(s){}",
+            self.actions,
             self.audited,
             if self.errors > 0 {
                 format!(", {} error(s) (see above)", self.errors)
