@@ -87,6 +87,12 @@ fn ts(secs: i64) -> String {
         .unwrap()
 }
 
+/// `secs` for [`exec`] and friends that stands for now (plus `offset` seconds): events
+/// of processes that run on this host now.
+fn now_secs(offset: i64) -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp() - BASE + offset
+}
+
 fn ev(secs: i64, kind: &str, fields: &str, container: Option<&str>) -> String {
     let c = container
         .map(|c| format!(r#","container":{c}"#))
@@ -461,34 +467,52 @@ fn wait_gone(child: &mut Child) -> Option<std::process::ExitStatus> {
 }
 
 #[test]
-fn prevent_kills_the_process_and_block_says_what_it_could_not_do() {
+fn prevent_kills_the_process_that_did_it_or_nothing() {
     use std::os::unix::process::ExitStatusExt;
     let env = Env::new(
         r#"
 [[rules]]
-name = "prevent"
+name = "victim"
 scope = { images = ["victim:*"] }
-processes = { effect = "prevent", deny = ["sleep", "/usr/bin/other"] }
-dns = { effect = "prevent" }
+processes = { effect = "prevent", deny = ["sleep"] }
 
 [[rules]]
-name = "block"
-processes = { effect = "block", deny = ["nc*"] }
+name = "host"
+processes = { effect = "prevent", deny = ["sleep", "/usr/bin/other"] }
 "#,
         "",
     );
     let victim = r#"{"id":"0123456789ab0123456789ab0123456789ab0123456789ab0123456789abcdef","name":"victim","image":"victim:1"}"#;
     let (mut killed, exe) = sleeper();
     let (mut spared, _) = sleeper();
+    let (mut newer, _) = sleeper();
+    let (mut elsewhere, _) = sleeper();
     let lines = vec![
-        exec(0, killed.id(), &exe, Some(victim)),
+        exec(now_secs(0), killed.id(), &exe, None),
         // The pid now runs something else than the event says: reused, left alone.
-        exec(1, spared.id(), "/usr/bin/other", Some(victim)),
-        dns(2, "malware.testing.google.test", Some(victim)),
-        exec(3, 1, "/usr/bin/nc", None),
-        exec(4, 77, "/usr/bin/nc", Some(WEB)),
+        exec(now_secs(0), spared.id(), "/usr/bin/other", None),
+        // The event is from before the process started: the pid was reused since.
+        exec(now_secs(-3600), newer.id(), &exe, None),
+        // The event says a container; the process is not in it.
+        exec(now_secs(0), elsewhere.id(), &exe, Some(victim)),
     ];
+    // A recording acts on nothing unless told to.
     let out = env.monitor(&lines, &[]);
+    let a = audits(&out);
+    assert!(
+        a.iter().all(|a| a["action"]
+            .as_str()
+            .unwrap()
+            .contains("is from a recording (--act-on-this-host")),
+        "{a:?}"
+    );
+    assert_eq!(
+        killed.try_wait().unwrap(),
+        None,
+        "a recording signalled a process"
+    );
+
+    let out = env.monitor(&lines, &["--act-on-this-host"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let a = audits(&out);
     let actions: Vec<&str> = a.iter().map(|a| a["action"].as_str().unwrap()).collect();
@@ -505,24 +529,32 @@ processes = { effect = "block", deny = ["nc*"] }
             spared.id()
         )
     );
-    assert_eq!(spared.try_wait().unwrap(), None, "still running");
-    assert!(actions[2].starts_with("alerted only: prevent cannot drop a DNS lookup"));
+    assert_eq!(
+        actions[2],
+        format!(
+            "not killed: pid {} started after the event: the pid was reused",
+            newer.id()
+        )
+    );
     assert_eq!(
         actions[3],
-        "not blocked: a host process has no container to stop; alerted only"
+        format!(
+            "not killed: pid {} is not in container 0123456789ab now",
+            elsewhere.id()
+        )
     );
-    assert!(
-        actions[4].starts_with("block failed: block 4f2a8a0b6c1d"),
-        "{}",
-        actions[4]
-    );
-    assert!(actions[4].contains("no-docker.sock"), "{}", actions[4]);
-    spared.kill().unwrap();
-    spared.wait().unwrap();
+    for child in [&mut spared, &mut newer, &mut elsewhere] {
+        assert_eq!(child.try_wait().unwrap(), None, "still running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 
     // --dry-run decides the same and does nothing.
     let (mut child, exe) = sleeper();
-    let out = env.monitor(&[exec(0, child.id(), &exe, Some(victim))], &["--dry-run"]);
+    let out = env.monitor(
+        &[exec(now_secs(0), child.id(), &exe, None)],
+        &["--dry-run", "--act-on-this-host"],
+    );
     assert_eq!(
         audits(&out)[0]["action"],
         format!("dry run: would kill process {}", child.id())
@@ -533,26 +565,61 @@ processes = { effect = "block", deny = ["nc*"] }
 }
 
 #[test]
-fn the_throttle_never_stops_enforcement() {
-    // A storm of violations in one container: past the burst, the audits are throttled,
-    // but every offending process is still killed.
+fn what_prevent_and_block_cannot_do_is_said() {
     let env = Env::new(
         r#"
 [[rules]]
 name = "prevent"
 scope = { images = ["victim:*"] }
+dns = { effect = "prevent" }
+
+[[rules]]
+name = "block"
+processes = { effect = "block", deny = ["nc*"] }
+"#,
+        "",
+    );
+    let victim = r#"{"id":"0123456789ab0123456789ab0123456789ab0123456789ab0123456789abcdef","name":"victim","image":"victim:1"}"#;
+    let lines = vec![
+        dns(2, "malware.testing.google.test", Some(victim)),
+        exec(3, 1, "/usr/bin/nc", None),
+        exec(4, 77, "/usr/bin/nc", Some(WEB)),
+    ];
+    let out = env.monitor(&lines, &["--act-on-this-host"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = audits(&out);
+    let actions: Vec<&str> = a.iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert!(actions[0].starts_with("alerted only: prevent cannot drop a DNS lookup"));
+    assert_eq!(
+        actions[1],
+        "not blocked: a host process has no container to stop; alerted only"
+    );
+    assert!(
+        actions[2].starts_with("block failed: block 4f2a8a0b6c1d"),
+        "{}",
+        actions[2]
+    );
+    assert!(actions[2].contains("no-docker.sock"), "{}", actions[2]);
+}
+
+#[test]
+fn the_throttle_never_stops_enforcement() {
+    // A storm of violations from one place: past the burst, the audits are throttled,
+    // but every offending process is still killed.
+    let env = Env::new(
+        r#"
+[[rules]]
+name = "prevent"
 processes = { effect = "prevent", deny = ["sleep"] }
 "#,
         "throttle_window = \"60s\"\nthrottle_burst = 3",
     );
-    let victim = r#"{"id":"0123456789ab0123456789ab0123456789ab0123456789ab0123456789abcdef","name":"victim","image":"victim:1"}"#;
     let mut children: Vec<(Child, String)> = (0..12).map(|_| sleeper()).collect();
     let lines: Vec<String> = children
         .iter()
-        .enumerate()
-        .map(|(i, (child, exe))| exec(i as i64, child.id(), exe, Some(victim)))
+        .map(|(child, exe)| exec(now_secs(0), child.id(), exe, None))
         .collect();
-    let out = env.monitor(&lines, &[]);
+    let out = env.monitor(&lines, &["--act-on-this-host"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(audits(&out).len(), 3, "the audits are throttled");
     assert!(

@@ -120,6 +120,9 @@ impl fmt::Display for Killed {
 pub enum KillError {
     #[error("refusing to kill pid {pid}: {reason}")]
     Refused { pid: u32, reason: &'static str },
+    /// The pid names another process than the one the event saw (reused, or moved).
+    #[error("not killed: pid {pid} {reason}")]
+    NotTheProcess { pid: u32, reason: String },
     #[error("killing process {pid} failed: {source}")]
     Signal {
         pid: u32,
@@ -152,6 +155,91 @@ pub fn kill_process(pid: u32) -> Result<Killed, KillError> {
             source: e.into(),
         }),
     }
+}
+
+/// "prevent" for the process an event saw, and only it: the pid is pinned with a pidfd
+/// (`pidfd_open`), then checked while pinned to be that process (started no later than
+/// the event, `event_ns`; in the event's container, `container`, by its cgroup), and the
+/// SIGKILL goes through the pidfd. A pid reused between the event and the kill, or a
+/// process that is not where the event said, is never signalled.
+pub fn kill_event_process(
+    pid: u32,
+    event_ns: i128,
+    container: Option<&str>,
+) -> Result<Killed, KillError> {
+    let refused = |reason| Err(KillError::Refused { pid, reason });
+    match pid {
+        0 => return refused("pid 0 is the agent's own process group"),
+        1 => return refused("pid 1 is init"),
+        _ => {}
+    }
+    if pid == std::process::id() || is_own_thread(pid) {
+        return refused("it is the agent itself");
+    }
+    let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return refused("not a valid pid");
+    };
+    let pidfd = match rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::SRCH) => return Ok(Killed::AlreadyGone { pid }),
+        Err(e) => {
+            return Err(KillError::Signal {
+                pid,
+                source: e.into(),
+            });
+        }
+    };
+    // From here the pidfd names one process: if it exits and the pid is reused, /proc
+    // shows the newcomer but the signal below fails with ESRCH.
+    let not_it = |reason: String| Err(KillError::NotTheProcess { pid, reason });
+    match process_start_ns(pid) {
+        // Start times are known to a clock tick (and the boot time to a second).
+        Some(started) if started > event_ns + 1_000_000_000 => {
+            return not_it("started after the event: the pid was reused".into());
+        }
+        Some(_) => {}
+        None => return Ok(Killed::AlreadyGone { pid }),
+    }
+    if let Some(expected) = container {
+        let now = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| crate::monitor::attribution::container_from_cgroup(&text));
+        if now
+            .as_ref()
+            .is_none_or(|c| !c.id.eq_ignore_ascii_case(expected))
+        {
+            return not_it(format!(
+                "is not in container {} now",
+                &expected[..expected.len().min(12)]
+            ));
+        }
+    }
+    match rustix::process::pidfd_send_signal(&pidfd, Signal::KILL) {
+        Ok(()) => Ok(Killed::Killed { pid }),
+        Err(Errno::SRCH) => Ok(Killed::AlreadyGone { pid }),
+        Err(e) => Err(KillError::Signal {
+            pid,
+            source: e.into(),
+        }),
+    }
+}
+
+/// When `pid` started, in nanoseconds since the epoch (`/proc/PID/stat` field 22, in
+/// clock ticks since boot, plus `btime` of `/proc/stat`); `None` when it is gone.
+fn process_start_ns(pid: u32) -> Option<i128> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name's closing parenthesis: state is field 3, starttime 22.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: i128 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = i128::from(rustix::param::clock_ticks_per_second().max(1));
+    Some(boot * 1_000_000_000 + i128::from(ticks) * 1_000_000_000 / hz)
 }
 
 /// A thread id of this process: `kill(2)` with one signals the whole process.

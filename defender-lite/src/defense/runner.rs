@@ -82,6 +82,11 @@ pub struct MonitorArgs {
     /// Decide and audit, but kill and stop nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --events: carry out prevent and block on this host's processes and
+    /// containers (the input's pids and containers are this host's, now). Without it,
+    /// events from a file are judged and audited, and nothing is signalled or stopped.
+    #[arg(long, requires = "events")]
+    pub act_on_this_host: bool,
     /// Print audits as JSON lines (the audit file's form) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -148,6 +153,8 @@ pub struct Runner {
     json: bool,
     /// Events come from this host: pids are real, `/proc/<pid>/root` is the container.
     live: bool,
+    /// Act on this host (watching it live, or --act-on-this-host with --events).
+    act_on_host: bool,
     audited: u64,
     errors: u64,
 }
@@ -221,6 +228,7 @@ impl Runner {
             dry_run: args.dry_run,
             json: args.json,
             live: false,
+            act_on_host: args.act_on_this_host,
             audited: 0,
             errors: 0,
         })
@@ -308,6 +316,7 @@ impl Runner {
         }
         let mut monitor = Monitor::start(&monitor_config)?;
         self.live = true;
+        self.act_on_host = true;
         eprintln!(
             "defender-lite: monitoring (capture on {}){}",
             if interfaces.is_empty() {
@@ -439,12 +448,15 @@ impl Runner {
             Effect::Prevent => match v.pid {
                 None => "alerted only: seen on the wire, with no process to kill".to_owned(),
                 Some(pid) if self.dry_run => format!("dry run: would kill process {pid}"),
+                Some(pid) if !self.act_on_host => format!(
+                    "not killed: process {pid} is from a recording (--act-on-this-host to act on this host's processes)"
+                ),
                 Some(pid) => {
                     let exe = match &event.kind {
                         EventKind::Exec(e) => e.exe.as_deref(),
                         _ => None,
                     };
-                    prevent(pid, exe)
+                    prevent(pid, exe, event)
                 }
             },
             Effect::Block => match &event.container {
@@ -453,6 +465,10 @@ impl Runner {
                 }
                 Some(c) if self.dry_run => format!(
                     "dry run: would block container {}",
+                    c.name.as_deref().unwrap_or(&c.id)
+                ),
+                Some(c) if !self.act_on_host => format!(
+                    "not blocked: container {} is from a recording (--act-on-this-host to act on this host's containers)",
                     c.name.as_deref().unwrap_or(&c.id)
                 ),
                 Some(c) => match actions::block(&self.docker, &c.id).await {
@@ -502,9 +518,10 @@ impl Runner {
     }
 }
 
-/// SIGKILL to `pid`, unless it now runs another executable than the exec event named
-/// (the pid was reused), or is one the agent never kills.
-fn prevent(pid: u32, exe: Option<&str>) -> String {
+/// SIGKILL to `pid`, unless it now runs another executable than the exec event named,
+/// started after the event, left the event's container (the pid was reused), or is one
+/// the agent never kills.
+fn prevent(pid: u32, exe: Option<&str>, event: &Event) -> String {
     if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         && is_container_runtime(comm.trim_end())
     {
@@ -522,8 +539,10 @@ fn prevent(pid: u32, exe: Option<&str>) -> String {
             return format!("not killed: pid {pid} now runs {now}, not {exe} (the pid was reused)");
         }
     }
-    match actions::kill_process(pid) {
+    let container = event.container.as_ref().map(|c| c.id.as_str());
+    match actions::kill_event_process(pid, event.ts.0, container) {
         Ok(done) => done.to_string(),
+        Err(e @ actions::KillError::NotTheProcess { .. }) => e.to_string(),
         Err(e) => format!("not killed: {e}"),
     }
 }
