@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use super::{
-    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_feed_name, digest_file,
-    for_each_line, provenance, write_feed,
+    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_feed_name,
+    digest_file, for_each_line, provenance, write_feed,
 };
 use crate::bundle::{FeedKind, ImportCounts, Sha256, Timestamp, check_osv_record};
 
