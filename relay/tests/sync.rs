@@ -229,6 +229,25 @@ async fn lying_upstream(lie: Lie) -> String {
 
 use futures_util::StreamExt;
 
+/// A relay whose only source is `app`, served on 127.0.0.1 as a plain-HTTP upstream,
+/// with the quick retries of `fast`.
+async fn following(app: axum::Router) -> TestRelay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let source = SourceConfig {
+        url,
+        user: None,
+        password: None,
+        ..upstream_source_placeholder()
+    };
+    TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await
+}
+
 /// B holds sequence 5, follows a lying upstream, and must refuse what it serves.
 async fn refuses(lie: Lie, expected_kind: &str, tweak: impl FnOnce(&mut Config)) {
     let url = lying_upstream(lie).await;
@@ -374,20 +393,7 @@ async fn an_endless_manifest_is_cut_off_at_the_cap() {
             axum::body::Body::from_stream(stream)
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let source = SourceConfig {
-        url,
-        user: None,
-        password: None,
-        ..upstream_source_placeholder()
-    };
-    let b = TestRelay::start_with(|c| {
-        c.sources = vec![source];
-        fast(c);
-    })
-    .await;
+    let b = following(app).await;
     let held = fresh_bundle(5);
     b.upload(held.clone()).await;
     let s = b
@@ -445,20 +451,7 @@ async fn retry_after_is_honoured() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let source = SourceConfig {
-        url,
-        user: None,
-        password: None,
-        ..upstream_source_placeholder()
-    };
-    let b = TestRelay::start_with(|c| {
-        c.sources = vec![source];
-        fast(c);
-    })
-    .await;
+    let b = following(app).await;
     let s = b
         .until("the 429", |s| {
             s["sources"][0]["last_error_kind"].is_string()
@@ -504,20 +497,7 @@ async fn a_lying_retry_after_is_capped_and_a_force_refresh_overrides_it() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let source = SourceConfig {
-        url,
-        user: None,
-        password: None,
-        ..upstream_source_placeholder()
-    };
-    let b = TestRelay::start_with(|c| {
-        c.sources = vec![source];
-        fast(c);
-    })
-    .await;
+    let b = following(app).await;
     let s = b
         .until("the 503", |s| {
             s["sources"][0]["last_error_kind"].is_string()
@@ -647,20 +627,7 @@ async fn a_download_cut_halfway_resumes_where_it_stopped() {
                 }),
             )
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let source = SourceConfig {
-        url,
-        user: None,
-        password: None,
-        ..upstream_source_placeholder()
-    };
-    let b = TestRelay::start_with(|c| {
-        c.sources = vec![source];
-        fast(c);
-    })
-    .await;
+    let b = following(app).await;
     b.until("the resumed bundle", |s| sequence(s) == Some(9))
         .await;
     assert_eq!(b.current_bytes().await, bundle);

@@ -135,18 +135,7 @@ pub enum KillError {
 /// (init: on the host that is the machine, in a pid namespace the container) and the
 /// agent itself, any of whose threads' ids would signal the agent too.
 pub fn kill_process(pid: u32) -> Result<Killed, KillError> {
-    let refused = |reason| Err(KillError::Refused { pid, reason });
-    match pid {
-        0 => return refused("pid 0 is the agent's own process group"),
-        1 => return refused("pid 1 is init"),
-        _ => {}
-    }
-    if pid == std::process::id() || is_own_thread(pid) {
-        return refused("it is the agent itself");
-    }
-    let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return refused("not a valid pid");
-    };
+    let target = never_killed(pid)?;
     match rustix::process::kill_process(target, Signal::KILL) {
         Ok(()) => Ok(Killed::Killed { pid }),
         Err(Errno::SRCH) => Ok(Killed::AlreadyGone { pid }),
@@ -167,18 +156,7 @@ pub fn kill_event_process(
     event_ns: i128,
     container: Option<&str>,
 ) -> Result<Killed, KillError> {
-    let refused = |reason| Err(KillError::Refused { pid, reason });
-    match pid {
-        0 => return refused("pid 0 is the agent's own process group"),
-        1 => return refused("pid 1 is init"),
-        _ => {}
-    }
-    if pid == std::process::id() || is_own_thread(pid) {
-        return refused("it is the agent itself");
-    }
-    let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return refused("not a valid pid");
-    };
+    let target = never_killed(pid)?;
     let pidfd = match rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty()) {
         Ok(fd) => fd,
         Err(Errno::SRCH) => return Ok(Killed::AlreadyGone { pid }),
@@ -221,6 +199,25 @@ pub fn kill_event_process(
             pid,
             source: e.into(),
         }),
+    }
+}
+
+/// Refuses the pids the agent never kills: 0 (the caller's process group), 1 (init: on the
+/// host that is the machine, in a pid namespace the container) and the agent itself, any
+/// of whose threads' ids would signal the agent too.
+fn never_killed(pid: u32) -> Result<Pid, KillError> {
+    let refused = |reason| Err(KillError::Refused { pid, reason });
+    match pid {
+        0 => return refused("pid 0 is the agent's own process group"),
+        1 => return refused("pid 1 is init"),
+        _ => {}
+    }
+    if pid == std::process::id() || is_own_thread(pid) {
+        return refused("it is the agent itself");
+    }
+    match i32::try_from(pid).ok().and_then(Pid::from_raw) {
+        Some(target) => Ok(target),
+        None => refused("not a valid pid"),
     }
 }
 
