@@ -366,7 +366,8 @@ async fn fresh_bundle_digest_source(relay: &TestRelay) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_watchers_all_hear_one_upload() {
-    let relay = TestRelay::start().await;
+    // Every watcher here is 127.0.0.1: above the default per-address cap of 1,000.
+    let relay = TestRelay::start_with(|c| c.listen.max_connections_per_address = 2_000).await;
     relay.upload(fresh_bundle(1)).await;
     // One connection per watcher, as a thousand consoles and agents would have.
     let ca = std::fs::read(&relay.ca).unwrap();

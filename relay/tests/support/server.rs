@@ -195,6 +195,13 @@ impl TestRelay {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+        // Connection tasks still ending (a client's pooled connection closing) hold the
+        // relay, and with it the store's lock, a little longer: a second relay on the same
+        // directory must wait for them, as a restarted process would for the old one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while Arc::strong_count(&self.relay) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         StoppedRelay { dir: self.dir }
     }
 
