@@ -151,6 +151,9 @@ pub struct Authenticator {
     /// bcrypt is slow on purpose; bound how many run at once so a burst of logins cannot
     /// starve the blocking pool.
     bcrypt_slots: Semaphore,
+    /// Checks under way, by the digest of the credential's header: the second check of a
+    /// credential waits for the first (see `check`).
+    pending: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
     /// Bumped by every reload: a check that began before a reload never caches (or
     /// admits) what the reload revoked.
     generation: std::sync::atomic::AtomicU64,
@@ -158,6 +161,27 @@ pub struct Authenticator {
 
 /// Checks of one address's credentials that may run at once; more get 429.
 const MAX_IN_FLIGHT_PER_ADDRESS: u32 = 2;
+
+/// A credential's turn to be checked; the next check of it may start when this drops.
+struct CredentialTurn<'a> {
+    auth: &'a Authenticator,
+    key: [u8; 32],
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for CredentialTurn<'_> {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut pending = lock(&self.auth.pending);
+        // Only the map holds it now: nobody waits for this credential; forget it.
+        if pending
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            pending.remove(&self.key);
+        }
+    }
+}
 
 /// Decrements an address's in-flight count when a check ends, however it ends.
 struct InFlight<'a> {
@@ -207,6 +231,7 @@ impl Authenticator {
             cache: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             bcrypt_slots: Semaphore::new(4),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
@@ -270,6 +295,21 @@ impl Authenticator {
                 if let Some(retry_after) = self.locked_out(client, &who, now) {
                     return Decision::RateLimited { retry_after };
                 }
+                // One verification per credential at a time: a fleet behind one NAT that
+                // starts at once with the same credential waits for the first check, then
+                // finds it cached, instead of each one hashing (or being refused).
+                let _turn = self.credential_turn(key).await;
+                let cached = lock(&self.cache)
+                    .get(&key)
+                    .filter(|e| e.expires > Instant::now())
+                    .map(|e| e.principal.clone());
+                if let Some(p) = cached {
+                    return if p.role.is_some_and(|r| r >= need) {
+                        Decision::Allowed(p)
+                    } else {
+                        Decision::Forbidden(p)
+                    };
+                }
                 let Some(_in_flight) = self.begin(client) else {
                     return Decision::RateLimited {
                         retry_after: Duration::from_secs(1),
@@ -294,6 +334,17 @@ impl Authenticator {
             Decision::Allowed(principal)
         } else {
             Decision::Forbidden(principal)
+        }
+    }
+
+    /// Waits for this credential's turn: checks of one credential (by the digest of its
+    /// header) run one at a time.
+    async fn credential_turn(&self, key: [u8; 32]) -> CredentialTurn<'_> {
+        let same = Arc::clone(lock(&self.pending).entry(key).or_default());
+        CredentialTurn {
+            auth: self,
+            key,
+            guard: Some(same.lock_owned().await),
         }
     }
 
