@@ -383,6 +383,38 @@ async fn a_dripping_body_is_cut_at_the_floor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_a_source_url_is_never_shown() {
+    // Nothing listens on port 1: the check fails, and the error quotes the URL.
+    let source = SourceConfig {
+        url: "https://relay:s3cret-pw@127.0.0.1:1/".into(),
+        user: None,
+        password: None,
+        ..upstream_source_placeholder()
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await;
+    let s = b
+        .until("the failed check", |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
+    let text = s.to_string();
+    assert!(!text.contains("s3cret-pw"), "{text}");
+    assert_eq!(s["sources"][0]["url"], "https://***@127.0.0.1:1/", "{s:#}");
+    assert!(
+        s["sources"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("https://***@127.0.0.1:1/"),
+        "{s:#}"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_manifest_is_cut_off_at_the_cap() {
     // No Content-Length, and bytes without end: the cap must apply while reading.
     let app = axum::Router::new().route(

@@ -56,10 +56,12 @@ pub struct SyncError {
 }
 
 impl SyncError {
+    /// A failure of `kind`; any `user:password@` of a URL in `message` is redacted, since
+    /// the message goes to status, logs and the console.
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: message.into(),
+            message: super::settings::redact_userinfo_in(&message.into()),
             retry_after: None,
             verify: None,
         }
@@ -119,7 +121,7 @@ impl SyncError {
             _ => FailureKind::Verification,
         };
         Self {
-            message: format!("{url}: {e}"),
+            message: super::settings::redact_userinfo_in(&format!("{url}: {e}")),
             kind,
             retry_after: None,
             verify: Some(Box::new(e)),

@@ -78,6 +78,32 @@ pub fn redact_userinfo(url: &str) -> String {
     }
 }
 
+/// Every URL in `text` with its `user:password@` replaced by `***@`: for error messages,
+/// which quote URLs (reqwest's among them).
+pub fn redact_userinfo_in(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| {
+                matches!(c, '/' | '?' | '#' | ')' | '"' | '\'' | '>') || c.is_whitespace()
+            })
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo_end) => {
+                out.push_str("***");
+                out.push_str(&tail[userinfo_end..end]);
+            }
+            None => out.push_str(&tail[..end]),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl SourceConfig {
     /// [`check_credential_transport`] for this source.
     pub fn check_credential_transport(&self, what: &str) -> Result<Option<String>, String> {
@@ -242,5 +268,12 @@ mod redaction_tests {
         ] {
             assert_eq!(redact_userinfo(url), shown);
         }
+        assert_eq!(
+            super::redact_userinfo_in(
+                "https://u:pw@h:1/x: error sending request for url (https://u:pw@h:1/x)"
+            ),
+            "https://***@h:1/x: error sending request for url (https://***@h:1/x)"
+        );
+        assert_eq!(super::redact_userinfo_in("no url here"), "no url here");
     }
 }

@@ -109,7 +109,7 @@ fn view(
 ) -> SupervisorStatus {
     SupervisorStatus {
         name: config.name.clone(),
-        url: config.url.clone(),
+        url: crate::client::settings::redact_userinfo(&config.url),
         sequence: held.sequence,
         behind: false,
         last_attempt: held.last_attempt,

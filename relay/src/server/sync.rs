@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::Relay;
 use crate::bundle::Timestamp;
+use crate::client::settings::redact_userinfo;
 use crate::client::{self, CheckContext, CheckOutcome, FailureKind, FetchLimits, Held, SourceKind};
 use crate::config::SourceConfig;
 
@@ -81,7 +82,7 @@ impl SyncState {
                 .filter_map(|a| {
                     Some(ArchivePull {
                         name: a.name.clone(),
-                        url: a.source.as_ref()?.url.clone(),
+                        url: redact_userinfo(&a.source.as_ref()?.url),
                         last_check: None,
                         last_error: None,
                     })
@@ -91,7 +92,7 @@ impl SyncState {
                 .iter()
                 .map(|s| SourceStatus {
                     kind: s.kind,
-                    url: s.url.clone(),
+                    url: redact_userinfo(&s.url),
                     watch: match s.kind {
                         SourceKind::Upstream => "down",
                         SourceKind::CustomLocation => "none",
@@ -166,9 +167,9 @@ pub async fn start(
     let mut sources = Vec::new();
     for config in &relay.config.sources {
         let endpoint = config.endpoint(schedule);
-        let client = endpoint
-            .client()
-            .map_err(|e| super::ServerError::Other(format!("source {}: {e}", config.url)))?;
+        let client = endpoint.client().map_err(|e| {
+            super::ServerError::Other(format!("source {}: {e}", redact_userinfo(&config.url)))
+        })?;
         sources.push(Arc::new(Source {
             config: config.clone(),
             endpoint,
@@ -455,7 +456,11 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
                 file,
                 transferred,
             }) => {
-                let origin = format!("{} {}", kind_name(source.config.kind), source.config.url);
+                let origin = format!(
+                    "{} {}",
+                    kind_name(source.config.kind),
+                    redact_userinfo(&source.config.url)
+                );
                 let (sequence, sha256) = (verified.manifest().sequence, verified.sha256());
                 let committed = match tempfile::TempPath::try_from_path(&file) {
                     Ok(temp) => relay.store.commit(*verified, temp, &origin, now).await,
@@ -467,7 +472,7 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
                 match committed {
                     Ok(_) => {
                         let _ = tokio::fs::remove_file(file_etag(&file)).await;
-                        info!(%sequence, %sha256, source = %source.config.url, bytes = transferred, "bundle stored");
+                        info!(%sequence, %sha256, source = %redact_userinfo(&source.config.url), bytes = transferred, "bundle stored");
                         Ok(true)
                     }
                     Err(crate::store::StoreError::NotNewer { .. }) => Ok(false),
@@ -496,7 +501,7 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
                 return;
             }
             Err(e) => {
-                warn!(source = %source.config.url, kind = ?e.kind, error = %e, "source check failed");
+                warn!(source = %redact_userinfo(&source.config.url), kind = ?e.kind, error = %e, "source check failed");
                 s.last_error = Some(e.message.clone());
                 s.last_error_kind = Some(e.kind);
                 s.failures = s.failures.saturating_add(1);
