@@ -29,6 +29,7 @@ pub use manifest::{
     FORMAT_VERSION, FeedKind, FileEntry, ImportCounts, InputProvenance, Manifest, Payload,
     Signature,
 };
+pub(crate) use types::{HashingReader, HashingWriter};
 pub use types::{HashingSink, KeyId, Sequence, Sha256, Timestamp};
 pub use unpack::{UnpackError, unpack};
 pub use verify::{

@@ -218,6 +218,14 @@ impl<R> HashingReader<R> {
     }
 }
 
+impl<R: std::io::Read> HashingReader<R> {
+    /// Reads what is left (so the digest covers the whole input); its digest and size.
+    pub(crate) fn finish(mut self) -> std::io::Result<(Sha256, u64)> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        Ok((Sha256::from_hasher(self.hasher), self.count))
+    }
+}
+
 impl<R: std::io::Read> std::io::Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;

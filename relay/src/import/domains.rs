@@ -25,11 +25,10 @@
 use std::path::Path;
 
 use super::{
-    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_feed_name,
-    for_each_line, provenance, write_feed,
+    ImportError, ImportLimits, ImportReport, Input, Tally, check_feed_name, finish, read_lines,
 };
+use crate::bundle::FeedKind;
 use crate::bundle::lines::{DomainRule, parse_domain_rule};
-use crate::bundle::{FeedKind, ImportCounts};
 
 /// The published forms of a domain blocklist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,43 +53,32 @@ pub fn import(
     }
     // (reversed-label key, subdomains only, input): sorted, then swept for covers.
     let mut entries: Vec<(Box<str>, bool, u32)> = Vec::new();
-    let mut counts = vec![ImportCounts::default(); inputs.len()];
-    let mut refusals = vec![Refusals::default(); inputs.len()];
+    let mut tallies = vec![Tally::default(); inputs.len()];
     let mut digests = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
-        let file = std::fs::File::open(&input.path).map_err(|e| ImportError::io(&input.path, e))?;
-        let mut hashed = super::HashedReader::new(file);
+        let tally = &mut tallies[i];
         let mut origin: Option<String> = None;
         let shown = input.path.display().to_string();
-        for_each_line(&mut hashed, limits.max_record, &input.path, |n, line| {
+        digests.push(read_lines(&input.path, limits, |n, line| {
             let place = format!("{shown}:{n}");
             let line = match line {
                 Ok(line) => line,
                 Err(len) => {
-                    counts[i].read += 1;
-                    counts[i].refused += 1;
-                    refusals[i].add("line-too-long", &place, &format!("{len} bytes"));
+                    tally.counts.read += 1;
+                    tally.refuse("line-too-long", &place, &format!("{len} bytes"));
                     return;
                 }
             };
             for found in parse_line(format, line, &mut origin) {
-                counts[i].read += 1;
+                tally.counts.read += 1;
                 match found.and_then(|raw| normalize(&raw)) {
                     Ok((name, subdomains)) => {
                         entries.push((reverse_key(&name).into(), subdomains, i as u32))
                     }
-                    Err((rule, why)) => {
-                        counts[i].refused += 1;
-                        refusals[i].add(rule, &place, &why);
-                    }
+                    Err((rule, why)) => tally.refuse(rule, &place, &why),
                 }
             }
-        })?;
-        digests.push(
-            hashed
-                .finish()
-                .map_err(|e| ImportError::io(&input.path, e))?,
-        );
+        })?);
     }
 
     // Descendants sort right after their ancestor (labels are compared one by one: the
@@ -109,24 +97,21 @@ pub fn import(
             under || same
         });
         if covered {
-            counts[*input as usize].merged += 1;
+            tallies[*input as usize].counts.merged += 1;
         } else {
-            counts[*input as usize].kept += 1;
+            tallies[*input as usize].counts.kept += 1;
             kept.push(at);
             cover = Some(at);
         }
     }
 
-    let provenances: Vec<_> = inputs
-        .iter()
-        .zip(&digests)
-        .zip(&counts)
-        .map(|((input, (sha, size)), c)| provenance(input, *sha, *size, *c))
-        .collect();
-    let (output, sha256, size) = write_feed(
+    finish(
         feeds_dir,
         FeedKind::Domains,
         &format!("{name}.txt"),
+        inputs,
+        digests.into_iter().zip(tallies).collect(),
+        kept.len() as u64,
         |out| {
             let mut line = String::new();
             for &at in &kept {
@@ -147,23 +132,7 @@ pub fn import(
             }
             Ok(())
         },
-        &provenances,
-    )?;
-    Ok(ImportReport {
-        kind: FeedKind::Domains,
-        output,
-        records: kept.len() as u64,
-        sha256,
-        size,
-        inputs: provenances
-            .into_iter()
-            .zip(refusals)
-            .map(|(provenance, refusals)| InputReport {
-                provenance,
-                refusals,
-            })
-            .collect(),
-    })
+    )
 }
 
 /// Between reversed labels in a sort key: below every byte a label may hold.

@@ -17,11 +17,10 @@ use std::path::Path;
 use ipnet::{IpNet, Ipv4Subnets, Ipv6Subnets};
 
 use super::{
-    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_feed_name,
-    for_each_line, provenance, write_feed,
+    ImportError, ImportLimits, ImportReport, Input, Tally, check_feed_name, finish, read_lines,
 };
+use crate::bundle::FeedKind;
 use crate::bundle::lines::{format_ip_entry, parse_ip_entry};
-use crate::bundle::{FeedKind, ImportCounts};
 
 /// Imports `inputs` into `FEEDS_DIR/ips/<name>.txt`.
 pub fn import(
@@ -37,38 +36,28 @@ pub fn import(
     // (range, line) for every range read; `lines[line]` is the input it came from.
     let mut nets: Vec<(IpNet, u32)> = Vec::new();
     let mut lines: Vec<u32> = Vec::new();
-    let mut counts = vec![ImportCounts::default(); inputs.len()];
-    let mut refusals = vec![Refusals::default(); inputs.len()];
+    let mut tallies = vec![Tally::default(); inputs.len()];
     let mut digests = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
-        let file = std::fs::File::open(&input.path).map_err(|e| ImportError::io(&input.path, e))?;
-        let mut hashed = super::HashedReader::new(file);
+        let tally = &mut tallies[i];
         let shown = input.path.display().to_string();
-        for_each_line(&mut hashed, limits.max_record, &input.path, |n, line| {
+        digests.push(read_lines(&input.path, limits, |n, line| {
             let place = format!("{shown}:{n}");
             let parsed = match line {
                 Ok(line) => parse_line(line),
                 Err(len) => Some(Err(("line-too-long", format!("{len} bytes")))),
             };
             let Some(parsed) = parsed else { return };
-            counts[i].read += 1;
+            tally.counts.read += 1;
             match parsed {
                 Ok(found) => {
                     let line_id = lines.len() as u32;
                     lines.push(i as u32);
                     nets.extend(found.into_iter().map(|net| (net, line_id)));
                 }
-                Err((rule, why)) => {
-                    counts[i].refused += 1;
-                    refusals[i].add(rule, &place, &why);
-                }
+                Err((rule, why)) => tally.refuse(rule, &place, &why),
             }
-        })?;
-        digests.push(
-            hashed
-                .finish()
-                .map_err(|e| ImportError::io(&input.path, e))?,
-        );
+        })?);
     }
 
     let all: Vec<IpNet> = nets.iter().map(|(n, _)| *n).collect();
@@ -92,22 +81,20 @@ pub fn import(
     }
     drop(nets);
     for (line, input) in lines.iter().enumerate() {
+        let counts = &mut tallies[*input as usize].counts;
         if kept[line] {
-            counts[*input as usize].kept += 1;
+            counts.kept += 1;
         } else {
-            counts[*input as usize].merged += 1;
+            counts.merged += 1;
         }
     }
-    let provenances: Vec<_> = inputs
-        .iter()
-        .zip(&digests)
-        .zip(&counts)
-        .map(|((input, (sha, size)), c)| provenance(input, *sha, *size, *c))
-        .collect();
-    let (output, sha256, size) = write_feed(
+    finish(
         feeds_dir,
         FeedKind::Ips,
         &format!("{name}.txt"),
+        inputs,
+        digests.into_iter().zip(tallies).collect(),
+        aggregated.len() as u64,
         |out| {
             for net in &aggregated {
                 out.write_all(format!("{}\n", format_ip_entry(net)).as_bytes())
@@ -115,23 +102,7 @@ pub fn import(
             }
             Ok(())
         },
-        &provenances,
-    )?;
-    Ok(ImportReport {
-        kind: FeedKind::Ips,
-        output,
-        records: aggregated.len() as u64,
-        sha256,
-        size,
-        inputs: provenances
-            .into_iter()
-            .zip(refusals)
-            .map(|(provenance, refusals)| InputReport {
-                provenance,
-                refusals,
-            })
-            .collect(),
-    })
+    )
 }
 
 /// Orders v4 before v6, then by address.

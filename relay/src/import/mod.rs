@@ -22,10 +22,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
-
 use crate::bundle::{
-    FeedKind, ImportCounts, InputProvenance, ProvenanceRecord, Sha256, Timestamp, provenance_path,
+    FeedKind, HashingReader, HashingWriter, ImportCounts, InputProvenance, ProvenanceRecord,
+    Sha256, Timestamp, provenance_path,
 };
 
 /// One input to import: a local file or directory, and what to record about it.
@@ -168,49 +167,18 @@ pub fn check_feed_name(name: &str) -> Result<(), ImportError> {
     }
 }
 
-/// Reads a whole input file through a hasher: its digest and size for the provenance.
-pub(crate) struct HashedReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-    count: u64,
-}
-
-impl<R: Read> HashedReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        HashedReader {
-            inner,
-            hasher: sha2::Sha256::new(),
-            count: 0,
-        }
-    }
-
-    /// Drains what is left (so the digest covers the whole input) and returns it.
-    pub(crate) fn finish(mut self) -> io::Result<(Sha256, u64)> {
-        io::copy(&mut self, &mut io::sink())?;
-        Ok((Sha256::from_hasher(self.hasher), self.count))
-    }
-}
-
-impl<R: Read> Read for HashedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 /// The digest and size of a file, read once.
 pub(crate) fn digest_file(path: &Path) -> Result<(Sha256, u64), ImportError> {
     let file = File::open(path).map_err(|e| ImportError::io(path, e))?;
-    HashedReader::new(file)
+    HashingReader::new(file)
         .finish()
         .map_err(|e| ImportError::io(path, e))
 }
 
 /// Reads lines of at most `max` bytes from `input`, calling `each(line_number, line)` for
 /// each; bytes that are not UTF-8 are replaced (the grammar then refuses the line, by
-/// name, instead of the whole input failing). A longer line is passed as `Err(length)`.
+/// name, instead of the whole input failing). A longer line is passed as `Err(length)`,
+/// its newline included.
 pub(crate) fn for_each_line(
     input: impl Read,
     max: u64,
@@ -232,27 +200,11 @@ pub(crate) fn for_each_line(
         }
         line_no += 1;
         if buf.last() != Some(&b'\n') && n as u64 > max {
-            // Skip the rest of the overlong line.
-            let mut skipped = n as u64;
-            loop {
-                let chunk = reader.fill_buf().map_err(|e| ImportError::io(path, e))?;
-                if chunk.is_empty() {
-                    break;
-                }
-                match memchr_newline(chunk) {
-                    Some(i) => {
-                        reader.consume(i + 1);
-                        skipped += i as u64;
-                        break;
-                    }
-                    None => {
-                        let len = chunk.len();
-                        reader.consume(len);
-                        skipped += len as u64;
-                    }
-                }
-            }
-            each(line_no, Err(skipped));
+            // Skip the rest of the overlong line (its length counts its newline).
+            let rest = reader
+                .skip_until(b'\n')
+                .map_err(|e| ImportError::io(path, e))?;
+            each(line_no, Err(n as u64 + rest as u64));
             continue;
         }
         let text = String::from_utf8_lossy(&buf);
@@ -261,13 +213,9 @@ pub(crate) fn for_each_line(
     }
 }
 
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
-}
-
 /// Writes the feed file `FEEDS_DIR/<kind>/<name>.<ext>` through a temp file (fsynced,
 /// renamed), then its provenance record. Returns the file's path, digest and size.
-pub(crate) fn write_feed(
+fn write_feed(
     feeds_dir: &Path,
     kind: FeedKind,
     file_name: &str,
@@ -282,16 +230,13 @@ pub(crate) fn write_feed(
         .tempfile_in(&dir)
         .map_err(|e| ImportError::io(&dir, e))?;
     let (sha256, size) = {
-        let mut out = HashingWrite {
-            inner: BufWriter::with_capacity(1 << 16, tmp.as_file_mut()),
-            hasher: sha2::Sha256::new(),
-            count: 0,
-        };
+        let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 16, tmp.as_file_mut()));
         write(&mut out)?;
-        out.inner
+        let (buffered, sha256, size) = out.into_parts();
+        buffered
             .into_inner()
             .map_err(|e| ImportError::io(&path, e.into_error()))?;
-        (Sha256::from_hasher(out.hasher), out.count)
+        (sha256, size)
     };
     tmp.as_file()
         .sync_all()
@@ -323,39 +268,73 @@ fn set_public_mode(file: &File, path: &Path) -> Result<(), ImportError> {
         .map_err(|e| ImportError::io(path, e))
 }
 
-struct HashingWrite<W> {
-    inner: W,
-    hasher: sha2::Sha256,
-    count: u64,
+/// What one input has given so far: the counts of its records, and its refusals.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tally {
+    pub(crate) counts: ImportCounts,
+    pub(crate) refusals: Refusals,
 }
 
-impl<W: Write> Write for HashingWrite<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+impl Tally {
+    /// A record set aside by `rule` (counted as read by the caller).
+    pub(crate) fn refuse(&mut self, rule: &str, place: impl std::fmt::Display, why: &str) {
+        self.counts.refused += 1;
+        self.refusals.add(rule, place, why);
     }
 }
 
-/// The provenance of one input, once its counts are known.
-pub(crate) fn provenance(
-    input: &Input,
-    sha256: Sha256,
-    size: u64,
-    counts: ImportCounts,
-) -> InputProvenance {
-    InputProvenance {
-        name: input.name.clone(),
-        location: input.location.clone(),
-        license: input.license.clone(),
-        retrieved: input.retrieved,
+/// Reads `path` line by line ([`for_each_line`], lines capped at `max_record`) through a
+/// hasher: its digest and size, for the provenance.
+pub(crate) fn read_lines(
+    path: &Path,
+    limits: &ImportLimits,
+    each: impl FnMut(u64, Result<&str, u64>),
+) -> Result<(Sha256, u64), ImportError> {
+    let file = File::open(path).map_err(|e| ImportError::io(path, e))?;
+    let mut hashed = HashingReader::new(file);
+    for_each_line(&mut hashed, limits.max_record, path, each)?;
+    hashed.finish().map_err(|e| ImportError::io(path, e))
+}
+
+/// The end of every import: writes the feed file `FEEDS_DIR/<kind>/<file_name>` with
+/// `write` (holding `records` records) and its provenance, and reports per input.
+/// `read` goes with `inputs`, one each: the input's digest and size, and its tally.
+pub(crate) fn finish(
+    feeds_dir: &Path,
+    kind: FeedKind,
+    file_name: &str,
+    inputs: &[Input],
+    read: Vec<((Sha256, u64), Tally)>,
+    records: u64,
+    write: impl FnOnce(&mut dyn Write) -> Result<(), ImportError>,
+) -> Result<ImportReport, ImportError> {
+    let provenances: Vec<InputProvenance> = inputs
+        .iter()
+        .zip(&read)
+        .map(|(input, ((sha256, size), tally))| InputProvenance {
+            name: input.name.clone(),
+            location: input.location.clone(),
+            license: input.license.clone(),
+            retrieved: input.retrieved,
+            sha256: *sha256,
+            size: *size,
+            counts: tally.counts,
+        })
+        .collect();
+    let (output, sha256, size) = write_feed(feeds_dir, kind, file_name, write, &provenances)?;
+    Ok(ImportReport {
+        kind,
+        output,
+        records,
         sha256,
         size,
-        counts,
-    }
+        inputs: provenances
+            .into_iter()
+            .zip(read)
+            .map(|(provenance, (_, tally))| InputReport {
+                provenance,
+                refusals: tally.refusals,
+            })
+            .collect(),
+    })
 }

@@ -30,10 +30,10 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 use super::{
-    ImportError, ImportLimits, ImportReport, Input, InputReport, Refusals, check_feed_name,
-    digest_file, for_each_line, provenance, write_feed,
+    ImportError, ImportLimits, ImportReport, Input, Tally, check_feed_name, digest_file, finish,
+    read_lines,
 };
-use crate::bundle::{FeedKind, ImportCounts, Sha256, Timestamp, check_osv_record};
+use crate::bundle::{FeedKind, HashingReader, Sha256, Timestamp, check_osv_record};
 
 /// Imports `inputs` into `FEEDS_DIR/osv/<name>.jsonl`.
 pub fn import(
@@ -53,8 +53,7 @@ pub fn import(
         spool: BufWriter::with_capacity(1 << 16, spool),
         spooled: 0,
         winners: HashMap::new(),
-        counts: vec![ImportCounts::default(); inputs.len()],
-        refusals: vec![Refusals::default(); inputs.len()],
+        tallies: vec![Tally::default(); inputs.len()],
         limits: *limits,
     };
     let mut digests = Vec::with_capacity(inputs.len());
@@ -69,27 +68,23 @@ pub fn import(
         .map_err(|e| ImportError::io(&spool_path, e.into_error()))?;
     let mut winners: Vec<(String, Winner)> = state.winners.into_iter().collect();
     winners.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut counts = state.counts;
+    let mut tallies = state.tallies;
     let mut records = 0u64;
     for (_, w) in &winners {
         if w.withdrawn {
-            counts[w.input].withdrawn += 1;
+            tallies[w.input].counts.withdrawn += 1;
         } else {
-            counts[w.input].kept += 1;
+            tallies[w.input].counts.kept += 1;
             records += 1;
         }
     }
-    let provenances: Vec<_> = inputs
-        .iter()
-        .zip(&digests)
-        .zip(&counts)
-        .map(|((input, (sha, size)), c)| provenance(input, *sha, *size, *c))
-        .collect();
-    let file_name = format!("{name}.jsonl");
-    let (output, sha256, size) = write_feed(
+    finish(
         feeds_dir,
         FeedKind::Osv,
-        &file_name,
+        &format!("{name}.jsonl"),
+        inputs,
+        digests.into_iter().zip(tallies).collect(),
+        records,
         |out| {
             let mut buf = Vec::new();
             for (_, w) in winners.iter().filter(|(_, w)| !w.withdrawn) {
@@ -102,23 +97,7 @@ pub fn import(
             }
             Ok(())
         },
-        &provenances,
-    )?;
-    Ok(ImportReport {
-        kind: FeedKind::Osv,
-        output,
-        records,
-        sha256,
-        size,
-        inputs: provenances
-            .into_iter()
-            .zip(state.refusals)
-            .map(|(provenance, refusals)| InputReport {
-                provenance,
-                refusals,
-            })
-            .collect(),
-    })
+    )
 }
 
 struct Winner {
@@ -134,15 +113,14 @@ struct State {
     spool: BufWriter<File>,
     spooled: u64,
     winners: HashMap<String, Winner>,
-    counts: Vec<ImportCounts>,
-    refusals: Vec<Refusals>,
+    tallies: Vec<Tally>,
     limits: ImportLimits,
 }
 
 impl State {
     /// One record as read from input `input`, at `place` (for messages).
     fn record(&mut self, input: usize, place: &str, bytes: &[u8]) -> Result<(), ImportError> {
-        self.counts[input].read += 1;
+        self.tallies[input].counts.read += 1;
         let value: serde_json::Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
             Err(e) => {
@@ -177,10 +155,10 @@ impl State {
             Entry::Occupied(mut o) => {
                 if candidate.modified > o.get().modified {
                     let loser = o.get().input;
-                    self.counts[loser].merged += 1;
+                    self.tallies[loser].counts.merged += 1;
                     o.insert(candidate);
                 } else {
-                    self.counts[input].merged += 1;
+                    self.tallies[input].counts.merged += 1;
                     // The loser's line is not needed: do not spool it.
                     return Ok(());
                 }
@@ -194,8 +172,7 @@ impl State {
     }
 
     fn refuse(&mut self, input: usize, rule: &str, place: &str, why: &str) {
-        self.counts[input].refused += 1;
-        self.refusals[input].add(rule, place, why);
+        self.tallies[input].refuse(rule, place, why);
     }
 }
 
@@ -220,18 +197,17 @@ fn read_input(state: &mut State, i: usize, path: &Path) -> Result<(Sha256, u64),
             match bytes {
                 Some(bytes) => state.record(i, &place, &bytes)?,
                 None => {
-                    state.counts[i].read += 1;
+                    state.tallies[i].counts.read += 1;
                     state.refuse(i, "record-too-large", &place, "larger than the record cap");
                 }
             }
             Ok(digest)
         }
         _ => {
-            let file = File::open(path).map_err(|e| ImportError::io(path, e))?;
-            let mut hashed = super::HashedReader::new(file);
             let mut err = None;
             let name = path.display().to_string();
-            for_each_line(&mut hashed, state.limits.max_record, path, |n, line| {
+            let limits = state.limits;
+            let digest = read_lines(path, &limits, |n, line| {
                 if err.is_some() {
                     return;
                 }
@@ -244,7 +220,7 @@ fn read_input(state: &mut State, i: usize, path: &Path) -> Result<(Sha256, u64),
                         }
                     }
                     Err(len) => {
-                        state.counts[i].read += 1;
+                        state.tallies[i].counts.read += 1;
                         state.refuse(
                             i,
                             "record-too-large",
@@ -254,10 +230,10 @@ fn read_input(state: &mut State, i: usize, path: &Path) -> Result<(Sha256, u64),
                     }
                 }
             })?;
-            if let Some(e) = err {
-                return Err(e);
+            match err {
+                Some(e) => Err(e),
+                None => Ok(digest),
             }
-            hashed.finish().map_err(|e| ImportError::io(path, e))
         }
     }
 }
@@ -268,7 +244,7 @@ type Capped = (Option<Vec<u8>>, (Sha256, u64));
 /// Reads a file of at most `max` bytes (`None` when larger), with the digest of all of it.
 fn read_capped(path: &Path, max: u64) -> Result<Capped, ImportError> {
     let file = File::open(path).map_err(|e| ImportError::io(path, e))?;
-    let mut hashed = super::HashedReader::new(file);
+    let mut hashed = HashingReader::new(file);
     let mut bytes = Vec::new();
     (&mut hashed)
         .take(max + 1)
@@ -295,7 +271,7 @@ fn read_tree(state: &mut State, i: usize, root: &Path) -> Result<(Sha256, u64), 
         match bytes {
             Some(bytes) => state.record(i, &place, &bytes)?,
             None => {
-                state.counts[i].read += 1;
+                state.tallies[i].counts.read += 1;
                 state.refuse(i, "record-too-large", &place, "larger than the record cap");
             }
         }
@@ -389,7 +365,7 @@ fn read_zip(state: &mut State, i: usize, path: &Path) -> Result<(), ImportError>
         }
         drop(entry);
         if bytes.len() as u64 > state.limits.max_record {
-            state.counts[i].read += 1;
+            state.tallies[i].counts.read += 1;
             state.refuse(i, "record-too-large", &place, "larger than the record cap");
             continue;
         }
