@@ -147,7 +147,7 @@ pub struct Authenticator {
     failures: Mutex<HashMap<(IpAddr, Box<str>), Failures>>,
     /// Credential checks (bcrypt or token) in flight per address: one client with many
     /// HTTP/2 streams cannot queue minutes of hashing ahead of everyone else.
-    in_flight: Mutex<HashMap<IpAddr, u32>>,
+    in_flight: Arc<crate::per_address::PerAddress>,
     /// bcrypt is slow on purpose; bound how many run at once so a burst of logins cannot
     /// starve the blocking pool.
     bcrypt_slots: Semaphore,
@@ -160,7 +160,7 @@ pub struct Authenticator {
 }
 
 /// Checks of one address's credentials that may run at once; more get 429.
-const MAX_IN_FLIGHT_PER_ADDRESS: u32 = 2;
+const MAX_IN_FLIGHT_PER_ADDRESS: usize = 2;
 
 /// A credential's turn to be checked; the next check of it may start when this drops.
 struct CredentialTurn<'a> {
@@ -179,24 +179,6 @@ impl Drop for CredentialTurn<'_> {
             .is_some_and(|m| Arc::strong_count(m) == 1)
         {
             pending.remove(&self.key);
-        }
-    }
-}
-
-/// Decrements an address's in-flight count when a check ends, however it ends.
-struct InFlight<'a> {
-    auth: &'a Authenticator,
-    client: IpAddr,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut in_flight = lock(&self.auth.in_flight);
-        if let Some(n) = in_flight.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                in_flight.remove(&self.client);
-            }
         }
     }
 }
@@ -230,7 +212,7 @@ impl Authenticator {
             settings,
             cache: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: crate::per_address::PerAddress::new(MAX_IN_FLIGHT_PER_ADDRESS),
             pending: Mutex::new(HashMap::new()),
             bcrypt_slots: Semaphore::new(4),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -304,13 +286,9 @@ impl Authenticator {
                     .filter(|e| e.expires > Instant::now())
                     .map(|e| e.principal.clone());
                 if let Some(p) = cached {
-                    return if p.role.is_some_and(|r| r >= need) {
-                        Decision::Allowed(p)
-                    } else {
-                        Decision::Forbidden(p)
-                    };
+                    return decide(p, need);
                 }
-                let Some(_in_flight) = self.begin(client) else {
+                let Some(_in_flight) = self.in_flight.enter(client) else {
                     return Decision::RateLimited {
                         retry_after: Duration::from_secs(1),
                     };
@@ -330,11 +308,7 @@ impl Authenticator {
                 }
             }
         };
-        if principal.role.is_some_and(|r| r >= need) {
-            Decision::Allowed(principal)
-        } else {
-            Decision::Forbidden(principal)
-        }
+        decide(principal, need)
     }
 
     /// Waits for this credential's turn: checks of one credential (by the digest of its
@@ -346,17 +320,6 @@ impl Authenticator {
             key,
             guard: Some(same.lock_owned().await),
         }
-    }
-
-    /// Counts a check of `client` in flight, or `None` when it has too many.
-    fn begin(&self, client: IpAddr) -> Option<InFlight<'_>> {
-        let mut in_flight = lock(&self.in_flight);
-        let n = in_flight.entry(client).or_insert(0);
-        if *n >= MAX_IN_FLIGHT_PER_ADDRESS {
-            return None;
-        }
-        *n += 1;
-        Some(InFlight { auth: self, client })
     }
 
     /// Verifies against the credentials in force when it ends: a reload while bcrypt ran
@@ -508,6 +471,15 @@ impl Authenticator {
             f.count = 0;
             f.window_start = now;
         }
+    }
+}
+
+/// Whether `principal` may do what `need` allows.
+fn decide(principal: Principal, need: Role) -> Decision {
+    if principal.role.is_some_and(|r| r >= need) {
+        Decision::Allowed(principal)
+    } else {
+        Decision::Forbidden(principal)
     }
 }
 
@@ -768,7 +740,7 @@ mod tests {
             }
         });
         // In flight means it read the credentials and waits for a slot.
-        while !lock(&auth.in_flight).contains_key(&client) {
+        while auth.in_flight.held(client) == 0 {
             tokio::task::yield_now().await;
         }
         auth.replace(alice(false));

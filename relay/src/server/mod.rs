@@ -244,7 +244,7 @@ impl Relay {
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(listen.max_connections));
-        let per_address = Arc::new(PerAddress::new(listen.max_connections_per_address));
+        let per_address = crate::per_address::PerAddress::new(listen.max_connections_per_address);
         let handshake_timeout = listen.tls_handshake_timeout.0;
         let idle_timeout = listen.idle_timeout.0;
         tokio::pin!(shutdown);
@@ -261,7 +261,7 @@ impl Relay {
                 },
                 () = &mut shutdown => break,
             };
-            let Some(address_slot) = PerAddress::enter(&per_address, peer.ip()) else {
+            let Some(address_slot) = per_address.enter(peer.ip()) else {
                 self.metrics.connections_refused.inc();
                 debug!(%peer, "per-address connection cap reached; closing");
                 continue;
@@ -410,60 +410,7 @@ fn origin_public_key(
 /// and under its address's `listen.max_connections_per_address`.
 pub(crate) struct ConnectionSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    _address: AddressSlot,
-}
-
-/// Open connections per client address.
-struct PerAddress {
-    limit: usize,
-    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
-}
-
-/// One connection of an address; counted down when dropped.
-struct AddressSlot {
-    table: Arc<PerAddress>,
-    ip: std::net::IpAddr,
-}
-
-impl PerAddress {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            open: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    fn enter(table: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
-        let mut open = table
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = open.entry(ip).or_insert(0);
-        if *n >= table.limit {
-            return None;
-        }
-        *n += 1;
-        Some(AddressSlot {
-            table: Arc::clone(table),
-            ip,
-        })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self
-            .table
-            .open
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
+    _address: crate::per_address::AddressSlot,
 }
 
 /// `now`, for handlers. Kept in one place so the clock is easy to find.
