@@ -61,7 +61,7 @@ impl SyncError {
     pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
         Self {
             kind,
-            message: super::settings::redact_userinfo_in(&message.into()),
+            message: super::settings::redact_userinfo(&message.into()),
             retry_after: None,
             verify: None,
         }
@@ -121,7 +121,7 @@ impl SyncError {
             _ => FailureKind::Verification,
         };
         Self {
-            message: super::settings::redact_userinfo_in(&format!("{url}: {e}")),
+            message: super::settings::redact_userinfo(&format!("{url}: {e}")),
             kind,
             retry_after: None,
             verify: Some(Box::new(e)),

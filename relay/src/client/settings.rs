@@ -66,21 +66,9 @@ pub fn check_credential_transport(
     }
 }
 
-/// A URL with any `user:password@` replaced by `***@`, for messages and logs.
-pub fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***{}", &rest[at..]),
-        None => url.to_owned(),
-    }
-}
-
-/// Every URL in `text` with its `user:password@` replaced by `***@`: for error messages,
-/// which quote URLs (reqwest's among them).
-pub fn redact_userinfo_in(text: &str) -> String {
+/// `text` (a URL, or a message quoting URLs, reqwest's among them) with every URL's
+/// `user:password@` replaced by `***@`: for messages, status and logs.
+pub fn redact_userinfo(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
@@ -269,11 +257,11 @@ mod redaction_tests {
             assert_eq!(redact_userinfo(url), shown);
         }
         assert_eq!(
-            super::redact_userinfo_in(
+            super::redact_userinfo(
                 "https://u:pw@h:1/x: error sending request for url (https://u:pw@h:1/x)"
             ),
             "https://***@h:1/x: error sending request for url (https://***@h:1/x)"
         );
-        assert_eq!(super::redact_userinfo_in("no url here"), "no url here");
+        assert_eq!(super::redact_userinfo("no url here"), "no url here");
     }
 }
