@@ -538,6 +538,9 @@ fn import_all(origin: &OriginConfig, dir: &Path, ready: Vec<Ready>) -> Result<Im
     let limits = ImportLimits::default();
     let mut results = Vec::new();
     let mut promoted = Vec::new();
+    // `<kind>/<file> <sha256>` of every feed file written, from the digests taken while
+    // writing: nothing is read again to fingerprint.
+    let mut files = Vec::new();
     for ((kind, feed), mut members) in groups {
         let format = origin.inputs[members[0].index].format.clone();
         let run = |members: &[Ready]| {
@@ -589,6 +592,13 @@ fn import_all(origin: &OriginConfig, dir: &Path, ready: Vec<Ready>) -> Result<Im
                 continue;
             }
         };
+        if let Some(name) = report.output.file_name() {
+            files.push(format!(
+                "{kind}/{} {}\n",
+                name.to_string_lossy(),
+                report.sha256
+            ));
+        }
         for (m, r) in members.iter().zip(report.inputs) {
             results.push((m.index, Ok((r.provenance, r.refusals.by_rule))));
             if let Some(new) = &m.new_download {
@@ -608,10 +618,10 @@ fn import_all(origin: &OriginConfig, dir: &Path, ready: Vec<Ready>) -> Result<Im
         }
     }
     if let Some(extra) = &origin.feeds {
-        copy_feeds(extra, &out)?;
+        copy_feeds(extra, &out, &mut files)?;
     }
     Ok(Imported {
-        fingerprint: fingerprint(&out)?,
+        fingerprint: fingerprint(files),
         inputs: results,
         promoted,
     })
@@ -641,8 +651,9 @@ fn import_group(
     }
 }
 
-/// Copies the hand-made feed files (`<kind>/<file>`, no links) into the build directory.
-fn copy_feeds(from: &Path, to: &Path) -> Result<(), String> {
+/// Copies the hand-made feed files (`<kind>/<file>`, no links) into the build directory,
+/// adding `<kind>/<file> <sha256>` of each to `files`.
+fn copy_feeds(from: &Path, to: &Path, files: &mut Vec<String>) -> Result<(), String> {
     let err = |p: &Path, e: std::io::Error| format!("origin.feeds {}: {e}", p.display());
     for kind in FeedKind::ALL {
         let src = from.join(kind.as_str());
@@ -663,39 +674,29 @@ fn copy_feeds(from: &Path, to: &Path) -> Result<(), String> {
                     target.display()
                 ));
             }
-            std::fs::copy(entry.path(), &target).map_err(|e| err(&entry.path(), e))?;
+            let mut source = File::open(entry.path()).map_err(|e| err(&entry.path(), e))?;
+            let mut copy =
+                bundle::HashingWriter::new(File::create(&target).map_err(|e| err(&target, e))?);
+            std::io::copy(&mut source, &mut copy).map_err(|e| err(&target, e))?;
+            let (_, sha256, _) = copy.into_parts();
+            files.push(format!(
+                "{kind}/{} {sha256}\n",
+                entry.file_name().to_string_lossy()
+            ));
         }
     }
     Ok(())
 }
 
-/// SHA-256 of the sorted `<kind>/<file> <sha256>` lines of a feeds directory.
-fn fingerprint(feeds: &Path) -> Result<Sha256, String> {
+/// SHA-256 of the sorted `<kind>/<file> <sha256>` lines of the feed files of a build.
+fn fingerprint(mut files: Vec<String>) -> Sha256 {
     use sha2::Digest;
-    let mut lines = Vec::new();
-    for kind in FeedKind::ALL {
-        let dir = feeds.join(kind.as_str());
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let mut file = File::open(entry.path()).map_err(|e| format!("{name}: {e}"))?;
-            let mut sink = bundle::HashingSink::default();
-            std::io::copy(&mut file, &mut sink).map_err(|e| format!("{name}: {e}"))?;
-            lines.push(format!("{kind}/{name} {}\n", sink.finish()));
-        }
-    }
-    lines.sort();
+    files.sort();
     let mut hasher = sha2::Sha256::new();
-    for line in lines {
+    for line in files {
         hasher.update(line.as_bytes());
     }
-    Ok(Sha256::from_hasher(hasher))
+    Sha256::from_hasher(hasher)
 }
 
 fn load_state(dir: &Path) -> Result<Persisted, String> {
