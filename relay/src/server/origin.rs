@@ -132,9 +132,11 @@ impl OriginState {
     }
 }
 
+/// Where an input comes from, as status and the signed provenance show it: a URL's
+/// `user:password@` is never written there.
 fn location(input: &OriginInput) -> String {
     match (&input.source, &input.path) {
-        (Some(s), _) => s.url.clone(),
+        (Some(s), _) => crate::client::settings::redact_userinfo(&s.url),
         (None, Some(p)) => p.display().to_string(),
         (None, None) => String::new(),
     }
@@ -718,4 +720,19 @@ fn save_state(dir: &Path, state: &Persisted) -> Result<(), String> {
     let path = dir.join("state.json");
     let json = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
     crate::fsutil::write_atomic(&path, &json, 0o644).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_input_location_never_shows_a_password() {
+        let input: OriginInput = toml::from_str(
+            "name = \"go\"\nkind = \"osv\"\n\
+             source = { kind = \"custom_location\", url = \"https://feeds:s3cret@127.0.0.1:9/all.zip\" }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(location(&input), "https://***@127.0.0.1:9/all.zip");
+    }
 }
