@@ -29,16 +29,9 @@ pub enum ProjectsCommand {
     },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 /// `relay status`: exit 0 when the relay holds a fresh bundle and no supervisor is behind.
 pub fn status_cmd(args: StatusArgs) -> anyhow::Result<Outcome> {
-    runtime()?.block_on(async move {
+    super::runtime()?.block_on(async move {
         let endpoint = args.address.endpoint();
         let client = endpoint.client()?;
         let url = format!("{}/api/v1/status", endpoint.base());
@@ -140,7 +133,7 @@ pub fn projects_cmd(cmd: ProjectsCommand) -> anyhow::Result<Outcome> {
         address,
         supervisor,
     } = cmd;
-    runtime()?.block_on(async move {
+    super::runtime()?.block_on(async move {
         let endpoint = address.endpoint();
         let client = endpoint.client()?;
         let mut url = format!("{}/api/v1/projects/push", endpoint.base());

@@ -19,10 +19,7 @@ pub enum OriginCommand {
 
 pub fn run(cmd: OriginCommand) -> anyhow::Result<Outcome> {
     let OriginCommand::Run { address } = cmd;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async move {
         let mut endpoint = address.endpoint();
         // A cycle imports and builds real-size feeds: minutes, not the usual 30 s.

@@ -60,10 +60,7 @@ pub struct Step {
 }
 
 pub fn run(args: PingArgs) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     let steps = runtime.block_on(walk(&args))?;
     let ok = steps.iter().all(|s| s.ok);
     if args.json {

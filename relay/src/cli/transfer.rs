@@ -115,10 +115,7 @@ pub struct UploadArgs {
 }
 
 pub fn download_cmd(args: DownloadArgs) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(download_async(args))
 }
 
@@ -223,10 +220,7 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
 }
 
 pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     if args.archive.is_some() && args.sha256.is_none() && !args.no_digest {
         anyhow::bail!(
             "--archive needs --sha256 HEX (the digest published with the archive), or \
@@ -320,10 +314,7 @@ pub enum SyncCommand {
 
 pub fn sync_cmd(cmd: SyncCommand) -> anyhow::Result<Outcome> {
     let SyncCommand::Now { address } = cmd;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async move {
         let endpoint = address.endpoint();
         let client = endpoint.client()?;

@@ -31,10 +31,7 @@ pub fn run(cmd: TrustCommand) -> anyhow::Result<Outcome> {
         reason,
         address,
     } = cmd;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async move {
         let endpoint = address.endpoint();
         let client = endpoint.client()?;
