@@ -46,6 +46,23 @@ fn with_archive(config: &mut Config) {
     }];
 }
 
+/// A custom-location source pulling `a`'s archive as its reader.
+fn pull_from(a: &TestRelay) -> relay::config::SourceConfig {
+    relay::config::SourceConfig {
+        kind: relay::client::SourceKind::CustomLocation,
+        url: format!("{}/intelligence/twistlock_feed.tar.gz", a.url),
+        token: None,
+        user: Some("reader".into()),
+        password: Some(relay::client::Secret::new("reader-pw")),
+        ca: Some(a.ca.clone()),
+        proxy: None,
+        no_proxy: true,
+        token_file: None,
+        password_file: None,
+        allow_insecure_credentials: false,
+    }
+}
+
 async fn put_archive(relay: &TestRelay, bytes: Vec<u8>, sha: Option<&str>) -> reqwest::Response {
     let mut req = relay
         .client()
@@ -187,19 +204,7 @@ async fn an_archive_is_pulled_from_a_url_and_survives_a_restart() {
     let a = TestRelay::start_with(with_archive).await;
     let archive = vendor_archive(4);
     assert_eq!(put_archive(&a, archive.clone(), None).await.status(), 201);
-    let source = relay::config::SourceConfig {
-        kind: relay::client::SourceKind::CustomLocation,
-        url: format!("{}/intelligence/twistlock_feed.tar.gz", a.url),
-        token: None,
-        user: Some("reader".into()),
-        password: Some(relay::client::Secret::new("reader-pw")),
-        ca: Some(a.ca.clone()),
-        proxy: None,
-        no_proxy: true,
-        token_file: None,
-        password_file: None,
-        allow_insecure_credentials: false,
-    };
+    let source = pull_from(&a);
     let b = TestRelay::start_with(|c| {
         with_archive(c);
         c.archives[0].source = Some(source);
@@ -290,19 +295,7 @@ async fn a_pulled_archive_pinned_to_a_digest_refuses_anything_else() {
     let a = TestRelay::start_with(with_archive).await;
     let archive = vendor_archive(6);
     assert_eq!(put_archive(&a, archive.clone(), None).await.status(), 201);
-    let source = relay::config::SourceConfig {
-        kind: relay::client::SourceKind::CustomLocation,
-        url: format!("{}/intelligence/twistlock_feed.tar.gz", a.url),
-        token: None,
-        user: Some("reader".into()),
-        password: Some(relay::client::Secret::new("reader-pw")),
-        ca: Some(a.ca.clone()),
-        proxy: None,
-        no_proxy: true,
-        token_file: None,
-        password_file: None,
-        allow_insecure_credentials: false,
-    };
+    let source = pull_from(&a);
     let b = TestRelay::start_with(|c| {
         with_archive(c);
         c.archives[0].source = Some(source.clone());

@@ -235,6 +235,11 @@ async fn following(app: axum::Router) -> TestRelay {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
+    following_url(url).await
+}
+
+/// A relay whose only source is the upstream at `url`, with the quick retries of `fast`.
+async fn following_url(url: String) -> TestRelay {
     let source = SourceConfig {
         url,
         user: None,
@@ -385,17 +390,7 @@ async fn a_dripping_body_is_cut_at_the_floor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_in_a_source_url_is_never_shown() {
     // Nothing listens on port 1: the check fails, and the error quotes the URL.
-    let source = SourceConfig {
-        url: "https://relay:s3cret-pw@127.0.0.1:1/".into(),
-        user: None,
-        password: None,
-        ..upstream_source_placeholder()
-    };
-    let b = TestRelay::start_with(|c| {
-        c.sources = vec![source];
-        fast(c);
-    })
-    .await;
+    let b = following_url("https://relay:s3cret-pw@127.0.0.1:1/".into()).await;
     let s = b
         .until("the failed check", |s| {
             s["sources"][0]["last_error_kind"].is_string()
