@@ -218,7 +218,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             };
             let scan = crate::scan::scan(&path, &feeds)
                 .with_context(|| format!("scanning {}", path.display()))?;
-            let report = scan.report();
+            let report = scan
+                .report()
+                .context("sorting the findings (past 8 MiB they go through TMPDIR)")?;
             // Written as a stream: the report holds references, not rendered text.
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             match format {

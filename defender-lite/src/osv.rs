@@ -554,10 +554,18 @@ impl VulnIndex {
 
     /// The record with this id, if the index holds it.
     pub fn get(&self, id: &str) -> Option<&Vulnerability> {
+        self.position(id).map(|i| &self.vulnerabilities[i])
+    }
+
+    /// Where the record with this id is held: [`at`](Self::at) gives it back.
+    pub fn position(&self, id: &str) -> Option<usize> {
         self.vulnerabilities
             .binary_search_by(|v| v.id.as_str().cmp(id))
             .ok()
-            .map(|i| &self.vulnerabilities[i])
+    }
+
+    pub fn at(&self, position: usize) -> Option<&Vulnerability> {
+        self.vulnerabilities.get(position)
     }
 
     /// The records that affect `name` at `version` in `ecosystem`, sorted by id.

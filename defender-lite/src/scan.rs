@@ -41,38 +41,54 @@
 //!
 //! # Memory
 //!
-//! A report is written as a stream ([`Report::write_table`], [`Report::write_json`],
-//! [`Report::write_sarif`] take any `io::Write`). Held for the whole scan: the
-//! inventory, the OSV records of the installed packages (parsed once, for matching)
-//! and, per finding, one row of references into those two, sorted in place: 72 bytes
-//! on a 64-bit target (up to twice that while the row vector grows). So memory still
-//! grows with the number of findings, but by a small fixed amount each, where it used
-//! to hold about 1.3 KB of copied strings per finding and then the whole rendered
-//! output. SARIF adds one map entry per distinct advisory (its rule); the table makes
-//! two passes over the rows (column widths, then lines) and holds one line; JSON holds
-//! nothing more. Per finding, output makes short-lived values only (an alias list
-//! joined for the table, a SARIF message).
+//! Held for the whole scan: the inventory and the OSV records of the installed packages
+//! (parsed once, for matching); both grow with the image, not with its findings. The
+//! findings themselves are bounded: matching encodes each as a record of about 100
+//! bytes (references into those two, plus the few strings of the match) and sorts them
+//! within an 8 MiB budget ([`ExternalSort`]); past it, sorted runs go to a private
+//! directory under `TMPDIR` and are merged into one unnamed file, which every output
+//! pass reads back. What else grows with findings is per advisory, not per finding
+//! (SARIF's rules, one row each). The column widths, the counts and `--fail-on` are
+//! taken while matching; a report is written as a stream ([`Report::write_table`],
+//! [`Report::write_json`], [`Report::write_sarif`] take any `io::Write`), one finding
+//! at a time.
 //!
-//! Measured on the 2-core machine (release build): an image of 400 `Cargo.lock` files
-//! of 50 crates with 10 records each, 200,000 findings, peaks at 42 MB resident in
-//! every format (21 MB with the same packages and no findings), about 110 bytes per
-//! finding; before the report was streamed, the same scan peaked at 277 MB for the
-//! table, 287 MB for JSON and 1.98 GB for SARIF, with the same output.
+//! Measured on the 2-core machine (release build), an image of 400 `Cargo.lock` files
+//! of 50 crates with 10 records each (200,000 findings): 1.98 GB peak for SARIF when
+//! the whole output was rendered first, 42 MB when rows of references were sorted in
+//! memory (about 110 bytes per finding), and now the same whatever the number of
+//! findings (`tests/scan.rs` checks that four times the findings take no more memory).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::io::{self, Write};
 use std::path::Path;
 
-use serde::ser::SerializeStruct;
+use serde::ser::{Error as _, SerializeSeq, SerializeStruct};
 use serde::{Serialize, Serializer};
 
+use crate::feeds::external_sort::{ExternalSort, Replay, escape};
 use crate::feeds::{Feeds, FeedsError};
 use crate::image::{Image, ImageError, ImageKind};
 use crate::inventory::{self, Coverage, Database, DatabaseStatus, Inventory, OsRelease};
 use crate::osv::{Finding, NameMatch, Package, Severity, SourcePackage, VulnIndex, Vulnerability};
 
 pub const SCHEMA: &str = "defender-lite.scan/1";
+
+/// Findings held in memory before they are sorted through a temporary file: about
+/// 80,000 of them.
+const ROW_BUDGET: usize = 8 << 20;
+
+const HEADER: [&str; 7] = [
+    "PACKAGE",
+    "INSTALLED",
+    "FIXED",
+    "SEVERITY",
+    "ID",
+    "ALIASES",
+    "DECLARED IN",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
@@ -107,10 +123,15 @@ pub struct Summary {
 }
 
 /// The findings of a [`Scan`], sorted, to be written as a table, JSON or SARIF.
-#[derive(Debug)]
 pub struct Report<'a> {
     scan: &'a Scan,
-    findings: Vec<Row<'a>>,
+    /// The findings, encoded by [`Row::encode`] and sorted (on disk past the budget).
+    rows: Replay,
+    /// The table's column widths.
+    widths: [usize; 7],
+    /// SARIF's rules: each advisory's first finding, by id.
+    rules: Vec<Row<'a>>,
+    worst: Option<Severity>,
     summary: Summary,
     /// The inventory's notes, then versions that could not be read.
     notes: Vec<String>,
@@ -151,11 +172,24 @@ impl Scan {
         })
     }
 
-    /// Matches every package against the records.
-    pub fn report(&self) -> Report<'_> {
+    /// Matches every package against the records. Fails only if the findings outgrow
+    /// memory and the temporary directory cannot take them.
+    pub fn report(&self) -> io::Result<Report<'_>> {
+        self.report_within(ROW_BUDGET)
+    }
+
+    /// [`report`](Self::report), holding at most `budget` bytes of findings in memory.
+    fn report_within(&self, budget: usize) -> io::Result<Report<'_>> {
         let mut notes = self.inventory.notes.clone();
-        let mut findings = Vec::new();
-        for p in &self.inventory.packages {
+        let mut rows = ExternalSort::in_temp_dir("findings", budget);
+        let mut widths = HEADER.map(str::len);
+        let mut rules: BTreeMap<&str, (Row<'_>, u32)> = BTreeMap::new();
+        let mut summary = Summary::default();
+        let mut worst = None;
+        let mut record = Vec::new();
+        for (n, p) in self.inventory.packages.iter().enumerate() {
+            let n = u32::try_from(n)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "over 2^32 packages"))?;
             let query = Package {
                 ecosystem: &p.ecosystem,
                 name: &p.name,
@@ -175,34 +209,45 @@ impl Scan {
                     unreadable.findings
                 }
             };
-            findings.extend(hits.iter().map(|hit| Row::new(p, hit)));
+            for hit in &hits {
+                let row = Row::new(p, hit);
+                *match row.severity {
+                    Severity::Critical => &mut summary.critical,
+                    Severity::High => &mut summary.high,
+                    Severity::Medium => &mut summary.medium,
+                    Severity::Low => &mut summary.low,
+                    Severity::Unknown => &mut summary.unknown,
+                } += 1;
+                summary.total += 1;
+                worst = worst.max(Some(row.severity));
+                for (w, cell) in widths.iter_mut().zip(row.cells()) {
+                    *w = (*w).max(cell.chars().count());
+                }
+                // A rule is its advisory's first finding in the report's order.
+                match rules.entry(row.vulnerability.id.as_str()) {
+                    Entry::Vacant(e) => {
+                        e.insert((row, n));
+                    }
+                    Entry::Occupied(mut e) => {
+                        let (first, m) = e.get();
+                        if row.order_key(n) < first.order_key(*m) {
+                            e.insert((row, n));
+                        }
+                    }
+                }
+                row.encode(n, &self.index, &mut record);
+                rows.push(&record)?;
+            }
         }
-        findings.sort_by(|a, b| {
-            b.severity.cmp(&a.severity).then_with(|| {
-                (&a.package.name, &a.vulnerability.id, &a.package.declared_in).cmp(&(
-                    &b.package.name,
-                    &b.vulnerability.id,
-                    &b.package.declared_in,
-                ))
-            })
-        });
-        let mut summary = Summary::default();
-        for f in &findings {
-            *match f.severity {
-                Severity::Critical => &mut summary.critical,
-                Severity::High => &mut summary.high,
-                Severity::Medium => &mut summary.medium,
-                Severity::Low => &mut summary.low,
-                Severity::Unknown => &mut summary.unknown,
-            } += 1;
-            summary.total += 1;
-        }
-        Report {
+        Ok(Report {
             scan: self,
-            findings,
+            rows: rows.finish_replayable()?,
+            widths,
+            rules: rules.into_values().map(|(row, _)| row).collect(),
+            worst,
             summary,
             notes,
-        }
+        })
     }
 }
 
@@ -217,8 +262,28 @@ impl Report<'_> {
 
     /// `--fail-on`: a finding at or above `threshold`, or nothing to judge by.
     pub fn fails(&self, threshold: Severity) -> bool {
-        self.coverage() == Coverage::NoDatabase
-            || self.findings.iter().any(|f| f.severity >= threshold)
+        self.coverage() == Coverage::NoDatabase || self.worst.is_some_and(|w| w >= threshold)
+    }
+
+    /// Whether the findings outgrew memory and are read back from a temporary file.
+    pub fn spilled(&self) -> bool {
+        self.rows.spilled()
+    }
+
+    /// Calls `f` with each finding, in the report's order.
+    fn each_row(&self, mut f: impl FnMut(&Row<'_>) -> io::Result<()>) -> io::Result<()> {
+        let mut reader = self.rows.reader()?;
+        let mut record = Vec::new();
+        while reader.next_into(&mut record)? {
+            let row = Row::decode(self.scan, &record).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the findings' temporary file was changed while the report was written",
+                )
+            })?;
+            f(&row)?;
+        }
+        Ok(())
     }
 
     /// Every note: the image reader's, the inventory's, then unreadable versions.
@@ -265,29 +330,19 @@ impl Report<'_> {
                 )?;
             }
         }
-        if !self.findings.is_empty() {
-            let header = [
-                "PACKAGE",
-                "INSTALLED",
-                "FIXED",
-                "SEVERITY",
-                "ID",
-                "ALIASES",
-                "DECLARED IN",
-            ];
-            // Two passes over the rows: the column widths, then the lines.
-            let mut widths = header.map(str::len);
-            for row in &self.findings {
-                for (w, cell) in widths.iter_mut().zip(row.cells()) {
-                    *w = (*w).max(cell.chars().count());
-                }
-            }
+        if !self.rows.is_empty() {
+            // The column widths were taken while matching.
             let mut line = String::new();
-            write_line(&mut out, &mut line, header, &widths)?;
-            for row in &self.findings {
+            write_line(&mut out, &mut line, HEADER, &self.widths)?;
+            self.each_row(|row| {
                 let cells = row.cells();
-                write_line(&mut out, &mut line, cells.each_ref().map(|c| &**c), &widths)?;
-            }
+                write_line(
+                    &mut out,
+                    &mut line,
+                    cells.each_ref().map(|c| &**c),
+                    &self.widths,
+                )
+            })?;
         }
         let s = &self.summary;
         writeln!(
@@ -364,6 +419,117 @@ impl<'a> Row<'a> {
         ]
     }
 
+    /// The report's order: severity (highest first), package, id, file, then the
+    /// package's place in the inventory. [`encode`](Self::encode) keeps it bytewise.
+    fn order_key(&self, package: u32) -> (std::cmp::Reverse<Severity>, &str, &str, &str, u32) {
+        (
+            std::cmp::Reverse(self.severity),
+            &self.package.name,
+            &self.vulnerability.id,
+            &self.package.declared_in,
+            package,
+        )
+    }
+
+    /// The row as a sortable record: the order key (severity as one byte, the three
+    /// strings escaped, the package's place big-endian), then what else the row holds,
+    /// then that part's length (`u32`, little-endian, as every number after the key).
+    fn encode(&self, package: u32, index: &VulnIndex, out: &mut Vec<u8>) {
+        out.clear();
+        out.push(match self.severity {
+            Severity::Critical => 0,
+            Severity::High => 1,
+            Severity::Medium => 2,
+            Severity::Low => 3,
+            Severity::Unknown => 4,
+        });
+        escape(out, self.package.name.as_bytes());
+        escape(out, self.vulnerability.id.as_bytes());
+        escape(out, self.package.declared_in.as_bytes());
+        out.extend_from_slice(&package.to_be_bytes());
+        let rest = out.len();
+        // The finding came from this index: its record is there.
+        let vulnerability = index.position(&self.vulnerability.id).unwrap_or(usize::MAX);
+        out.extend_from_slice(&(vulnerability as u64).to_le_bytes());
+        out.push(match self.matched {
+            NameMatch::Package => 0,
+            NameMatch::Source => 1,
+        });
+        match self.cvss_score {
+            Some(score) => {
+                out.push(1);
+                out.extend_from_slice(&score.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(self.advisory_package.len() as u64).to_le_bytes());
+        out.extend_from_slice(self.advisory_package.as_bytes());
+        if let Some(fixed) = self.fixed {
+            out.extend_from_slice(fixed.as_bytes());
+        }
+        out.push(u8::from(self.fixed.is_some()));
+        out.extend_from_slice(&((out.len() - rest) as u32).to_le_bytes());
+    }
+
+    /// A row back from [`encode`](Self::encode)'s record; `None` if it is not one.
+    fn decode<'r>(scan: &'r Scan, record: &'r [u8]) -> Option<Row<'r>> {
+        let (record, len) = record.split_last_chunk::<4>()?;
+        let (key, rest) = record.split_at_checked(
+            record
+                .len()
+                .checked_sub(usize::try_from(u32::from_le_bytes(*len)).ok()?)?,
+        )?;
+        let severity = match key.first()? {
+            0 => Severity::Critical,
+            1 => Severity::High,
+            2 => Severity::Medium,
+            3 => Severity::Low,
+            4 => Severity::Unknown,
+            _ => return None,
+        };
+        let (_, package) = key.split_last_chunk::<4>()?;
+        let package = scan
+            .inventory
+            .packages
+            .get(usize::try_from(u32::from_be_bytes(*package)).ok()?)?;
+        let (vulnerability, rest) = rest.split_first_chunk::<8>()?;
+        let vulnerability = scan
+            .index
+            .at(usize::try_from(u64::from_le_bytes(*vulnerability)).ok()?)?;
+        let (matched, rest) = rest.split_first()?;
+        let matched = match matched {
+            0 => NameMatch::Package,
+            1 => NameMatch::Source,
+            _ => return None,
+        };
+        let (cvss_score, rest) = match rest.split_first()? {
+            (0, rest) => (None, rest),
+            (1, rest) => {
+                let (score, rest) = rest.split_first_chunk::<8>()?;
+                (Some(f64::from_le_bytes(*score)), rest)
+            }
+            _ => return None,
+        };
+        let (advisory_len, rest) = rest.split_first_chunk::<8>()?;
+        let (advisory_package, rest) =
+            rest.split_at_checked(usize::try_from(u64::from_le_bytes(*advisory_len)).ok()?)?;
+        let (has_fixed, fixed) = rest.split_last()?;
+        let fixed = match has_fixed {
+            0 if fixed.is_empty() => None,
+            1 => Some(std::str::from_utf8(fixed).ok()?),
+            _ => return None,
+        };
+        Some(Row {
+            vulnerability,
+            package,
+            advisory_package: std::str::from_utf8(advisory_package).ok()?,
+            fixed,
+            cvss_score,
+            severity,
+            matched,
+        })
+    }
+
     fn matched_by(&self) -> &'static str {
         match self.matched {
             NameMatch::Package => "package",
@@ -427,6 +593,36 @@ where
     }
 }
 
+/// The findings of a report as a sequence, read from its rows as they are written.
+struct Rows<'r, 'a>(&'r Report<'a>, Style);
+
+#[derive(Clone, Copy)]
+enum Style {
+    Json,
+    Sarif,
+}
+
+impl Serialize for Rows<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(usize::try_from(self.0.rows.len()).ok())?;
+        let mut failed = None;
+        let read = self.0.each_row(|row| {
+            match self.1 {
+                Style::Json => seq.serialize_element(&FindingInfo::from(row)),
+                Style::Sarif => seq.serialize_element(&SarifResult::from(row)),
+            }
+            .map_err(|e| {
+                failed = Some(e);
+                io::Error::other("serializing a finding")
+            })
+        });
+        if let Err(e) = read {
+            return Err(failed.unwrap_or_else(|| S::Error::custom(e)));
+        }
+        seq.end()
+    }
+}
+
 /// The JSON report, in the field order of the schema above.
 impl Serialize for Report<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -446,10 +642,7 @@ impl Serialize for Report<'_> {
             "packages",
             &Streamed(|| scan.inventory.packages.iter().map(PackageInfo::from)),
         )?;
-        report.serialize_field(
-            "findings",
-            &Streamed(|| self.findings.iter().map(FindingInfo::from)),
-        )?;
+        report.serialize_field("findings", &Rows(self, Style::Json))?;
         report.serialize_field("summary", &self.summary)?;
         report.serialize_field("notes", &Streamed(|| self.notes()))?;
         report.end()
@@ -573,11 +766,6 @@ struct Sarif<'r, 'a>(&'r Report<'a>);
 impl Serialize for Sarif<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let report = self.0;
-        // One rule per advisory, from its first finding (the most severe).
-        let mut rules: BTreeMap<&str, &Row<'_>> = BTreeMap::new();
-        for row in &report.findings {
-            rules.entry(row.vulnerability.id.as_str()).or_insert(row);
-        }
         let no_database = (report.coverage() == Coverage::NoDatabase).then_some(Notification {
             level: "error",
             message: Text {
@@ -597,11 +785,12 @@ impl Serialize for Sarif<'_, '_> {
                         }))
                 }),
             }],
-            results: Streamed(|| report.findings.iter().map(SarifResult::from)),
+            results: Rows(report, Style::Sarif),
             tool: Tool {
                 driver: Driver {
                     name: "defender-lite",
-                    rules: Streamed(|| rules.values().map(|row| Rule::from(*row))),
+                    // One rule per advisory, from its first finding (the most severe).
+                    rules: Streamed(|| report.rules.iter().map(Rule::from)),
                     version: env!("CARGO_PKG_VERSION"),
                 },
             },
@@ -764,11 +953,87 @@ impl<'a> From<&Row<'a>> for SarifResult<'a> {
 mod tests {
     use super::*;
 
+    fn outputs(report: &Report<'_>) -> [Vec<u8>; 3] {
+        let mut table = Vec::new();
+        report.write_table(&mut table).unwrap();
+        let mut json = Vec::new();
+        report.write_json(&mut json).unwrap();
+        let mut sarif = Vec::new();
+        report.write_sarif(&mut sarif).unwrap();
+        [table, json, sarif]
+    }
+
     #[test]
-    fn a_finding_is_held_as_a_few_references() {
-        // The figure the module documentation gives (64-bit targets).
-        if cfg!(target_pointer_width = "64") {
-            assert!(std::mem::size_of::<Row<'_>>() <= 72);
+    fn findings_past_the_budget_go_through_a_file_and_come_out_the_same() {
+        let tmp = tempfile::tempdir().unwrap();
+        // 12 crates, each twice in every lock file (two versions, so rows tie on
+        // package, id and file), 8 records each, 10 lock files: 1,920 findings.
+        let mut jsonl = String::new();
+        for c in 0..12 {
+            for r in 0..8 {
+                let severity = match r % 4 {
+                    0 => {
+                        serde_json::json!([{ "type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H" }])
+                    }
+                    1 => {
+                        serde_json::json!([{ "type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:N/I:N/A:H" }])
+                    }
+                    _ => serde_json::json!([]),
+                };
+                let fixed = if r % 3 == 0 {
+                    serde_json::json!([{ "introduced": "0" }])
+                } else {
+                    serde_json::json!([{ "introduced": "0" }, { "fixed": format!("9.{r}.0") }])
+                };
+                let record = serde_json::json!({
+                    "id": format!("RUSTSEC-2099-{c:02}{r:02}"),
+                    "modified": "2026-01-01T00:00:00Z",
+                    "aliases": (0..r % 3).map(|a| format!("CVE-2099-{c:02}{r:02}{a}")).collect::<Vec<_>>(),
+                    "summary": format!("advisory {r} of crate-{c}"),
+                    "severity": severity,
+                    "affected": [{
+                        "package": { "ecosystem": "crates.io", "name": format!("crate-{c}") },
+                        "ranges": [{ "type": "SEMVER", "events": fixed }],
+                    }],
+                });
+                jsonl += &format!("{record}\n");
+            }
         }
+        let feeds_dir = tmp.path().join("feeds");
+        std::fs::create_dir_all(feeds_dir.join("osv")).unwrap();
+        std::fs::write(feeds_dir.join("osv/records.jsonl"), jsonl).unwrap();
+        let mut lock = String::from("version = 3\n");
+        for c in (0..12).rev() {
+            for version in ["0.2.0", "0.1.0"] {
+                lock += &format!(
+                    "\n[[package]]\nname = \"crate-{c}\"\nversion = \"{version}\"\n\
+                     source = \"registry+https://github.com/rust-lang/crates.io-index\"\n"
+                );
+            }
+        }
+        let rootfs = tmp.path().join("rootfs");
+        for l in 0..10 {
+            let app = rootfs.join(format!("srv/app{l}"));
+            std::fs::create_dir_all(&app).unwrap();
+            std::fs::write(app.join("Cargo.lock"), &lock).unwrap();
+        }
+        let feeds = Feeds::open_dir(&feeds_dir).unwrap();
+        let scan = scan(&rootfs, &feeds).unwrap();
+
+        let held = scan.report().unwrap();
+        assert!(!held.spilled());
+        assert_eq!(held.summary().total, 1_920);
+        // A 64 KiB budget (the least) is outgrown several times over.
+        let spilled = scan.report_within(0).unwrap();
+        assert!(spilled.spilled());
+        assert_eq!(spilled.summary(), held.summary());
+        let [table, json, sarif] = outputs(&held);
+        assert_eq!(outputs(&spilled), [table.clone(), json, sarif]);
+        // Written twice, the same: every output reads the rows again.
+        assert_eq!(outputs(&spilled)[0], table);
+        for threshold in [Severity::Critical, Severity::Medium, Severity::Low] {
+            assert_eq!(spilled.fails(threshold), held.fails(threshold));
+        }
+        assert!(held.fails(Severity::Critical), "the records hold a 9.8");
     }
 }

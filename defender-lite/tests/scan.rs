@@ -699,3 +699,106 @@ fn many_findings_are_written_whole_and_in_order() {
         .unwrap();
     assert_eq!(rules.len(), CRATES * RECORDS);
 }
+
+/// Runs the binary to its end under GNU time, with `TMPDIR` set and stdout to `out`;
+/// its peak RSS, KiB. (Not `wait4` from here: a child's peak counts the pages of the
+/// process it was spawned from, and this test process holds whole reports.)
+fn peak_rss_kib(args: &[&str], tmpdir: &Path, out: &Path) -> u64 {
+    let figure = out.with_extension("rss");
+    let status = Command::new("time")
+        .args(["-f", "%M", "-o", figure.to_str().unwrap()])
+        .arg(env!("CARGO_BIN_EXE_defender-lite"))
+        .args(args)
+        .env("TMPDIR", tmpdir)
+        .stdout(std::fs::File::create(out).unwrap())
+        .status()
+        .expect("GNU time (Debian's `time`; tests/run installs it)");
+    assert!(status.success(), "{status}");
+    let figure = std::fs::read_to_string(&figure).unwrap();
+    figure
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{figure:?}"))
+}
+
+#[test]
+fn four_times_the_findings_take_no_more_memory() {
+    // 100 lock files of 50 crates, 80 records per crate; in the first image 75 of the
+    // lock files hold versions past every fix: 100,000 findings, then 400,000, from the
+    // same number of packages and records. Held in memory, the 300,000 more findings
+    // took 22 MB or more (72-byte rows, up to twice that while the vector grew).
+    const LOCKS: usize = 100;
+    const CRATES: usize = 50;
+    const RECORDS: usize = 80;
+    let tmp = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..CRATES).map(|c| format!("crate-{c:02}")).collect();
+    let mut jsonl = String::new();
+    for name in &names {
+        for r in 0..RECORDS {
+            let record = serde_json::json!({
+                "id": format!("RUSTSEC-2099-{}{r:03}", &name[6..]),
+                "modified": "2026-01-01T00:00:00Z",
+                "aliases": [format!("CVE-2099-{}{r:03}", &name[6..])],
+                "severity": [{ "type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:N/I:N/A:H" }],
+                "affected": [{
+                    "package": { "ecosystem": "crates.io", "name": name },
+                    "ranges": [{ "type": "SEMVER", "events": [{ "introduced": "0" }, { "fixed": format!("1.{r}.0") }] }],
+                }],
+            });
+            jsonl += &format!("{record}\n");
+        }
+    }
+    let feeds = write_feeds(tmp.path(), &jsonl);
+    let scratch = tmp.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+
+    let mut peaks = Vec::new();
+    for affected_locks in [LOCKS / 4, LOCKS] {
+        let lock = |version| {
+            let crates: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), version)).collect();
+            cargo_lock(&crates)
+        };
+        let mut items = vec![dir("srv")];
+        for l in 0..LOCKS {
+            let version = if l < affected_locks { "0.1.0" } else { "9.0.0" };
+            items.push(dir(&format!("srv/app{l:03}")));
+            items.push(file(&format!("srv/app{l:03}/Cargo.lock"), lock(version)));
+        }
+        let rootfs = tmp.path().join(format!("rootfs-{affected_locks}"));
+        write_rootfs(&rootfs, &items);
+        let out = tmp.path().join("table.txt");
+        let args = [
+            "scan",
+            rootfs.to_str().unwrap(),
+            "--feeds",
+            feeds.to_str().unwrap(),
+        ];
+        peaks.push(peak_rss_kib(&args, &scratch, &out));
+        let table = std::fs::read_to_string(&out).unwrap();
+        let total = affected_locks * CRATES * RECORDS;
+        assert!(
+            table.contains(&format!(
+                "\nfindings: {total} (critical 0, high 0, medium {total},"
+            )),
+            "{}",
+            &table[table.len().saturating_sub(500)..]
+        );
+        assert_eq!(
+            table.lines().filter(|l| l.starts_with("crate-")).count(),
+            total
+        );
+        assert_eq!(
+            std::fs::read_dir(&scratch).unwrap().count(),
+            0,
+            "nothing is left in TMPDIR"
+        );
+    }
+    let [small, large] = peaks[..] else {
+        unreachable!()
+    };
+    // Both outgrow the 8 MiB budget; what more the larger takes is the merge's buffers.
+    assert!(
+        large <= small + 4 * 1024,
+        "peak RSS {small} KiB with 100,000 findings, {large} KiB with 400,000"
+    );
+}

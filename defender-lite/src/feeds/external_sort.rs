@@ -6,11 +6,16 @@
 //!
 //! The callers encode what they sort so that bytewise order is the order they need
 //! ([`escape`] keeps a string's order when it is followed by more fields).
+//!
+//! [`ExternalSort::finish`] gives the records once, as the merge makes them;
+//! [`ExternalSort::finish_replayable`] gives a [`Replay`] that can be read again and
+//! again (the scan's report reads its findings once per output pass), merging the runs
+//! into one unnamed temporary file when there are runs.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Records and their bookkeeping held before a run is written.
@@ -22,7 +27,7 @@ const RUN_BUFFER: usize = 64 << 10;
 
 /// A sort in progress: [`push`](Self::push) records, then [`finish`](Self::finish).
 pub struct ExternalSort {
-    scratch: PathBuf,
+    scratch: Scratch,
     name: &'static str,
     budget: usize,
     arena: Vec<u8>,
@@ -32,11 +37,47 @@ pub struct ExternalSort {
     runs: Vec<PathBuf>,
 }
 
+/// Where runs are written.
+enum Scratch {
+    /// A directory the caller owns.
+    Dir(PathBuf),
+    /// A private directory under the system's temporary directory (`TMPDIR`), made at
+    /// the first run, removed when the sort is done.
+    Temp(Option<tempfile::TempDir>),
+}
+
+impl Scratch {
+    fn dir(&mut self) -> io::Result<&Path> {
+        match self {
+            Scratch::Dir(dir) => Ok(dir),
+            Scratch::Temp(slot) => {
+                let dir = match slot.take() {
+                    Some(dir) => dir,
+                    None => tempfile::Builder::new()
+                        .prefix("defender-lite-")
+                        .tempdir()?,
+                };
+                Ok(slot.insert(dir).path())
+            }
+        }
+    }
+}
+
 impl ExternalSort {
     /// Runs go to `scratch/<name>-<n>.run` (the directory must exist).
     pub fn new(scratch: &Path, name: &'static str, budget: usize) -> ExternalSort {
+        Self::with_scratch(Scratch::Dir(scratch.to_owned()), name, budget)
+    }
+
+    /// Runs go to a private directory under the system's temporary directory, made only
+    /// if the records outgrow the budget.
+    pub fn in_temp_dir(name: &'static str, budget: usize) -> ExternalSort {
+        Self::with_scratch(Scratch::Temp(None), name, budget)
+    }
+
+    fn with_scratch(scratch: Scratch, name: &'static str, budget: usize) -> ExternalSort {
         ExternalSort {
-            scratch: scratch.to_owned(),
+            scratch,
             name,
             budget: budget.max(1 << 16),
             arena: Vec::new(),
@@ -73,6 +114,30 @@ impl ExternalSort {
         self.spans.push((prefix(record), offset, len));
         self.arena.extend_from_slice(record);
         Ok(())
+    }
+
+    /// The records in order, to be read as many times as needed. Past the budget, the
+    /// runs are merged into one unnamed file in the scratch directory (nothing is left
+    /// behind, whatever happens to the process).
+    pub fn finish_replayable(mut self) -> io::Result<Replay> {
+        if self.runs.is_empty() {
+            self.sort_spans();
+            return Ok(Replay::Memory {
+                arena: self.arena,
+                spans: self.spans,
+            });
+        }
+        let file = tempfile::tempfile_in(self.scratch.dir()?)?;
+        let mut out = BufWriter::with_capacity(RUN_BUFFER, file);
+        let mut sorted = self.finish()?;
+        let mut record = Vec::new();
+        let mut records = 0;
+        while sorted.next_into(&mut record)? {
+            write_record(&mut out, &record)?;
+            records += 1;
+        }
+        let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+        Ok(Replay::File { file, records })
     }
 
     /// The records in order.
@@ -117,11 +182,11 @@ impl ExternalSort {
         self.sort_spans();
         let path = self
             .scratch
+            .dir()?
             .join(format!("{}-{}.run", self.name, self.runs.len()));
         let mut out = BufWriter::with_capacity(RUN_BUFFER, File::create(&path)?);
         for &(_, offset, len) in &self.spans {
-            out.write_all(&len.to_le_bytes())?;
-            out.write_all(&self.arena[offset as usize..][..len as usize])?;
+            write_record(&mut out, &self.arena[offset as usize..][..len as usize])?;
         }
         out.into_inner().map_err(io::IntoInnerError::into_error)?;
         self.runs.push(path);
@@ -173,6 +238,86 @@ impl Sorted {
     }
 }
 
+/// Sorted records that can be read again: [`Replay::reader`] starts a pass.
+pub enum Replay {
+    /// Everything fitted in the budget.
+    Memory {
+        arena: Vec<u8>,
+        spans: Vec<(u64, u32, u32)>,
+    },
+    /// The merged runs, in one unnamed file.
+    File { file: File, records: u64 },
+}
+
+impl Replay {
+    pub fn len(&self) -> u64 {
+        match self {
+            Replay::Memory { spans, .. } => spans.len() as u64,
+            Replay::File { records, .. } => *records,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the records outgrew the budget and are read from a file.
+    pub fn spilled(&self) -> bool {
+        matches!(self, Replay::File { .. })
+    }
+
+    /// A pass over the records, from the first. Passes are meant one after another:
+    /// those over a file share its offset.
+    pub fn reader(&self) -> io::Result<ReplayReader<'_>> {
+        Ok(ReplayReader(match self {
+            Replay::Memory { arena, spans } => Pass::Memory {
+                arena,
+                spans: spans.iter(),
+            },
+            Replay::File { file, .. } => {
+                let mut file = file;
+                file.seek(SeekFrom::Start(0))?;
+                Pass::File(BufReader::with_capacity(RUN_BUFFER, file))
+            }
+        }))
+    }
+}
+
+/// One pass over a [`Replay`].
+pub struct ReplayReader<'r>(Pass<'r>);
+
+enum Pass<'r> {
+    Memory {
+        arena: &'r [u8],
+        spans: std::slice::Iter<'r, (u64, u32, u32)>,
+    },
+    File(BufReader<&'r File>),
+}
+
+impl ReplayReader<'_> {
+    /// The next record into `out` (replacing what it held); `false` at the end.
+    pub fn next_into(&mut self, out: &mut Vec<u8>) -> io::Result<bool> {
+        match &mut self.0 {
+            Pass::Memory { arena, spans } => Ok(match spans.next() {
+                Some(&(_, offset, len)) => {
+                    out.clear();
+                    out.extend_from_slice(&arena[offset as usize..][..len as usize]);
+                    true
+                }
+                None => false,
+            }),
+            Pass::File(reader) => read_record(reader, out),
+        }
+    }
+}
+
+fn write_record(out: &mut impl Write, record: &[u8]) -> io::Result<()> {
+    // `push` refuses records over u32::MAX bytes.
+    let len = u32::try_from(record.len()).unwrap_or(u32::MAX);
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(record)
+}
+
 /// The first 8 bytes, big-endian, zero-padded: ordered as the records are, up to ties.
 fn prefix(record: &[u8]) -> u64 {
     let mut bytes = [0u8; 8];
@@ -182,7 +327,7 @@ fn prefix(record: &[u8]) -> u64 {
 }
 
 /// One `u32` length and its bytes; `false` at a clean end of the run.
-fn read_record(input: &mut BufReader<File>, out: &mut Vec<u8>) -> io::Result<bool> {
+fn read_record<R: Read>(input: &mut BufReader<R>, out: &mut Vec<u8>) -> io::Result<bool> {
     if input.fill_buf()?.is_empty() {
         return Ok(false);
     }
@@ -250,6 +395,28 @@ mod tests {
         out
     }
 
+    fn replayed(records: &[Vec<u8>], budget: usize) -> (Replay, Vec<Vec<u8>>) {
+        let mut sort = ExternalSort::in_temp_dir("t", budget);
+        for r in records {
+            sort.push(r).unwrap();
+        }
+        let replay = sort.finish_replayable().unwrap();
+        let mut passes = Vec::new();
+        for _ in 0..2 {
+            let mut reader = replay.reader().unwrap();
+            let mut pass = Vec::new();
+            let mut buf = Vec::new();
+            while reader.next_into(&mut buf).unwrap() {
+                pass.push(buf.clone());
+            }
+            passes.push(pass);
+        }
+        assert_eq!(passes[0], passes[1], "every pass reads the same records");
+        assert_eq!(replay.len(), records.len() as u64);
+        let pass = passes.pop().unwrap();
+        (replay, pass)
+    }
+
     #[test]
     fn records_come_back_in_order_in_memory_and_through_runs() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -267,6 +434,13 @@ mod tests {
         assert_eq!(sorted(&records, 1 << 30), expected);
         // A 64 KiB budget: several runs.
         assert_eq!(sorted(&records, 0), expected);
+
+        let (replay, pass) = replayed(&records, 1 << 30);
+        assert!(!replay.spilled());
+        assert_eq!(pass, expected);
+        let (replay, pass) = replayed(&records, 0);
+        assert!(replay.spilled(), "a 64 KiB budget is outgrown");
+        assert_eq!(pass, expected);
     }
 
     #[test]

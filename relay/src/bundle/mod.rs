@@ -29,6 +29,8 @@ pub use manifest::{
     FORMAT_VERSION, FeedKind, FileEntry, ImportCounts, InputProvenance, Manifest, Payload,
     Signature,
 };
+// The importers and the origin (server-only) hash what they read and write.
+#[cfg(feature = "server")]
 pub(crate) use types::{HashingReader, HashingWriter};
 pub use types::{HashingSink, KeyId, Sequence, Sha256, Timestamp};
 pub use unpack::{UnpackError, unpack};

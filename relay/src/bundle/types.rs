@@ -220,6 +220,7 @@ impl<R> HashingReader<R> {
 
 impl<R: std::io::Read> HashingReader<R> {
     /// Reads what is left (so the digest covers the whole input); its digest and size.
+    #[cfg(feature = "server")]
     pub(crate) fn finish(mut self) -> std::io::Result<(Sha256, u64)> {
         std::io::copy(&mut self, &mut std::io::sink())?;
         Ok((Sha256::from_hasher(self.hasher), self.count))
