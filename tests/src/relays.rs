@@ -35,6 +35,8 @@ pub struct RelayConfig {
     pub trust: Vec<PathBuf>,
     /// Appended verbatim: `[[sources]]`, `[schedule]`, `[projects]`, `[[supervisors]]`...
     pub extra: String,
+    /// More keys of `[storage]` (which holds `data_dir` and `retention = 10`).
+    pub storage: String,
     /// `RUST_LOG` for the process; `info` when empty.
     pub log: String,
 }
@@ -64,7 +66,7 @@ impl RelayConfig {
              [auth]\nhtpasswd = {}\nreaders = {}\nuploaders = {}\nadmins = {}\n\
              # Every client here is 127.0.0.1: the per-address lockout would lock out the\n\
              # tests' own requests after a few deliberate failures.\nmax_failures = 1000000\n\n\
-             [storage]\ndata_dir = {}\nretention = 10\n\n\
+             [storage]\ndata_dir = {}\nretention = 10\n{}\n\
              [trust]\nkeys = {}\n\n{}",
             d("tls/server.pem"),
             d("tls/server.key"),
@@ -73,6 +75,7 @@ impl RelayConfig {
             list(&self.uploaders),
             list(&self.admins),
             d("data"),
+            self.storage,
             list(&trust),
             self.extra,
         )
