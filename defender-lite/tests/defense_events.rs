@@ -733,3 +733,34 @@ fn port_scan_thresholds_come_from_the_configuration() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("port_scan_ports"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_container_id_that_is_not_ascii_is_shown_not_a_panic() {
+    let env = Env::new(
+        r#"
+[[rules]]
+name = "dns"
+dns = { effect = "alert" }
+"#,
+        "",
+    );
+    // 11 ASCII bytes, then a two-byte character across byte 12: no name to show instead.
+    let odd = r#"{"id":"0123456789aéé-not-hex","image":"odd:1"}"#;
+    let events = env.path("events.jsonl");
+    std::fs::write(
+        &events,
+        dns(2, "malware.testing.google.test", Some(odd)) + "\n",
+    )
+    .unwrap();
+    let feeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
+    let out = Command::new(BIN)
+        .args(["monitor", "--config", &env.config(), "--events"])
+        .arg(&events)
+        .arg("--feeds")
+        .arg(&feeds)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("container 0123456789aé (odd:1)"), "{text}");
+}

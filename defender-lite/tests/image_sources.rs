@@ -368,6 +368,38 @@ fn hostile_archives_hit_caps() {
         Err(ImageError::LimitExceeded { .. })
     ));
 
+    // A gzip bomb: 100 MB of zeros in 100 KB. Past 100 times the file plus 64 MiB, the
+    // walk stops and says why; allowed a larger expansion, the same file opens.
+    let bomb = dir.path().join("bomb.tar.gz");
+    use std::io::Read as _;
+    {
+        let gz = flate2::write::GzEncoder::new(
+            fs::File::create(&bomb).unwrap(),
+            flate2::Compression::best(),
+        );
+        let mut builder = ::tar::Builder::new(gz);
+        let mut header = ::tar::Header::new_gnu();
+        header.set_size(100_000_000);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "zeros", std::io::repeat(0).take(100_000_000))
+            .unwrap();
+        builder.into_inner().unwrap().finish().unwrap();
+    }
+    assert!(fs::metadata(&bomb).unwrap().len() < 200_000);
+    match Image::open(&bomb) {
+        Err(ImageError::LimitExceeded { reason, .. }) => {
+            assert!(reason.contains("decompression bomb"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let lenient = Limits {
+        max_expansion: 2_000,
+        ..Limits::default()
+    };
+    assert!(Image::open_with(&bomb, lenient).is_ok());
+
     // A truncated gzip stream is an error, not a short image.
     let whole = gzip(&tar(&[file("a", vec![7u8; 100_000])]));
     let cut = write("cut.tar.gz", &whole[..whole.len() / 2]);
@@ -464,6 +496,22 @@ fn directory_walk_stays_inside() {
         image.read("etc/hostname"),
         Err(ImageError::Io { .. })
     ));
+    // A fifo swapped in is opened without waiting for a writer and refused by its type.
+    fs::remove_file(root.join("etc/hostname")).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(root.join("etc/hostname"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    match image.read("etc/hostname") {
+        Err(ImageError::Io { source, .. }) => {
+            assert!(
+                source.to_string().contains("not a regular file"),
+                "{source}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
     fs::remove_dir_all(root.join("etc")).unwrap();
     std::os::unix::fs::symlink(outside.join("big"), root.join("etc")).unwrap();
     assert!(matches!(

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Area, Effect};
+use crate::monitor::event::short_id;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -56,9 +57,9 @@ impl Audit {
     pub fn line(&self) -> String {
         let who = match (&self.container_name, &self.container_id, &self.image) {
             (Some(n), _, Some(i)) => format!("container {n} ({i})"),
-            (None, Some(id), Some(i)) => format!("container {} ({i})", &id[..id.len().min(12)]),
+            (None, Some(id), Some(i)) => format!("container {} ({i})", short_id(id)),
             (Some(n), _, None) => format!("container {n}"),
-            (None, Some(id), None) => format!("container {}", &id[..id.len().min(12)]),
+            (None, Some(id), None) => format!("container {}", short_id(id)),
             (None, None, _) => "host".to_owned(),
         };
         let mut line = format!(

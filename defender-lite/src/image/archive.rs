@@ -17,7 +17,9 @@ use flate2::read::MultiGzDecoder;
 
 use super::config::ManifestItem;
 use super::index::{Data, Index, Node, NodeKind, clean_archive_path};
-use super::tar::{self as tarwalk, Input, RawEntry, RawKind, TarLimits, WalkError};
+use super::tar::{
+    self as tarwalk, BYTES_LIMIT_SUFFIX, Input, RawEntry, RawKind, TarLimits, WalkError,
+};
 use super::{FileStream, ImageError, ImageKind, Limits, Warnings};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -90,7 +92,22 @@ pub(crate) fn open(
             compression: Compression::None,
         }],
     };
-    let mut budget = limits.max_archive_bytes;
+    // Uncompressed bytes walked: the absolute cap, or the expansion cap when smaller.
+    let by_ratio = file_len
+        .saturating_mul(limits.max_expansion)
+        .saturating_add(super::EXPANSION_ALLOWANCE);
+    let mut budget = Budget {
+        left: limits.max_archive_bytes.min(by_ratio),
+        note: if by_ratio < limits.max_archive_bytes {
+            format!(
+                " ({} times the archive's {file_len} bytes, plus {} MiB: a decompression bomb?)",
+                limits.max_expansion,
+                super::EXPANSION_ALLOWANCE >> 20
+            )
+        } else {
+            String::new()
+        },
+    };
     let mut flat = Index::new(limits.max_entries);
     {
         let mut outer = source.outer().map_err(io_err)?;
@@ -337,14 +354,14 @@ fn walk_layer(
     slot: u32,
     whiteouts: bool,
     limits: &Limits,
-    budget: &mut u64,
+    budget: &mut Budget,
     what: &str,
     emit: &mut dyn FnMut(LayerOp) -> Result<(), ImageError>,
 ) -> Result<Option<String>, ImageError> {
     let tar_limits = TarLimits {
         max_extension: limits.max_extension,
         max_entries: limits.max_entries,
-        max_bytes: *budget,
+        max_bytes: budget.left,
     };
     let mut skipped: Vec<String> = Vec::new();
     let mut count = 0usize;
@@ -361,7 +378,7 @@ fn walk_layer(
             }
         }
     });
-    *budget = budget.saturating_sub(stream.pos);
+    budget.left = budget.left.saturating_sub(stream.pos);
     let path = what.to_owned();
     match result {
         Ok(()) => {}
@@ -373,6 +390,11 @@ fn walk_layer(
             return Err(ImageError::Malformed { path, reason });
         }
         Err(LayerError::Walk(WalkError::Limit(reason))) => {
+            let reason = if reason.ends_with(BYTES_LIMIT_SUFFIX) {
+                reason + &budget.note
+            } else {
+                reason
+            };
             return Err(ImageError::LimitExceeded { path, reason });
         }
     }
@@ -383,6 +405,12 @@ fn walk_layer(
         "{what}: {count} unsafe or unusable entries skipped, such as {}",
         skipped.join("; ")
     )))
+}
+
+/// Uncompressed bytes left to walk, and what bounds them when it is not the absolute cap.
+struct Budget {
+    left: u64,
+    note: String,
 }
 
 enum LayerError {

@@ -218,8 +218,14 @@ impl DirSource {
             let at = current.as_ref().map_or(self.root.as_fd(), |fd| fd.as_fd());
             let last = components.peek().is_none();
             let flags = if last {
-                // NONBLOCK: a fifo swapped in must not hang the scan.
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK
+                // NONBLOCK: a fifo swapped in must not hang the scan; NOCTTY: a terminal
+                // swapped in must not become this process's controlling terminal. The
+                // type is checked on the open descriptor, below.
+                OFlags::RDONLY
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC
+                    | OFlags::NONBLOCK
+                    | OFlags::NOCTTY
             } else {
                 DIR_FLAGS
             };

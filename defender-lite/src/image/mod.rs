@@ -54,9 +54,16 @@ pub struct Limits {
     pub max_symlink_hops: u32,
     /// Most uncompressed archive bytes walked while opening (bounds decompression bombs).
     pub max_archive_bytes: u64,
+    /// Most uncompressed bytes walked per byte of the archive file, beyond a first
+    /// [`EXPANSION_ALLOWANCE`]: a small gzip bomb is refused after seconds of work, not
+    /// after hours (deflate can expand 1,000 times; real layers, 2 to 10).
+    pub max_expansion: u64,
     /// Deepest directory descended into in a directory image.
     pub max_depth: usize,
 }
+
+/// Uncompressed bytes always allowed, whatever the archive's size ([`Limits::max_expansion`]).
+pub const EXPANSION_ALLOWANCE: u64 = 64 << 20;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -69,6 +76,7 @@ impl Default for Limits {
             max_read: 64 << 20,
             max_symlink_hops: 40,
             max_archive_bytes: 256 << 30,
+            max_expansion: 100,
             max_depth: 256,
         }
     }

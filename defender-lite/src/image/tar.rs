@@ -43,6 +43,9 @@ pub(crate) struct RawEntry {
     pub offset: u64,
 }
 
+/// How a walk past [`TarLimits::max_bytes`] ends its reason.
+pub(crate) const BYTES_LIMIT_SUFFIX: &str = "bytes of archive";
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TarLimits {
     /// Largest GNU long name / long link / PAX extension record read into memory.
@@ -191,7 +194,7 @@ pub(crate) fn walk<I: Input, E: From<WalkError>>(
             .ok_or_else(|| WalkError::Malformed("entry size overflows".into()))?;
         if end > limits.max_bytes {
             return Err(WalkError::Limit(format!(
-                "more than {} bytes of archive",
+                "more than {} {BYTES_LIMIT_SUFFIX}",
                 limits.max_bytes
             ))
             .into());

@@ -534,8 +534,10 @@ fn opt(f: &mut fmt::Formatter<'_>, v: Option<u32>) -> fmt::Result {
     }
 }
 
-fn short_id(id: &str) -> &str {
-    id.get(..12).unwrap_or(id)
+/// The first 12 characters of a container id, as `docker ps` shows it. Ids come from
+/// event files and Docker as text: cut at a character, never inside one.
+pub fn short_id(id: &str) -> &str {
+    id.char_indices().nth(12).map_or(id, |(end, _)| &id[..end])
 }
 
 fn source_name(s: Source) -> &'static str {
