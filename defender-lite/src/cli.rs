@@ -167,6 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             for warning in config.insecure_credential_warnings() {
                 eprintln!("defender-lite: WARNING: {warning}");
             }
+            let _lock = crate::sync::lock_data_dir(&config.data_dir)?;
             if let (Some(to), Some(reason)) = (reset_sequence, reason) {
                 let data = &config.data_dir;
                 let mut state = crate::sync::State::load(data)?;

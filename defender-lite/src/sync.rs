@@ -176,6 +176,36 @@ pub enum Checked {
     Applied(Sequence),
 }
 
+/// The data directory held by one `sync` (one-off or daemon) for as long as it runs:
+/// the lock on `DATA_DIR/sync.lock` goes with the process, however it ends.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory for this process, or says who has it: two syncs would
+/// apply over each other and remove each other's bundles being unpacked.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<DataDirLock> {
+    std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+    let path = data_dir.join("sync.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{} is in use by another defender-lite sync (it holds {}): stop that one first, \
+             or give this one its own data_dir",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e).into()),
+    }
+}
+
 /// One check over the sources in order; the state records how it went either way.
 pub async fn check_once(config: &Config) -> anyhow::Result<Result<Checked, SyncError>> {
     let data = &config.data_dir;

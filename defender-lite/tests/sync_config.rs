@@ -127,3 +127,74 @@ fn the_example_config_loads_and_lists_every_key() {
         assert!(listed(key), "{key} is not in the example");
     }
 }
+
+#[test]
+fn a_second_sync_on_one_data_directory_is_refused_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = relay::bundle::SecretKey::generate().unwrap();
+    key.public()
+        .save(&dir.path().join("origin.pub"), false)
+        .unwrap();
+    // No source answers: the daemon records the failure and waits an hour to retry.
+    let config = write(
+        dir.path(),
+        "agent.toml",
+        "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n\
+         [[sources]]\nkind = \"upstream\"\nurl = \"https://127.0.0.1:1\"\n\
+         [sync]\nconnect_timeout = \"2s\"\n",
+    );
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
+        .args(["sync", "--config", &config])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dir.path().join("data/state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let checked = || -> Option<()> {
+        let text = std::fs::read(&state).ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&text).ok()?;
+        value["next_check"].as_str().map(drop)
+    };
+    while checked().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never checked"
+        );
+        assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // As if the daemon were unpacking a bundle.
+    let incoming = dir.path().join("data/bundles/.incoming-4242");
+    std::fs::create_dir_all(&incoming).unwrap();
+
+    for args in [
+        &["sync", "--once", "--config", &config][..],
+        &[
+            "sync",
+            "--once",
+            "--config",
+            &config,
+            "--reset-sequence",
+            "0",
+            "--reason",
+            "test",
+        ][..],
+    ] {
+        let out = agent(args);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("is in use by another defender-lite sync"),
+            "{err}"
+        );
+    }
+    assert!(incoming.is_dir(), "the daemon's work was left alone");
+
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    // The lock goes with the process.
+    let out = agent(&["sync", "--once", "--config", &config]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("check failed (connect)"));
+}
