@@ -61,6 +61,9 @@ pub struct Sync {
     /// and resumed at the next check.
     pub min_transfer_rate: u64,
     pub transfer_floor_window: HumanDuration,
+    /// A whole download is cut after this plus its size at 256 KiB/s, and resumed at the
+    /// next check.
+    pub transfer_deadline: HumanDuration,
     /// Largest bundle accepted, in bytes.
     pub max_bundle_bytes: u64,
 }
@@ -76,6 +79,7 @@ impl Default for Sync {
             request_timeout: HumanDuration::secs(30),
             min_transfer_rate: 1024,
             transfer_floor_window: HumanDuration::secs(30),
+            transfer_deadline: HumanDuration::secs(600),
             max_bundle_bytes: 2 << 30,
         }
     }
@@ -89,6 +93,7 @@ impl Sync {
             request_timeout: self.request_timeout,
             min_transfer_rate: self.min_transfer_rate,
             transfer_floor_window: self.transfer_floor_window,
+            transfer_deadline: self.transfer_deadline,
             ..Schedule::default()
         }
     }

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 
 use relay::bundle::{Limits, Sequence, Sha256, Timestamp, TrustStore};
-use relay::client::{self, CheckContext, CheckOutcome, FailureKind, FetchLimits, Held, SyncError};
+use relay::client::{self, CheckContext, CheckOutcome, FailureKind, Held, SyncError};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -276,11 +276,10 @@ async fn try_sources(
     let ctx = CheckContext {
         trust,
         limits,
-        fetch: FetchLimits {
-            max_bytes: config.sync.max_bundle_bytes,
-            min_bytes_per_sec: config.sync.min_transfer_rate,
-            floor_window: config.sync.transfer_floor_window.0,
-        },
+        fetch: config
+            .sync
+            .schedule()
+            .fetch_limits(config.sync.max_bundle_bytes),
         work_dir: &work,
         now: Timestamp::now(),
     };

@@ -328,3 +328,69 @@ async fn a_pulled_archive_pinned_to_a_digest_refuses_anything_else() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_archive_pull_does_not_hold_back_bundle_checks() {
+    // A vendor URL that answers its headers, then never sends a byte of the body.
+    let asked = std::sync::Arc::new(tokio::sync::Notify::new());
+    let told = std::sync::Arc::clone(&asked);
+    let stall = axum::Router::new().route(
+        "/twistlock_feed.tar.gz",
+        axum::routing::get(move || {
+            told.notify_one();
+            async {
+                axum::body::Body::from_stream(futures_util::stream::pending::<
+                    Result<Vec<u8>, std::io::Error>,
+                >())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_url = format!(
+        "http://{}/twistlock_feed.tar.gz",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, stall).await });
+
+    let a = TestRelay::start().await;
+    let upstream = relay::config::SourceConfig {
+        kind: relay::client::SourceKind::Upstream,
+        url: a.url.clone(),
+        ..pull_from(&a)
+    };
+    let vendor = relay::config::SourceConfig {
+        url: stall_url,
+        user: None,
+        password: None,
+        ca: None,
+        ..pull_from(&a)
+    };
+    let b = TestRelay::start_with(|c| {
+        with_archive(c);
+        c.archives[0].source = Some(vendor);
+        c.sources = vec![upstream];
+        // The stalled body would hold the pull for two minutes.
+        c.schedule.transfer_floor_window = relay::config::HumanDuration::secs(120);
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(20), asked.notified())
+        .await
+        .expect("B never asked the vendor URL");
+
+    // The watch channel announces a bundle while the pull hangs: B stores it at once.
+    assert_eq!(
+        a.upload(support::server::fresh_bundle(1)).await.status(),
+        201
+    );
+    b.until("the bundle, while the archive pull hangs", |s| {
+        support::server::sequence(s) == Some(1)
+    })
+    .await;
+    let status = b.status().await;
+    assert!(
+        status["archives"][0]["last_check"].is_null(),
+        "the pull is still waiting: {status}"
+    );
+    b.stop().await;
+    a.stop().await;
+}

@@ -671,3 +671,76 @@ async fn a_download_cut_halfway_resumes_where_it_stopped() {
     );
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_just_above_the_floor_is_cut_at_the_whole_transfer_deadline() {
+    let bundle = fresh_bundle(9);
+    // 100 bytes every 100 ms: twice the floor of 500 B/s, so only the deadline (1 s,
+    // plus the size at 256 KiB/s) can end it before the last byte, seconds later.
+    assert!(bundle.len() > 2_000, "{} bytes", bundle.len());
+    let url = lying_upstream(Lie {
+        sequence: 9,
+        bundle,
+        drip: Some(100),
+    })
+    .await;
+    let source = SourceConfig {
+        url,
+        user: None,
+        password: None,
+        ..upstream_source_placeholder()
+    };
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+        c.schedule.min_transfer_rate = 500;
+        c.schedule.transfer_floor_window = HumanDuration::secs(1);
+        c.schedule.transfer_deadline = HumanDuration::secs(1);
+    })
+    .await;
+    let held = fresh_bundle(5);
+    b.upload(held.clone()).await;
+    let s = b
+        .until("the deadline", |s| {
+            s["sources"][0]["last_error_kind"].is_string()
+        })
+        .await;
+    assert_eq!(s["sources"][0]["last_error_kind"], "timeout", "{s:#}");
+    let error = s["sources"][0]["last_error"].as_str().unwrap();
+    assert!(error.contains("not complete within"), "{error}");
+    assert_eq!(b.current_bytes().await, held, "the held bundle is kept");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_downloads_of_other_bundles_are_removed() {
+    let a = TestRelay::start().await;
+    let source = upstream_source(&a);
+    let b = TestRelay::start_with(|c| {
+        c.sources = vec![source];
+        fast(c);
+    })
+    .await;
+    // Left by an interrupted download of a bundle the upstream no longer offers, and
+    // files that are not bundle partials.
+    let downloads = b.dir.path().join("store/downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let stale = downloads.join(format!("partial-{}", "ab".repeat(32)));
+    std::fs::write(&stale, vec![7u8; 4096]).unwrap();
+    std::fs::write(stale.with_extension("etag"), "\"old\"").unwrap();
+    let custom = downloads.join("partial-custom-0123456789abcdef");
+    let archive = downloads.join("partial-archive-twistlock");
+    std::fs::write(&custom, b"kept").unwrap();
+    std::fs::write(&archive, b"kept").unwrap();
+
+    assert_eq!(a.upload(fresh_bundle(1)).await.status(), 201);
+    b.until("the bundle", |s| sequence(s) == Some(1)).await;
+    assert!(!stale.exists(), "the stale partial is removed");
+    assert!(!stale.with_extension("etag").exists());
+    assert!(
+        custom.exists() && archive.exists(),
+        "other partials are not"
+    );
+    b.stop().await;
+    a.stop().await;
+}

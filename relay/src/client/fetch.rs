@@ -1,7 +1,10 @@
 //! Downloads a bundle file: streamed to a partial file that survives restarts, resumed
 //! with `Range` + `If-Range` when the partial file is there, under a size cap, and
 //! aborted when the transfer is slower than a floor (a server that drips bytes forever
-//! must not hold a check open). Verification is the caller's, before anything is trusted.
+//! must not hold a check open), and under a deadline for the whole transfer (a server
+//! that sends just above the floor cannot hold one open for days either: what it sent is
+//! kept and resumed at the next attempt). Verification is the caller's, before anything
+//! is trusted.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,7 +25,15 @@ pub struct FetchLimits {
     /// Slowest acceptable transfer, in bytes per second, measured over `floor_window`.
     pub min_bytes_per_sec: u64,
     pub floor_window: Duration,
+    /// The whole transfer's deadline is this, plus the bytes to come at
+    /// [`DEADLINE_RATE`] (the size announced, or `max_bytes` when none is).
+    pub deadline_floor: Duration,
 }
+
+/// The rate the whole-transfer deadline allows for, beyond its floor: 256 KiB/s, a slow
+/// WAN link (a 300 MB bundle gets 19 minutes plus the floor; an unannounced size, the
+/// cap's worth). A transfer cut by the deadline resumes where it stopped.
+pub const DEADLINE_RATE: u64 = 256 * 1024;
 
 impl Default for FetchLimits {
     fn default() -> Self {
@@ -30,6 +41,7 @@ impl Default for FetchLimits {
             max_bytes: 2 << 30,
             min_bytes_per_sec: 1024,
             floor_window: Duration::from_secs(30),
+            deadline_floor: Duration::from_secs(600),
         }
     }
 }
@@ -139,17 +151,35 @@ pub async fn download(
         .await
         .map_err(|e| local("opening", e))?;
     let transferred_start = offset;
+    let to_come = remaining.unwrap_or(limits.max_bytes.saturating_sub(offset));
+    let allowed = limits
+        .deadline_floor
+        .saturating_add(Duration::from_secs(to_come / DEADLINE_RATE));
+    let deadline = tokio::time::Instant::now() + allowed;
     let mut window_start = Instant::now();
     let mut window_bytes = 0u64;
     let mut stream = response.bytes_stream();
     loop {
         // The floor also bounds a silent server: no chunk within the window fails it.
-        let next = tokio::time::timeout(limits.floor_window, stream.next()).await;
+        let window = tokio::time::Instant::now() + limits.floor_window;
+        let next = tokio::time::timeout_at(window.min(deadline), stream.next()).await;
         let chunk = match next {
-            Err(_) => {
+            Err(_) if window <= deadline => {
+                let _ = file.flush().await;
                 return Err(SyncError::new(
                     FailureKind::Timeout,
                     format!("{url}: no data for {:?}", limits.floor_window),
+                ));
+            }
+            Err(_) => {
+                let _ = file.flush().await;
+                return Err(SyncError::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "{url}: not complete within {allowed:?} ({offset} of {} bytes; \
+                         the next attempt resumes)",
+                        total.map_or_else(|| "an unannounced number of".into(), |t| t.to_string())
+                    ),
                 ));
             }
             Ok(None) => break,

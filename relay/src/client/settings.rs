@@ -92,6 +92,18 @@ pub fn redact_userinfo(text: &str) -> String {
     out
 }
 
+impl Schedule {
+    /// The caps on one download of at most `max_bytes`.
+    pub fn fetch_limits(&self, max_bytes: u64) -> super::FetchLimits {
+        super::FetchLimits {
+            max_bytes,
+            min_bytes_per_sec: self.min_transfer_rate,
+            floor_window: self.transfer_floor_window.0,
+            deadline_floor: self.transfer_deadline.0,
+        }
+    }
+}
+
 impl SourceConfig {
     /// [`check_credential_transport`] for this source.
     pub fn check_credential_transport(&self, what: &str) -> Result<Option<String>, String> {
@@ -129,6 +141,9 @@ pub struct Schedule {
     /// aborted and resumed at the next attempt.
     pub min_transfer_rate: u64,
     pub transfer_floor_window: HumanDuration,
+    /// A whole download is cut after this plus its size at 256 KiB/s, and resumed at the
+    /// next attempt (`client::fetch::DEADLINE_RATE`).
+    pub transfer_deadline: HumanDuration,
     /// After a source fails, it is not asked again for `backoff_base`, doubling with each
     /// failure in a row up to `backoff_max` (plus random jitter), or for its Retry-After.
     pub backoff_base: HumanDuration,
@@ -146,6 +161,7 @@ impl Default for Schedule {
             request_timeout: HumanDuration::secs(30),
             min_transfer_rate: 1024,
             transfer_floor_window: HumanDuration::secs(30),
+            transfer_deadline: HumanDuration::secs(600),
             backoff_base: HumanDuration::secs(30),
             backoff_max: HumanDuration::secs(3600),
         }

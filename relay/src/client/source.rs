@@ -154,13 +154,20 @@ async fn check_upstream(
     }
     let bundle_url = format!("{}/api/v1/bundles/{}", endpoint.base(), doc.bundle.sha256);
     let partial = ctx.work_dir.join(format!("partial-{}", doc.bundle.sha256));
+    remove_other_partials(ctx.work_dir, &partial).await;
+    // The manifest says how large the bundle is: more is refused while it comes, and the
+    // whole transfer's deadline is reckoned from it.
+    let limits = FetchLimits {
+        max_bytes: doc.bundle.size,
+        ..ctx.fetch
+    };
     let fetched = download(
         endpoint,
         client,
         &bundle_url,
         &partial,
         None,
-        ctx.fetch,
+        limits,
         |_, _| {},
     )
     .await?
@@ -282,4 +289,32 @@ async fn file_digest(path: &Path) -> Option<Sha256> {
     .await
     .ok()
     .flatten()
+}
+
+/// Removes the partial downloads of bundles other than the one about to be fetched
+/// (`keep`), and their validators: an upstream that moved on, or offered a different
+/// bundle each time, would otherwise leave one partial file per digest for good. Only
+/// one bundle is resumed at a time; the partials of custom locations and vendor archives
+/// (one per URL, reused) are not touched.
+async fn remove_other_partials(work_dir: &std::path::Path, keep: &std::path::Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(work_dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix("partial-") else {
+            continue;
+        };
+        let digest = rest.strip_suffix(".etag").unwrap_or(rest);
+        let is_bundle = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        let path = entry.path();
+        if is_bundle && path != keep && path != keep.with_extension("etag") {
+            if let Err(e) = tokio::fs::remove_file(&path).await {
+                tracing::debug!(path = %path.display(), error = %e, "cannot remove a stale partial download");
+            }
+        }
+    }
 }

@@ -36,7 +36,7 @@ use super::Relay;
 use crate::bundle::{
     self, BuildOptions, FeedKind, ImportCounts, SecretKey, Sequence, Sha256, Timestamp,
 };
-use crate::client::{self, FetchLimits};
+use crate::client;
 use crate::config::{OriginConfig, OriginInput};
 use crate::import::{self, ImportLimits, Input, domains::DomainFormat};
 
@@ -435,11 +435,7 @@ async fn fetch(
         .client()
         .map_err(|e| (e.to_string(), held_clone(&held)))?;
     let partial = dir.join(format!("partial-{}", input.name));
-    let limits = FetchLimits {
-        max_bytes: relay.config.storage.max_upload_bytes,
-        min_bytes_per_sec: schedule.min_transfer_rate,
-        floor_window: schedule.transfer_floor_window.0,
-    };
+    let limits = schedule.fetch_limits(relay.config.storage.max_upload_bytes);
     let etag = held
         .as_ref()
         .and(held_meta.as_ref())

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::Relay;
 use crate::bundle::Timestamp;
 use crate::client::settings::redact_userinfo;
-use crate::client::{self, CheckContext, CheckOutcome, FailureKind, FetchLimits, Held, SourceKind};
+use crate::client::{self, CheckContext, CheckOutcome, FailureKind, Held, SourceKind};
 use crate::config::SourceConfig;
 
 /// The longest `Retry-After` a source is granted.
@@ -253,13 +253,30 @@ async fn worker(relay: Arc<Relay>, sources: Vec<Arc<Source>>, scheduler: (JobSch
     if let Err(e) = tokio::fs::create_dir_all(&work_dir).await {
         warn!(error = %e, dir = %work_dir.display(), "cannot create the download directory");
     }
+    // Archive pulls run beside the bundle checks, one at a time: a slow vendor URL
+    // must not hold back a bundle the watch channel just announced.
+    let pulling = Arc::new(tokio::sync::Mutex::new(()));
+    let work_dir = Arc::new(work_dir);
     loop {
         update_next_check(&relay, &mut scheduler, &jobs).await;
         tokio::select! {
             () = relay.sync.wake.notified() => {}
             () = relay.stopping.cancelled() => break,
         }
-        run_check(&relay, &sources, &work_dir).await;
+        if !sources.is_empty() {
+            check_bundles(&relay, &sources, &work_dir).await;
+        }
+        // A pull still running is this check's too: it is not started twice.
+        if let Ok(guard) = Arc::clone(&pulling).try_lock_owned() {
+            let (relay, work_dir) = (Arc::clone(&relay), Arc::clone(&work_dir));
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = pull_archives(&relay, &work_dir) => {}
+                    () = relay.stopping.cancelled() => {}
+                }
+                drop(guard);
+            });
+        }
     }
     let _ = scheduler.shutdown().await;
 }
@@ -286,14 +303,6 @@ async fn update_next_check(relay: &Relay, scheduler: &mut JobScheduler, jobs: &J
     } else {
         check
     };
-}
-
-/// One check: bundles from the sources, then the vendor archives that have a URL.
-async fn run_check(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &std::path::Path) {
-    if !sources.is_empty() {
-        check_bundles(relay, sources, work_dir).await;
-    }
-    pull_archives(relay, work_dir).await;
 }
 
 /// Pulls each vendor archive that has a source, with `If-None-Match` on the last ETag,
@@ -341,11 +350,7 @@ async fn pull_archive(
         Some(_) => tokio::fs::read_to_string(&last_etag_path).await.ok(),
         None => None,
     };
-    let limits = FetchLimits {
-        max_bytes: relay.config.storage.max_upload_bytes,
-        min_bytes_per_sec: schedule.min_transfer_rate,
-        floor_window: schedule.transfer_floor_window.0,
-    };
+    let limits = schedule.fetch_limits(relay.config.storage.max_upload_bytes);
     let fetched = client::download(
         &endpoint,
         &client,
@@ -418,11 +423,7 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
     let ctx = CheckContext {
         trust: &trust,
         limits: &relay.limits,
-        fetch: FetchLimits {
-            max_bytes: relay.config.storage.max_upload_bytes,
-            min_bytes_per_sec: schedule.min_transfer_rate,
-            floor_window: schedule.transfer_floor_window.0,
-        },
+        fetch: schedule.fetch_limits(relay.config.storage.max_upload_bytes),
         work_dir,
         now,
     };
