@@ -764,3 +764,62 @@ dns = { effect = "alert" }
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("container 0123456789aé (odd:1)"), "{text}");
 }
+
+#[test]
+fn the_runtime_is_known_by_its_executable_never_by_its_name() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(
+        r#"
+[[rules]]
+name = "host"
+processes = { effect = "prevent", deny = ["containerd", "tini-static", "docker-init"] }
+"#,
+        "",
+    );
+    // A program that calls itself containerd (`cp /usr/bin/sleep /tmp/containerd`).
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("containerd");
+    let (mut probe, sleep) = sleeper();
+    probe.kill().unwrap();
+    probe.wait().unwrap();
+    std::fs::copy(&sleep, &fake).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut impostor = Command::new(&fake).arg("60").spawn().unwrap();
+    // Docker's own init, the engine's file (tests/run installs docker.io), on the host.
+    let init = ["/usr/bin/docker-init", "/usr/sbin/docker-init"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("docker-init (Debian's docker.io; tests/run installs it)");
+    let mut runtime = Command::new(init)
+        .args(["-s", "--", "sleep", "60"])
+        .spawn()
+        .unwrap();
+    let impostor_exe = fake.display().to_string();
+    // The exec event names what the kernel runs (the link resolved: tini-static).
+    let runtime_exe = std::fs::read_link(format!("/proc/{}/exe", runtime.id()))
+        .unwrap()
+        .display()
+        .to_string();
+    let lines = vec![
+        exec(now_secs(0), impostor.id(), &impostor_exe, None),
+        exec(now_secs(0), runtime.id(), &runtime_exe, None),
+    ];
+    let out = env.monitor(&lines, &["--act-on-this-host"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = audits(&out);
+    let actions: Vec<&str> = a.iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            format!("killed process {} (SIGKILL)", impostor.id()),
+            format!(
+                "not killed: pid {} is the container runtime (docker-init); the agent never kills it",
+                runtime.id()
+            ),
+        ]
+    );
+    assert!(wait_gone(&mut impostor).is_some(), "the impostor is gone");
+    assert_eq!(runtime.try_wait().unwrap(), None, "the runtime runs on");
+    runtime.kill().unwrap();
+    runtime.wait().unwrap();
+}

@@ -123,6 +123,9 @@ pub enum KillError {
     /// The pid names another process than the one the event saw (reused, or moved).
     #[error("not killed: pid {pid} {reason}")]
     NotTheProcess { pid: u32, reason: String },
+    /// The container engine's own process, known by what the kernel says of it.
+    #[error("not killed: pid {pid} is the container runtime ({what}); the agent never kills it")]
+    Runtime { pid: u32, what: String },
     #[error("killing process {pid} failed: {source}")]
     Signal {
         pid: u32,
@@ -188,9 +191,12 @@ pub fn kill_event_process(
         {
             return not_it(format!(
                 "is not in container {} now",
-                &expected[..expected.len().min(12)]
+                crate::monitor::event::short_id(expected)
             ));
         }
+    }
+    if let Some(what) = runtime_process(pid) {
+        return Err(KillError::Runtime { pid, what });
     }
     match rustix::process::pidfd_send_signal(&pidfd, Signal::KILL) {
         Ok(()) => Ok(Killed::Killed { pid }),
@@ -219,6 +225,106 @@ fn never_killed(pid: u32) -> Result<Pid, KillError> {
         Some(target) => Ok(target),
         None => refused("not a valid pid"),
     }
+}
+
+/// The container engine's programs. A process is the engine's when its executable is
+/// one of these files as the host has them (the same inode), or when a shim or an OCI
+/// runtime started it and it is not in a container (runc re-executes itself from a
+/// sealed memory copy while it sets a container up). Never by `comm`, which a process
+/// sets itself, nor by a path, which means something else inside a container.
+const RUNTIME_PROGRAMS: [&str; 12] = [
+    "dockerd",
+    "containerd",
+    "containerd-shim",
+    "containerd-shim-runc-v1",
+    "containerd-shim-runc-v2",
+    "docker-proxy",
+    "docker-init",
+    "runc",
+    "crun",
+    "conmon",
+    "podman",
+    "crio",
+];
+/// The runtime programs whose host-side children are the runtime too.
+const RUNTIME_PARENTS: [&str; 6] = [
+    "containerd-shim",
+    "containerd-shim-runc-v1",
+    "containerd-shim-runc-v2",
+    "runc",
+    "crun",
+    "conmon",
+];
+const RUNTIME_DIRS: [&str; 9] = [
+    "usr/bin",
+    "usr/sbin",
+    "usr/local/bin",
+    "usr/local/sbin",
+    "bin",
+    "sbin",
+    "usr/libexec/docker",
+    "usr/libexec/podman",
+    "usr/lib/docker",
+];
+
+/// (device, inode) of each runtime program the host has, read once. The host's files
+/// through `/proc/1/root` (the agent may run in a container of its own, with the host's
+/// pid namespace), else this filesystem's.
+fn runtime_files() -> &'static std::collections::HashMap<(u64, u64), &'static str> {
+    use std::os::unix::fs::MetadataExt;
+    static FILES: std::sync::OnceLock<std::collections::HashMap<(u64, u64), &'static str>> =
+        std::sync::OnceLock::new();
+    FILES.get_or_init(|| {
+        let root = if std::fs::metadata("/proc/1/root/usr").is_ok() {
+            std::path::PathBuf::from("/proc/1/root")
+        } else {
+            std::path::PathBuf::from("/")
+        };
+        let mut files = std::collections::HashMap::new();
+        for dir in RUNTIME_DIRS {
+            for name in RUNTIME_PROGRAMS {
+                if let Ok(m) = std::fs::metadata(root.join(dir).join(name)) {
+                    files.entry((m.dev(), m.ino())).or_insert(name);
+                }
+            }
+        }
+        files
+    })
+}
+
+/// What makes `pid` the container runtime's, if it is: see [`RUNTIME_PROGRAMS`].
+fn runtime_process(pid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let in_container = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| crate::monitor::attribution::container_from_cgroup(&text))
+            .is_some()
+    };
+    // The executable the kernel runs for it, whatever its name or path.
+    let program = |pid: u32| {
+        let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+        runtime_files().get(&(m.dev(), m.ino())).copied()
+    };
+    if in_container(pid) {
+        return None;
+    }
+    if let Some(name) = program(pid) {
+        return Some(name.to_owned());
+    }
+    let parent = parent_pid(pid)?;
+    let name = program(parent).filter(|name| RUNTIME_PARENTS.contains(name))?;
+    Some(format!("started by {name}, pid {parent}"))
+}
+
+/// The parent of `pid` (`/proc/PID/stat` field 4).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// When `pid` started, in nanoseconds since the epoch (`/proc/PID/stat` field 22, in

@@ -522,14 +522,6 @@ impl Runner {
 /// started after the event, left the event's container (the pid was reused), or is one
 /// the agent never kills.
 fn prevent(pid: u32, exe: Option<&str>, event: &Event) -> String {
-    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        && is_container_runtime(comm.trim_end())
-    {
-        return format!(
-            "not killed: pid {pid} is the container runtime ({}); the agent never kills it",
-            comm.trim_end()
-        );
-    }
     if let Some(exe) = exe.filter(|e| e.starts_with('/'))
         && let Ok(now) = std::fs::read_link(format!("/proc/{pid}/exe"))
     {
@@ -542,20 +534,11 @@ fn prevent(pid: u32, exe: Option<&str>, event: &Event) -> String {
     let container = event.container.as_ref().map(|c| c.id.as_str());
     match actions::kill_event_process(pid, event.ts.0, container) {
         Ok(done) => done.to_string(),
-        Err(e @ actions::KillError::NotTheProcess { .. }) => e.to_string(),
+        Err(
+            e @ (actions::KillError::NotTheProcess { .. } | actions::KillError::Runtime { .. }),
+        ) => e.to_string(),
         Err(e) => format!("not killed: {e}"),
     }
-}
-
-/// The engine's own processes (by kernel process name): killing one would break every
-/// container start (runc's init shows as `runc:[2:INIT]` with no readable executable).
-fn is_container_runtime(comm: &str) -> bool {
-    comm.starts_with("runc")
-        || comm.starts_with("containerd")
-        || matches!(
-            comm,
-            "dockerd" | "docker-proxy" | "docker-init" | "crun" | "conmon"
-        )
 }
 
 /// Feed knowledge: from `--feeds`, or the applied bundle (none applied is said, not an
@@ -614,25 +597,6 @@ async fn shutdown() {
         Err(e) => {
             eprintln!("defender-lite: cannot watch for SIGTERM ({e}); stop with SIGINT");
             let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod runtime_tests {
-    #[test]
-    fn the_container_runtime_is_never_a_prevent_target() {
-        for comm in [
-            "runc:[2:INIT]",
-            "runc",
-            "containerd-shim",
-            "dockerd",
-            "docker-proxy",
-        ] {
-            assert!(super::is_container_runtime(comm), "{comm}");
-        }
-        for comm in ["nc", "httpd", "sh", "runner"] {
-            assert!(!super::is_container_runtime(comm), "{comm}");
         }
     }
 }

@@ -311,10 +311,12 @@ async fn remove_other_partials(work_dir: &std::path::Path, keep: &std::path::Pat
         let digest = rest.strip_suffix(".etag").unwrap_or(rest);
         let is_bundle = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
         let path = entry.path();
-        if is_bundle && path != keep && path != keep.with_extension("etag") {
-            if let Err(e) = tokio::fs::remove_file(&path).await {
-                tracing::debug!(path = %path.display(), error = %e, "cannot remove a stale partial download");
-            }
+        if is_bundle
+            && path != keep
+            && path != keep.with_extension("etag")
+            && let Err(e) = tokio::fs::remove_file(&path).await
+        {
+            tracing::debug!(path = %path.display(), error = %e, "cannot remove a stale partial download");
         }
     }
 }
