@@ -589,7 +589,13 @@ processes = { effect = "block", deny = ["nc*"] }
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let a = audits(&out);
     let actions: Vec<&str> = a.iter().map(|a| a["action"].as_str().unwrap()).collect();
-    assert!(actions[0].starts_with("alerted only: prevent cannot drop a DNS lookup"));
+    assert!(
+        actions[0].starts_with(
+            "alerted only: the evidence is a DNS query seen on the wire, attributed to container victim by its source address"
+        ),
+        "{}",
+        actions[0]
+    );
     assert_eq!(
         actions[1],
         "not blocked: a host process has no container to stop; alerted only"
@@ -822,4 +828,42 @@ processes = { effect = "prevent", deny = ["containerd", "tini-static", "docker-i
     assert_eq!(runtime.try_wait().unwrap(), None, "the runtime runs on");
     runtime.kill().unwrap();
     runtime.wait().unwrap();
+}
+
+#[test]
+fn packets_never_stop_a_container_its_neighbour_can_forge_them() {
+    // The victim's address on a DNS query for a known-bad name and on a port scan's
+    // SYNs: what a neighbour with NET_RAW can send. Rules that would block.
+    let env = Env::new(
+        r#"
+[[rules]]
+name = "block"
+scope = { images = ["victim:*"] }
+dns = { effect = "block" }
+port_scan = { effect = "block" }
+"#,
+        "port_scan_ports = 5\nport_scan_hosts = 5\nport_scan_window = \"10s\"",
+    );
+    let victim = r#"{"id":"0123456789ab0123456789ab0123456789ab0123456789ab0123456789abcdef","name":"victim","image":"victim:1"}"#;
+    let mut lines = vec![dns(2, "malware.testing.google.test", Some(victim))];
+    for port in 1..=6 {
+        lines.push(ev(
+            3,
+            "syn",
+            &format!(r#""src":"172.17.0.2:40000","dst":"172.17.0.9:{port}""#),
+            Some(victim),
+        ));
+    }
+    let out = env.monitor(&lines, &["--act-on-this-host"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = audits(&out);
+    assert_eq!(areas(&a), ["dns", "port_scan"], "{a:?}");
+    for audit in &a {
+        let action = audit["action"].as_str().unwrap();
+        assert!(
+            action.starts_with("alerted only: the evidence is a")
+                && action.contains("attributed to container victim by its source address"),
+            "{action}"
+        );
+    }
 }

@@ -39,7 +39,7 @@ use super::webhook::{Webhook, WebhookSettings};
 use super::{Area, Effect, Engine, Knowledge, Verdict};
 use crate::config::Config;
 use crate::monitor::docker::DockerClient;
-use crate::monitor::event::{Event, EventKind};
+use crate::monitor::event::{Event, EventKind, short_id};
 use crate::monitor::input::EventReader;
 use crate::monitor::proc_connector::ProcessConfig;
 use crate::monitor::{Monitor, MonitorConfig};
@@ -438,8 +438,28 @@ impl Runner {
 
     /// Carries out the verdict's effect; what was done, in words for the audit.
     async fn act(&self, v: &Verdict, event: &Event) -> String {
+        let packet = match &event.kind {
+            EventKind::DnsQuery(_) => Some("a DNS query"),
+            EventKind::Syn(_) => Some("a TCP SYN"),
+            _ => None,
+        };
         match v.effect {
             Effect::Disable | Effect::Alert => "alerted".to_owned(),
+            // A captured packet is tied to a container by its source address alone, and
+            // any container with NET_RAW (Docker's default) can send its neighbour's:
+            // acting on it would let one container get another stopped.
+            Effect::Prevent | Effect::Block if let Some(what) = packet => format!(
+                "alerted only: the evidence is {what} seen on the wire, attributed {} by its \
+                 source address, which another container can forge; packets never stop \
+                 or kill anything",
+                event.container.as_ref().map_or_else(
+                    || "to the host".to_owned(),
+                    |c| format!(
+                        "to container {}",
+                        c.name.as_deref().unwrap_or(short_id(&c.id))
+                    )
+                )
+            ),
             Effect::Prevent if v.area == Area::Dns => {
                 "alerted only: prevent cannot drop a DNS lookup, the agent is not inline \
                  (block stops the container instead)"
