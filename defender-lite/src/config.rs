@@ -106,6 +106,9 @@ pub struct MonitorSettings {
     /// How long the model of an image seen for the first time learns before it is
     /// enforced.
     pub learning: HumanDuration,
+    /// Entries one image's model may hold (processes, ports, addresses, names together);
+    /// a model that reaches it learns nothing more, and one audit says so.
+    pub model_max_entries: usize,
     /// The runtime rules file; none means the default rule only (every area alerts).
     pub rules: Option<PathBuf>,
     /// The JSON-lines audit file; none means `<data_dir>/audits.jsonl`.
@@ -133,6 +136,7 @@ impl Default for MonitorSettings {
     fn default() -> Self {
         Self {
             learning: HumanDuration::secs(3600),
+            model_max_entries: crate::defense::DEFAULT_MODEL_CAP,
             rules: None,
             audit_file: None,
             webhook: None,

@@ -135,7 +135,22 @@ pub struct Observation<'a> {
     pub subject: Subject<'a>,
     pub pid: Option<u32>,
     pub what: What<'a>,
+    pub evidence: Evidence,
 }
+
+/// What ties an observation to its subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// A process the kernel named, placed by its cgroup: nobody else can claim it.
+    Process,
+    /// A captured packet, placed by its source address, which a neighbour with NET_RAW
+    /// can forge. Judged by the rules and the feed; never learned into a model (a
+    /// neighbour could teach a victim's model its own destinations), nor judged by one.
+    Packet,
+}
+
+/// Entries a model may hold, all lists together, unless configured otherwise.
+pub const DEFAULT_MODEL_CAP: usize = 10_000;
 
 /// A violation and what the rule says to do.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -165,6 +180,10 @@ pub struct Engine {
     store: Option<ModelStore>,
     learning_secs: i64,
     scans: PortScanDetector,
+    /// Entries a model may hold; a model that reaches it learns nothing more, and says
+    /// so once (per run).
+    model_cap: usize,
+    full: std::collections::HashSet<String>,
 }
 
 /// The model key of a subject: its image, or `host`.
@@ -194,7 +213,15 @@ impl Engine {
             store,
             learning_secs,
             scans,
+            model_cap: DEFAULT_MODEL_CAP,
+            full: std::collections::HashSet::new(),
         })
+    }
+
+    /// At most `cap` entries per model (all lists together).
+    pub fn with_model_cap(mut self, cap: usize) -> Engine {
+        self.model_cap = cap;
+        self
     }
 
     pub fn models(&self) -> impl Iterator<Item = &Model> {
@@ -360,7 +387,7 @@ impl Engine {
                 });
             }
         };
-        if effect == Effect::Disable {
+        if effect == Effect::Disable || obs.evidence == Evidence::Packet {
             return Ok(None);
         }
         // The subject's model: created (learning) for an image seen for the first time,
@@ -377,20 +404,50 @@ impl Engine {
         if (m.tick(now) || created)
             && let Some(store) = &self.store
         {
-            store.save(m)?;
+            store.save_header(m)?;
         }
         let key = key.as_str();
         if m.learning(now) {
             // Outbound destinations are learned for the operator to see; ports decide.
-            let mut changed = false;
-            if let What::Outbound { ip, .. } = obs.what {
-                let ip = StackText::<48>::format(format_args!("{ip}"))
-                    .expect("an address is at most 45 bytes of text");
-                changed |= m.add(List::OutboundIps, ip.as_str(), Origin::Learned);
-            }
-            changed |= m.add(list, key, Origin::Learned);
-            if changed && let Some(store) = &self.store {
-                store.save(m)?;
+            let ip = match obs.what {
+                What::Outbound { ip, .. } => Some(
+                    StackText::<48>::format(format_args!("{ip}"))
+                        .expect("an address is at most 45 bytes of text"),
+                ),
+                _ => None,
+            };
+            let wanted = [
+                ip.as_ref().map(|ip| (List::OutboundIps, ip.as_str())),
+                Some((list, key)),
+            ];
+            for (list, value) in wanted.into_iter().flatten() {
+                if m.holds(list, value) {
+                    continue;
+                }
+                if m.len() >= self.model_cap {
+                    // Full: nothing more is learned, and the operator hears of it once.
+                    if self.full.insert(m.image.clone()) {
+                        return Ok(Some(Verdict {
+                            area,
+                            effect: Effect::Alert,
+                            rule: self.rules.get(rule_index).name.clone(),
+                            reason: format!(
+                                "the model of {} is full ({} entries, monitor.model_max_entries): \
+                                 {} was not learned, nor will anything else be; promote the \
+                                 model or raise the cap",
+                                m.image,
+                                self.model_cap,
+                                describe(&obs.what)
+                            ),
+                            pid: obs.pid,
+                        }));
+                    }
+                    return Ok(None);
+                }
+                m.add(list, value, Origin::Learned);
+                if let Some(store) = &self.store {
+                    store.save_entry(&m.image, list, value, Origin::Learned)?;
+                }
             }
             return Ok(None);
         }
@@ -419,7 +476,7 @@ impl Engine {
         };
         m.state = model::ModelState::Active;
         if let Some(store) = &self.store {
-            store.save(m)?;
+            store.save_header(m)?;
         }
         Ok(true)
     }
@@ -563,6 +620,10 @@ pub fn observe(event: &crate::monitor::event::Event) -> Option<Observation<'_>> 
         EventKind::Exit(_) | EventKind::Gap(_) => return None,
     };
     let container = event.container.as_deref();
+    let evidence = match event.kind {
+        EventKind::DnsQuery(_) | EventKind::Syn(_) => Evidence::Packet,
+        _ => Evidence::Process,
+    };
     Some(Observation {
         ts: event.ts.0,
         subject: Subject {
@@ -572,5 +633,6 @@ pub fn observe(event: &crate::monitor::event::Event) -> Option<Observation<'_>> 
         },
         pid,
         what,
+        evidence,
     })
 }

@@ -1,8 +1,13 @@
 //! Runtime models, one per image: what its containers did during a learning period
 //! (processes, listening ports, outbound ports and destinations, DNS names), each entry
 //! marked learned or user-added. After the period the model is active and the engine
-//! reports what it does not hold. Persisted in sled (`models` tree, key = image, value =
-//! JSON), written through on every change, so a restart neither forgets nor relearns.
+//! reports what it does not hold. Persisted in sled and written through on every change,
+//! so a restart neither forgets nor relearns: the `models` tree holds each model's header
+//! (key = image, value = JSON: state, created), the `model-entries` tree one key per
+//! entry (the image's length and bytes, the list, the value; the value is the origin).
+//! Learning one more entry writes one key, whatever the model's size; only the operator's
+//! commands (`model relearn`, `add`, `promote`) rewrite a whole model. Models written by
+//! earlier versions, with their lists inside the header, are moved to entries on load.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -122,6 +127,19 @@ impl Model {
         }
     }
 
+    /// Entries in all lists.
+    pub fn len(&self) -> usize {
+        self.processes.len()
+            + self.listening.len()
+            + self.outbound_ports.len()
+            + self.outbound_ips.len()
+            + self.dns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     pub fn holds(&self, list: List, value: &str) -> bool {
         self.list(list).contains_key(value)
     }
@@ -160,20 +178,58 @@ impl Model {
     }
 }
 
+const LISTS: [List; 5] = [
+    List::Processes,
+    List::Listening,
+    List::OutboundPorts,
+    List::OutboundIps,
+    List::Dns,
+];
+
+fn list_tag(list: List) -> u8 {
+    match list {
+        List::Processes => b'p',
+        List::Listening => b'l',
+        List::OutboundPorts => b'o',
+        List::OutboundIps => b'i',
+        List::Dns => b'd',
+    }
+}
+
+fn list_of_tag(tag: u8) -> Option<List> {
+    LISTS.into_iter().find(|l| list_tag(*l) == tag)
+}
+
+/// A model's header as stored: everything but its lists.
+#[derive(Serialize)]
+struct Header<'a> {
+    image: &'a str,
+    #[serde(flatten)]
+    state: ModelState,
+    created: i64,
+}
+
 /// The models in sled.
 pub struct ModelStore {
     tree: sled::Tree,
+    entries: sled::Tree,
     path: String,
 }
 
 impl ModelStore {
     pub fn open(db: &sled::Db, path: &Path) -> Result<ModelStore, ModelError> {
         let path = path.display().to_string();
-        let tree = db.open_tree("models").map_err(|e| ModelError::Store {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        Ok(ModelStore { tree, path })
+        let open = |name: &str| {
+            db.open_tree(name).map_err(|e| ModelError::Store {
+                path: path.clone(),
+                message: e.to_string(),
+            })
+        };
+        Ok(ModelStore {
+            tree: open("models")?,
+            entries: open("model-entries")?,
+            path,
+        })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> ModelError {
@@ -183,17 +239,102 @@ impl ModelStore {
         }
     }
 
-    pub fn save(&self, model: &Model) -> Result<(), ModelError> {
-        let bytes = serde_json::to_vec(model).map_err(|e| self.err(e))?;
+    /// The key prefix of an image's entries: its length (so that no image's prefix is
+    /// another's), then its bytes.
+    fn prefix(image: &str) -> Vec<u8> {
+        let len = u32::try_from(image.len()).unwrap_or(u32::MAX);
+        let mut key = len.to_be_bytes().to_vec();
+        key.extend_from_slice(image.as_bytes());
+        key
+    }
+
+    fn entry_key(image: &str, list: List, value: &str) -> Vec<u8> {
+        let mut key = Self::prefix(image);
+        key.push(list_tag(list));
+        key.extend_from_slice(value.as_bytes());
+        key
+    }
+
+    /// Writes a model's header (its state); its entries are written one by one.
+    pub fn save_header(&self, model: &Model) -> Result<(), ModelError> {
+        let header = Header {
+            image: &model.image,
+            state: model.state,
+            created: model.created,
+        };
+        let bytes = serde_json::to_vec(&header).map_err(|e| self.err(e))?;
         self.tree
             .insert(model.image.as_bytes(), bytes)
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
+    /// Writes one entry of `image`'s model.
+    pub fn save_entry(
+        &self,
+        image: &str,
+        list: List,
+        value: &str,
+        origin: Origin,
+    ) -> Result<(), ModelError> {
+        let origin: &[u8] = match origin {
+            Origin::Learned => b"l",
+            Origin::User => b"u",
+        };
+        self.entries
+            .insert(Self::entry_key(image, list, value), origin)
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Writes a whole model: its header, and its entries in place of those stored.
+    pub fn save(&self, model: &Model) -> Result<(), ModelError> {
+        for key in self.entries.scan_prefix(Self::prefix(&model.image)).keys() {
+            self.entries
+                .remove(key.map_err(|e| self.err(e))?)
+                .map_err(|e| self.err(e))?;
+        }
+        for list in LISTS {
+            for (value, origin) in model.list(list) {
+                self.save_entry(&model.image, list, value, *origin)?;
+            }
+        }
+        self.save_header(model)
+    }
+
+    /// A model from its header and its entries (moving lists that an earlier version
+    /// kept in the header to entries).
+    fn load(&self, bytes: &[u8]) -> Result<Model, ModelError> {
+        let mut model: Model = serde_json::from_slice(bytes).map_err(|e| self.err(e))?;
+        let legacy = !model.is_empty();
+        for item in self.entries.scan_prefix(Self::prefix(&model.image)) {
+            let (key, origin) = item.map_err(|e| self.err(e))?;
+            let rest = &key[Self::prefix(&model.image).len()..];
+            let Some((&tag, value)) = rest.split_first() else {
+                continue;
+            };
+            let (Some(list), Ok(value)) = (list_of_tag(tag), std::str::from_utf8(value)) else {
+                return Err(self.err(format!(
+                    "model {:?}: an entry that is not one: {key:?}",
+                    model.image
+                )));
+            };
+            let origin = match &origin[..] {
+                b"u" => Origin::User,
+                _ => Origin::Learned,
+            };
+            model.add(list, value, origin);
+        }
+        if legacy {
+            self.save(&model)?;
+        }
+        Ok(model)
+    }
+
     pub fn get(&self, image: &str) -> Result<Option<Model>, ModelError> {
         match self.tree.get(image.as_bytes()).map_err(|e| self.err(e))? {
-            Some(bytes) => serde_json::from_slice(&bytes)
+            Some(bytes) => self
+                .load(&bytes)
                 .map(Some)
                 .map_err(|e| self.err(format!("model {image:?}: {e}"))),
             None => Ok(None),
@@ -204,7 +345,7 @@ impl ModelStore {
         let mut out = Vec::new();
         for item in self.tree.iter() {
             let (_, bytes) = item.map_err(|e| self.err(e))?;
-            out.push(serde_json::from_slice(&bytes).map_err(|e| self.err(e))?);
+            out.push(self.load(&bytes)?);
         }
         Ok(out)
     }
@@ -213,7 +354,6 @@ impl ModelStore {
         self.tree.flush().map(|_| ()).map_err(|e| self.err(e))
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +388,48 @@ mod tests {
         assert_eq!(store.get("nginx:1.27").unwrap(), Some(m));
         assert_eq!(store.all().unwrap().len(), 1);
         assert_eq!(store.get("other").unwrap(), None);
+    }
+
+    #[test]
+    fn learning_writes_one_key_per_entry_and_old_models_are_moved_to_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let db = sled::open(&path).unwrap();
+        let store = ModelStore::open(&db, &path).unwrap();
+        let mut m = Model::new("app:1", 1000, 3600);
+        store.save_header(&m).unwrap();
+        for n in 0..2_000 {
+            let name = format!("host-{n}.example");
+            m.add(List::Dns, &name, Origin::Learned);
+            store
+                .save_entry("app:1", List::Dns, &name, Origin::Learned)
+                .unwrap();
+        }
+        // The header does not grow with the model: nothing rewrites the whole model.
+        let header = store.tree.get("app:1").unwrap().unwrap();
+        assert!(header.len() < 100, "{} bytes", header.len());
+        assert_eq!(store.get("app:1").unwrap(), Some(m.clone()));
+        // An image whose name is another's prefix keeps its own entries.
+        let other = Model::new("app:1\0x", 1000, 3600);
+        store.save(&other).unwrap();
+        assert_eq!(store.get("app:1").unwrap().unwrap().dns.len(), 2_000);
+        assert!(store.get("app:1\0x").unwrap().unwrap().is_empty());
+
+        // A model as an earlier version stored it: lists inside the JSON.
+        let mut old = Model::new("legacy:2", 1000, 3600);
+        old.add(List::Processes, "/usr/bin/legacy", Origin::User);
+        old.add(List::Listening, "tcp/80", Origin::Learned);
+        store
+            .tree
+            .insert("legacy:2", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        assert_eq!(store.get("legacy:2").unwrap(), Some(old.clone()));
+        let header = store.tree.get("legacy:2").unwrap().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&header).contains("legacy\""),
+            "moved out of the header"
+        );
+        assert_eq!(store.get("legacy:2").unwrap(), Some(old));
+        assert_eq!(store.all().unwrap().len(), 3);
     }
 }

@@ -186,7 +186,8 @@ impl Runner {
                 ports: config.monitor.port_scan_ports,
                 hosts: config.monitor.port_scan_hosts,
             }),
-        )?;
+        )?
+        .with_model_cap(config.monitor.model_max_entries);
         let mut apps = AppPorts::new(app_knowledge);
         for spec in &args.app_images {
             let (image, path) = spec

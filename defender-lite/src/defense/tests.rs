@@ -25,6 +25,10 @@ fn obs<'a>(ts: i128, image: &'a str, what: What<'a>) -> Observation<'a> {
             labels: &[],
         },
         pid: Some(4242),
+        evidence: match what {
+            What::Dns { .. } | What::Syn { .. } => Evidence::Packet,
+            _ => Evidence::Process,
+        },
         what,
     }
 }
@@ -266,5 +270,73 @@ fn models_survive_a_restart_and_promote_ends_learning() {
         e.evaluate(&obs(S, "nginx:1", What::Process { exe: "/bin/sh" }))
             .unwrap()
             .is_some()
+    );
+}
+
+#[test]
+fn a_model_stops_learning_at_its_cap_and_says_so_once() {
+    let mut e = engine("", Knowledge::default(), None).with_model_cap(3);
+    for (n, exe) in ["/bin/a", "/bin/b", "/bin/c"].into_iter().enumerate() {
+        let at = i128::try_from(n).unwrap() * S;
+        assert_eq!(
+            e.evaluate(&obs(at, "busy:1", What::Process { exe }))
+                .unwrap(),
+            None
+        );
+    }
+    let v = e
+        .evaluate(&obs(4 * S, "busy:1", What::Process { exe: "/bin/d" }))
+        .unwrap()
+        .expect("the cap is said");
+    assert_eq!((v.area, v.effect), (Area::Processes, Effect::Alert));
+    assert!(
+        v.reason.contains("the model of busy:1 is full (3 entries"),
+        "{}",
+        v.reason
+    );
+    // Once: the next one is neither learned nor said again.
+    assert_eq!(
+        e.evaluate(&obs(5 * S, "busy:1", What::Process { exe: "/bin/e" }))
+            .unwrap(),
+        None
+    );
+    let m = e.models().find(|m| m.image == "busy:1").unwrap();
+    assert_eq!(m.len(), 3);
+    // Enforced, what was not learned is a violation.
+    assert!(
+        e.evaluate(&obs(100 * S, "busy:1", What::Process { exe: "/bin/d" }))
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[test]
+fn packet_evidence_is_never_learned_into_a_model() {
+    let mut e = engine("", Knowledge::default(), None);
+    // While learning: a DNS name from a captured packet (placed by its source address).
+    assert_eq!(
+        e.evaluate(&obs(S, "web:1", What::Dns { name: "c2.example" }))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        e.evaluate(&obs(2 * S, "web:1", What::Process { exe: "/bin/web" }))
+            .unwrap(),
+        None
+    );
+    let m = e.models().find(|m| m.image == "web:1").unwrap();
+    assert!(m.dns.is_empty(), "{m:?}");
+    assert_eq!(m.processes.len(), 1);
+    // Nor judged by it once enforced: the rules and the feed judge packets.
+    assert_eq!(
+        e.evaluate(&obs(
+            100 * S,
+            "web:1",
+            What::Dns {
+                name: "other.example"
+            }
+        ))
+        .unwrap(),
+        None
     );
 }
