@@ -6,11 +6,14 @@
 //! ports when its config is known; `unresolved` and `overridden` ones do not.
 //!
 //! Reading an image is a few file reads (the feed's executables and config files, with
-//! the caps of `apps::files`), a few milliseconds; it runs on a blocking thread, once per
-//! image. A failure is said once and the image is then judged by its model alone.
+//! the caps of `apps::files`), usually milliseconds, but a container's filesystem is
+//! not the agent's to trust (a slow or huge one): it runs in the background, and events
+//! are judged meanwhile by what is known (the model, the rules). A failure is said and
+//! tried again on a later event of the image, after 30 s, doubling up to an hour.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::Proto;
 use super::rules::PortRange;
@@ -18,11 +21,22 @@ use crate::apps::{CommandLine, Knowledge, Status, examine};
 use crate::image::Image;
 use relay::bundle::PortProtocol;
 
-/// Per image: done, or not yet.
+/// Per image: read, being read, or failed (and when to try again).
 pub struct AppPorts {
     knowledge: Option<Knowledge>,
-    seen: HashSet<String>,
+    images: HashMap<String, Reading>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    InFlight { failures: u32 },
+    Done,
+    Failed { failures: u32, retry_at: Instant },
+}
+
+/// The wait after a first failure, doubled with each one after, up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_secs(30);
+pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 
 /// What reading an image gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,19 +52,51 @@ impl AppPorts {
     pub fn new(knowledge: Option<Knowledge>) -> AppPorts {
         AppPorts {
             knowledge,
-            seen: HashSet::new(),
+            images: HashMap::new(),
         }
     }
 
-    /// True the first time `image` is asked about (and there is knowledge to use): the
-    /// caller then reads it. Later calls are false, whatever the outcome was.
-    pub fn first_sight(&mut self, image: &str) -> bool {
-        self.knowledge.is_some() && self.seen.insert(image.to_owned())
+    /// True when `image` should be read now (there is knowledge to read it with, and it
+    /// was never read, or its last failure's wait is over); it is then in flight until
+    /// [`read_done`](Self::read_done) or [`read_failed`](Self::read_failed).
+    pub fn start_reading(&mut self, image: &str, now: Instant) -> bool {
+        if self.knowledge.is_none() {
+            return false;
+        }
+        let failures = match self.images.get(image) {
+            None => 0,
+            Some(Reading::Failed { failures, retry_at }) if now >= *retry_at => *failures,
+            Some(_) => return false,
+        };
+        self.images
+            .insert(image.to_owned(), Reading::InFlight { failures });
+        true
     }
 
-    /// Marks `image` as read (its ports were given by hand).
-    pub fn mark_seen(&mut self, image: &str) {
-        self.seen.insert(image.to_owned());
+    /// Marks `image` as read (its ports are known, or were given by hand).
+    pub fn read_done(&mut self, image: &str) {
+        self.images.insert(image.to_owned(), Reading::Done);
+    }
+
+    /// Records a failed read; the wait before the next try.
+    pub fn read_failed(&mut self, image: &str, now: Instant) -> Duration {
+        let failures = match self.images.get(image) {
+            Some(Reading::InFlight { failures } | Reading::Failed { failures, .. }) => {
+                failures.saturating_add(1)
+            }
+            _ => 1,
+        };
+        let wait = RETRY_FIRST
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(RETRY_MAX);
+        self.images.insert(
+            image.to_owned(),
+            Reading::Failed {
+                failures,
+                retry_at: now + wait,
+            },
+        );
+        wait
     }
 
     pub fn knowledge(&self) -> Option<&Knowledge> {
@@ -116,4 +162,38 @@ pub fn read(path: &Path, name: &str, knowledge: &Knowledge) -> Result<ImagePorts
         },
         problems,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_is_read_once_and_a_failure_is_tried_again_later() {
+        let knowledge = Knowledge::from_specs(Vec::new(), PathBuf::from("apps"));
+        let mut apps = AppPorts::new(Some(knowledge));
+        let t0 = Instant::now();
+        assert!(apps.start_reading("web:1", t0));
+        assert!(!apps.start_reading("web:1", t0), "in flight: not twice");
+        assert_eq!(apps.read_failed("web:1", t0), RETRY_FIRST);
+        assert!(!apps.start_reading("web:1", t0 + RETRY_FIRST / 2));
+        assert!(apps.start_reading("web:1", t0 + RETRY_FIRST));
+        assert_eq!(apps.read_failed("web:1", t0), RETRY_FIRST * 2, "doubled");
+        for _ in 0..20 {
+            apps.start_reading("web:1", t0 + RETRY_MAX * 100);
+            assert!(apps.read_failed("web:1", t0) <= RETRY_MAX);
+        }
+        assert!(apps.start_reading("web:1", t0 + RETRY_MAX));
+        apps.read_done("web:1");
+        assert!(
+            !apps.start_reading("web:1", t0 + RETRY_MAX * 100),
+            "done for good"
+        );
+
+        let mut none = AppPorts::new(None);
+        assert!(
+            !none.start_reading("web:1", t0),
+            "no knowledge, nothing to read"
+        );
+    }
 }

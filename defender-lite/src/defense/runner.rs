@@ -22,6 +22,7 @@
 //! first time a container of an image is seen, its apps' configured ports are read from
 //! its root filesystem (`app_ports`), once per image.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -149,6 +150,10 @@ pub struct Runner {
     webhook: Option<Webhook>,
     docker: DockerClient,
     apps: AppPorts,
+    /// Images' app knowledge being read, in the background.
+    reading: tokio::task::JoinSet<Result<app_ports::ImagePorts, String>>,
+    /// The image each read is of.
+    reading_images: HashMap<tokio::task::Id, String>,
     dry_run: bool,
     json: bool,
     /// Events come from this host: pids are real, `/proc/<pid>/root` is the container.
@@ -202,7 +207,7 @@ impl Runner {
                 .with_context(|| format!("--app-image {spec}"))?;
             eprintln!("defender-lite: app knowledge for {image}: {}", read.summary);
             engine.set_app_ports(image, read.ports);
-            apps.mark_seen(image);
+            apps.read_done(image);
         }
         let webhook = match &m.webhook {
             Some(url) => Some(Webhook::start(WebhookSettings::new(url))?),
@@ -226,6 +231,8 @@ impl Runner {
             webhook,
             docker: DockerClient::new(&m.docker_socket),
             apps,
+            reading: tokio::task::JoinSet::new(),
+            reading_images: HashMap::new(),
             dry_run: args.dry_run,
             json: args.json,
             live: false,
@@ -337,6 +344,9 @@ impl Runner {
                     }
                     None => break,
                 },
+                Some(read) = self.reading.join_next_with_id(), if !self.reading.is_empty() => {
+                    self.app_ports_read(read);
+                }
             }
         }
         monitor.stop();
@@ -355,7 +365,7 @@ impl Runner {
             return None;
         }
         if self.live {
-            self.learn_apps(event).await;
+            self.learn_apps(event);
         }
         let obs = super::observe(event)?;
         let verdict = match self.engine.evaluate(&obs) {
@@ -500,36 +510,57 @@ impl Runner {
         }
     }
 
-    /// The first time an image is seen on this host: its apps' ports, from the
-    /// container's root filesystem.
-    async fn learn_apps(&mut self, event: &Event) {
+    /// The first time an image is seen on this host (or once a failed read's wait is
+    /// over): its apps' ports are read from the container's root filesystem, in the
+    /// background. This event, and those after it until the read is done, are judged by
+    /// what is known already.
+    fn learn_apps(&mut self, event: &Event) {
         let (Some(c), Some(pid)) = (&event.container, event.pid()) else {
             return;
         };
         let Some(image) = c.image.clone() else { return };
-        if !self.apps.first_sight(&image) {
+        if !self.apps.start_reading(&image, std::time::Instant::now()) {
             return;
         }
         let Some(knowledge) = self.apps.knowledge().cloned() else {
             return;
         };
         let name = image.clone();
-        let read = tokio::task::spawn_blocking(move || {
+        let task = self.reading.spawn_blocking(move || {
             app_ports::read(&app_ports::process_root(pid), &name, &knowledge)
-        })
-        .await;
+                .map_err(|e| format!("{e} (read from pid {pid}'s root)"))
+        });
+        self.reading_images.insert(task.id(), image);
+    }
+
+    /// A background read of an image's app knowledge has ended.
+    fn app_ports_read(
+        &mut self,
+        read: Result<
+            (tokio::task::Id, Result<app_ports::ImagePorts, String>),
+            tokio::task::JoinError,
+        >,
+    ) {
+        let (id, read) = match read {
+            Ok((id, read)) => (id, read),
+            Err(e) => (e.id(), Err(format!("the reading task failed: {e}"))),
+        };
+        let Some(image) = self.reading_images.remove(&id) else {
+            return;
+        };
         match read {
-            Ok(Ok(read)) => {
-                eprintln!(
-                    "defender-lite: app knowledge for {image} (from pid {pid}'s root): {}",
-                    read.summary
-                );
+            Ok(read) => {
+                eprintln!("defender-lite: app knowledge for {image}: {}", read.summary);
                 self.engine.set_app_ports(&image, read.ports);
+                self.apps.read_done(&image);
             }
-            Ok(Err(e)) => self.error(format_args!(
-                "app knowledge for {image}: {e}; judged by its model alone"
-            )),
-            Err(e) => self.error(format_args!("app knowledge for {image}: {e}")),
+            Err(e) => {
+                let wait = self.apps.read_failed(&image, std::time::Instant::now());
+                self.error(format_args!(
+                    "app knowledge for {image}: {e}; judged by its model alone, tried again on an event after {}",
+                    humantime::format_duration(wait)
+                ));
+            }
         }
     }
 
