@@ -247,3 +247,108 @@ fn run_on_network(engine: &Engine, name: &str) -> String {
         "3600",
     ])
 }
+
+const VICTIM: &str = "defender-lite-test-victim";
+const ATTACKER: &str = "defender-lite-test-attacker";
+
+/// Sent from the attacker's network namespace (`nsenter --net`): a DNS question for a
+/// known-bad name and SYNs to ten ports, all with the victim's source address, crafted
+/// on a raw socket as anyone with NET_RAW (Docker's default) can.
+const SPOOF: &str = r#"
+import socket, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff); s += s >> 16
+    return ~s & 0xffff
+def ip(proto, payload):
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0x1234, 0, 64, proto, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+name = b"".join(bytes([len(p)]) + p.encode() for p in "malware.testing.google.test".split("."))
+q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x00\x01\x00\x01"
+s.sendto(ip(17, struct.pack("!HHHH", 40000, 53, 8 + len(q), 0) + q), (dst, 0))
+for port in range(7100, 7110):
+    tcp = struct.pack("!HHIIBBHHH", 40001, port, 1, 0, 5 << 4, 0x02, 1024, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+    s.sendto(ip(6, tcp), (dst, 0))
+"#;
+
+/// Issue 13 item 4: one container sends DNS questions and SYNs with its neighbour's
+/// address, under rules that block on both. The audits name the neighbour (packets are
+/// placed by their source address) and say so; the neighbour keeps running.
+#[tokio::test]
+async fn a_container_cannot_get_its_neighbour_blocked_by_forging_its_address() {
+    let _engine = ENGINE.lock().await;
+    let engine = Engine::start();
+    let _cleanup = engine.fresh(IMAGE, &[VICTIM, ATTACKER], &[NETWORK]);
+    let bridge = create_network(&engine);
+    let victim = run_on_network(&engine, VICTIM);
+    let attacker = run_on_network(&engine, ATTACKER);
+    engine.wait_until_running(&victim, Duration::from_secs(10));
+    engine.wait_until_running(&attacker, Duration::from_secs(10));
+    let victim_ip = engine.docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
+        &victim,
+    ]);
+    let attacker_pid = engine.docker(&["inspect", "-f", "{{.State.Pid}}", &attacker]);
+
+    let monitor = MonitorProcess::start(
+        &engine,
+        &format!(
+            "[[rules]]\nname = \"busybox\"\nscope = {{ images = [\"{IMAGE}\"] }}\n\
+             dns = {{ effect = \"block\" }}\nport_scan = {{ effect = \"block\" }}\n"
+        ),
+        &format!(
+            "learning = \"1h\"\nscan_every = \"500ms\"\ninterfaces = [\"{bridge}\"]\n\
+             port_scan_ports = 5\nport_scan_hosts = 5\nport_scan_window = \"10s\""
+        ),
+    );
+    monitor.wait_for_stderr("monitoring (capture on");
+
+    let victim_said = format!("container {VICTIM} ({IMAGE})");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let audits = loop {
+        let sent = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{attacker_pid}/ns/net"))
+            .args(["python3", "-c", SPOOF, &victim_ip, GATEWAY])
+            .output()
+            .expect("nsenter and python3 (tests/run installs python3)");
+        assert!(sent.status.success(), "the spoofer failed: {sent:?}");
+        std::thread::sleep(Duration::from_secs(1));
+        let audits = monitor.output("stdout");
+        let dns = audits
+            .lines()
+            .any(|l| l.contains("DNS") && l.contains(&victim_said));
+        let scan = audits
+            .lines()
+            .any(|l| l.contains("port scan") && l.contains(&victim_said));
+        if dns && scan {
+            break audits;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no DNS and port-scan audits naming {VICTIM} within 30 s\nstdout:\n{audits}\nstderr:\n{}",
+            monitor.output("stderr")
+        );
+    };
+    eprintln!("{audits}");
+    for line in audits.lines().filter(|l| l.contains(&victim_said)) {
+        assert!(
+            line.contains("alerted only: the evidence is a")
+                && line.contains(&format!(
+                    "attributed to container {VICTIM} by its source address"
+                )),
+            "{line}"
+        );
+    }
+    assert!(
+        engine.state(&victim).running && engine.state(&attacker).running,
+        "a container was stopped on forged packets:\n{audits}"
+    );
+}
