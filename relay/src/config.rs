@@ -213,6 +213,11 @@ pub struct Listen {
     pub header_read_timeout: HumanDuration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// Response bytes one connection holds at most, beyond the kernel's socket buffer,
+    /// for a client that reads slowly or not at all: the TLS ciphertext queued for the
+    /// socket, and for HTTP/2 each stream's send buffer. Fast clients are carried by the
+    /// kernel's buffer, so a larger value does not make them faster.
+    pub write_buffer_bytes: usize,
     /// A connection on which nothing moves, in either direction, for this long is
     /// closed (idle HTTP/2 connections, clients that stop reading).
     pub idle_timeout: HumanDuration,
@@ -232,6 +237,7 @@ impl Default for Listen {
             tls_handshake_timeout: HumanDuration::secs(10),
             header_read_timeout: HumanDuration::secs(10),
             max_header_bytes: 16 * 1024,
+            write_buffer_bytes: 64 * 1024,
             idle_timeout: HumanDuration::secs(120),
             keep_alive_timeout: HumanDuration::secs(20),
             shutdown_grace: HumanDuration::secs(10),
@@ -443,6 +449,9 @@ impl Config {
             return invalid(
                 "listen.max_connections and listen.max_connections_per_address must be at least 1",
             );
+        }
+        if !(16 * 1024..=16 << 20).contains(&self.listen.write_buffer_bytes) {
+            return invalid("listen.write_buffer_bytes must be between 16384 and 16777216");
         }
         if !self.routes.custom_location.starts_with('/')
             || self.routes.custom_location.starts_with("/api/")
@@ -858,6 +867,11 @@ mod tests {
         assert!(err.to_string().contains("retention"), "{err}");
         let err = Config::load(None, env(&[("RELAY_AUTH_CACHE_TTL", "soon")])).unwrap_err();
         assert!(err.to_string().contains("not a duration"), "{err}");
+        for bytes in ["1024", "1000000000"] {
+            let err =
+                Config::load(None, env(&[("RELAY_LISTEN_WRITE_BUFFER_BYTES", bytes)])).unwrap_err();
+            assert!(err.to_string().contains("write_buffer_bytes"), "{err}");
+        }
     }
 
     #[test]

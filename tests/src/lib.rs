@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: the real `relay` and `defender-lite` binaries,
 //! built from this workspace, run as separate processes.
 
+pub mod downloaders;
 pub mod relays;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,15 @@ use std::time::SystemTime;
 /// When a binary is missing or older than any source file (this package run alone after
 /// an edit), the helper builds them with the same cargo rather than fail, skip, or test
 /// stale code.
+///
+/// `E2E_BIN_DIR` names a directory to take them from instead, as they are: how a bench
+/// measures another build (the code before a change) with the same client.
 pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("E2E_BIN_DIR") {
+        let path = PathBuf::from(dir).join(name);
+        assert!(path.is_file(), "E2E_BIN_DIR: no {}", path.display());
+        return path;
+    }
     static CHECKED: OnceLock<()> = OnceLock::new();
     let dir = target_dir();
     CHECKED.get_or_init(|| {

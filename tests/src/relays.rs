@@ -37,6 +37,8 @@ pub struct RelayConfig {
     pub extra: String,
     /// More keys of `[storage]` (which holds `data_dir` and `retention = 10`).
     pub storage: String,
+    /// More keys of `[listen]` (which holds `address` and `shutdown_grace`).
+    pub listen: String,
     /// `RUST_LOG` for the process; `info` when empty.
     pub log: String,
 }
@@ -61,13 +63,14 @@ impl RelayConfig {
         };
         let trust: Vec<String> = self.trust.iter().map(|p| p.display().to_string()).collect();
         format!(
-            "[listen]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n\n\
+            "[listen]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n{}\n\
              [tls]\ncert = {}\nkey = {}\n\n\
              [auth]\nhtpasswd = {}\nreaders = {}\nuploaders = {}\nadmins = {}\n\
              # Every client here is 127.0.0.1: the per-address lockout would lock out the\n\
              # tests' own requests after a few deliberate failures.\nmax_failures = 1000000\n\n\
              [storage]\ndata_dir = {}\nretention = 10\n{}\n\
              [trust]\nkeys = {}\n\n{}",
+            self.listen,
             d("tls/server.pem"),
             d("tls/server.key"),
             d("htpasswd"),
@@ -366,6 +369,41 @@ pub fn build_bundle(feeds: &Path, key: &Path, sequence: u64, out: &Path) -> Vec<
         &out.display().to_string(),
     ]);
     std::fs::read(out).expect("read the built bundle")
+}
+
+/// Writes OSV records whose `details` are random text (about 6 bits a character, so gzip
+/// keeps three quarters of it) to `dir/osv/large.jsonl`: feeds that make a bundle of at
+/// least `mb` MB.
+pub fn write_large_feeds(dir: &Path, mb: u64) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::fs::create_dir_all(dir.join("osv")).expect("create the feeds directory");
+    let want = mb * 1_000_000 * 4 / 3 + (2 << 20);
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut text = String::new();
+    let mut n = 0;
+    while (text.len() as u64) < want {
+        let details: String = (0..64 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(ALPHABET[(x >> 58) as usize])
+            })
+            .collect();
+        let record = serde_json::json!({
+            "id": format!("LARGE-{n:06}"),
+            "modified": "2026-01-01T00:00:00Z",
+            "summary": format!("record {n}, poorly compressible"),
+            "details": details,
+            "affected": [{
+                "package": { "ecosystem": "PyPI", "name": format!("large-{}", n % 97) },
+                "ranges": [{ "type": "ECOSYSTEM", "events": [{ "introduced": "0" }, { "fixed": format!("1.0.{n}") }] }],
+            }],
+        });
+        text += &format!("{record}\n");
+        n += 1;
+    }
+    std::fs::write(dir.join("osv/large.jsonl"), text).expect("write the feed file");
 }
 
 /// A client that trusts only `ca` and ignores proxies from the environment. It gives up

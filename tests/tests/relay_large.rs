@@ -14,6 +14,7 @@ use std::time::Duration;
 use end_to_end::relays::{
     RelayConfig, RelayProcess, build_bundle, generate_key, memory, password, poll,
     projects_section, run_relay, supervisor_config, supervisor_entry, upstream_source,
+    write_large_feeds,
 };
 
 /// The cache of every relay here, and the bundle: more than seven times as large.
@@ -22,40 +23,6 @@ const BUNDLE_MB: u64 = 64;
 /// What a relay may grow by beyond its cache: connection and TLS buffers, sled's pages,
 /// the verifier's and the push's buffers (the benchmark saw 15 MiB at 300 MB).
 const MARGIN_MIB: u64 = 24;
-
-/// OSV records whose `details` are random text (about 6 bits a character, so gzip keeps
-/// three quarters of it): feeds that make a bundle of at least `mb` MB.
-fn write_feeds(dir: &Path, mb: u64) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::fs::create_dir_all(dir.join("osv")).unwrap();
-    let want = mb * 1_000_000 * 4 / 3 + (2 << 20);
-    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut text = String::new();
-    let mut n = 0;
-    while (text.len() as u64) < want {
-        let details: String = (0..64 * 1024)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                char::from(ALPHABET[(x >> 58) as usize])
-            })
-            .collect();
-        let record = serde_json::json!({
-            "id": format!("LARGE-{n:06}"),
-            "modified": "2026-01-01T00:00:00Z",
-            "summary": format!("record {n}, poorly compressible"),
-            "details": details,
-            "affected": [{
-                "package": { "ecosystem": "PyPI", "name": format!("large-{}", n % 97) },
-                "ranges": [{ "type": "ECOSYSTEM", "events": [{ "introduced": "0" }, { "fixed": format!("1.0.{n}") }] }],
-            }],
-        });
-        text += &format!("{record}\n");
-        n += 1;
-    }
-    std::fs::write(dir.join("osv/large.jsonl"), text).unwrap();
-}
 
 fn with_cache(mut config: RelayConfig) -> RelayConfig {
     config.storage = format!("memory_cache_bytes = {}\n", CACHE_MIB << 20);
@@ -87,7 +54,7 @@ async fn a_bundle_larger_than_the_cache_is_streamed_by_every_relay() {
     let tmp = tempfile::tempdir().unwrap();
     let (secret, public) = generate_key(tmp.path(), "origin");
     let feeds = tmp.path().join("feeds");
-    write_feeds(&feeds, BUNDLE_MB);
+    write_large_feeds(&feeds, BUNDLE_MB);
     let bundle = tmp.path().join("bundle.tar.gz");
     let bytes = build_bundle(&feeds, &secret, 1, &bundle);
     std::fs::remove_dir_all(&feeds).unwrap();

@@ -189,7 +189,7 @@ impl<I: AsyncWrite + ReleaseBuffers + Unpin> Watcher<I> {
     /// Sends each new current bundle's event and the keep-alives until the client goes,
     /// a write stalls for `listen.idle_timeout`, or the relay shuts down. `slot` is the
     /// connection's place under the connection cap, held for as long as this runs.
-    pub async fn run(mut self: Box<Self>, slot: super::ConnectionSlot) {
+    pub(crate) async fn run(mut self: Box<Self>, slot: super::ConnectionSlot) {
         let _slot = slot;
         let relay = Arc::clone(&self.guard.relay);
         let limit = relay.config.listen.idle_timeout.0;

@@ -3,7 +3,6 @@
 //! (its `created` time), `If-None-Match`, `If-Modified-Since`, a single `Range` (206 or
 //! 416), `If-Range`, `HEAD`.
 
-use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -310,54 +309,96 @@ async fn serve(
     response
 }
 
-/// How much of a bundle file one blocking read takes: large, so that a download costs
-/// few trips to the blocking pool, and bounded, so sixteen downloads hold little memory.
-const FILE_CHUNK: u64 = 512 * 1024;
+/// How much of a bundle file one read takes. A chunk is held until it is sent, so a
+/// download whose client stops reading holds about one (beside the TLS write queue):
+/// small, so that thousands of them cost little. Reading chunks this small from the
+/// page cache costs no more than large ones, because it is done in place ([`read_cached`]);
+/// only what the cache does not hold goes to the blocking pool.
+const FILE_CHUNK: u64 = 64 * 1024;
 
-/// Streams `len` bytes of the file from `start`. Each chunk is one read on the blocking
-/// pool, straight into the buffer that becomes the body chunk (no second copy through an
-/// intermediate buffer, no zeroing first).
+/// Streams `len` bytes of the file from `start`, a chunk at a time, each read straight
+/// into the buffer that becomes the body chunk.
 async fn open_range(path: &std::path::Path, start: u64, len: u64) -> std::io::Result<Body> {
     let path = path.to_owned();
-    let file = tokio::task::spawn_blocking(move || {
-        use std::io::Seek;
-        let mut file = std::fs::File::open(path)?;
-        file.seek(SeekFrom::Start(start))?;
-        Ok::<_, std::io::Error>(file)
-    })
-    .await
-    .map_err(std::io::Error::other)??;
+    let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
+        .await
+        .map_err(std::io::Error::other)??;
     let file = Arc::new(file);
-    let chunks = futures_util::stream::try_unfold(len, move |left| {
+    let chunks = futures_util::stream::try_unfold((start, len), move |(offset, left)| {
         let file = Arc::clone(&file);
         async move {
             if left == 0 {
                 return Ok::<_, std::io::Error>(None);
             }
-            let want = left.min(FILE_CHUNK);
-            let chunk = tokio::task::spawn_blocking(move || read_chunk(&file, want))
+            // At most FILE_CHUNK, which fits in usize.
+            let want = usize::try_from(left.min(FILE_CHUNK)).map_err(std::io::Error::other)?;
+            let mut chunk = vec![0u8; want];
+            let cached = read_cached(&file, offset, &mut chunk);
+            if cached < want {
+                chunk = tokio::task::spawn_blocking(move || {
+                    read_rest(&file, offset, &mut chunk, cached).map(|()| chunk)
+                })
                 .await
                 .map_err(std::io::Error::other)??;
-            let got = chunk.len() as u64;
-            Ok(Some((bytes::Bytes::from(chunk), left - got)))
+            }
+            let got = want as u64;
+            Ok(Some((
+                bytes::Bytes::from(chunk),
+                (offset + got, left - got),
+            )))
         }
     });
     Ok(Body::from_stream(chunks))
 }
 
-/// The next `want` bytes of `file`; a file shorter than that is an error (the store
-/// checked its size, so it changed underneath us).
-fn read_chunk(mut file: &std::fs::File, want: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = Vec::with_capacity(usize::try_from(want).map_err(std::io::Error::other)?);
-    file.by_ref().take(want).read_to_end(&mut buf)?;
-    if (buf.len() as u64) < want {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "bundle file shorter than recorded",
-        ));
+/// Reads into `buf` from `offset` what the page cache holds, without waiting for the disk
+/// (`preadv2` with `RWF_NOWAIT`, which refuses rather than block): the count read, from
+/// the start of `buf`. Done on the async thread, this costs a copy from memory; a trip to
+/// the blocking pool per chunk would cost several times that. 0 where the system cannot
+/// tell (another kernel, a filesystem without the flag).
+#[cfg(target_os = "linux")]
+fn read_cached(file: &std::fs::File, offset: u64, buf: &mut [u8]) -> usize {
+    use rustix::io::{ReadWriteFlags, preadv2};
+    let mut got = 0;
+    while got < buf.len() {
+        let at = offset + got as u64;
+        match preadv2(
+            file,
+            &mut [std::io::IoSliceMut::new(&mut buf[got..])],
+            at,
+            ReadWriteFlags::NOWAIT,
+        ) {
+            Ok(n) if n > 0 => got += n,
+            // End of file (the blocking read reports it), not cached, or not supported.
+            Ok(_) | Err(_) => break,
+        }
     }
-    Ok(buf)
+    got
+}
+
+#[cfg(not(target_os = "linux"))]
+fn read_cached(_file: &std::fs::File, _offset: u64, _buf: &mut [u8]) -> usize {
+    0
+}
+
+/// Fills `buf[from..]` from the file at `offset + from`, waiting for the disk as needed;
+/// a file shorter than that is an error (the store checked its size, so it changed
+/// underneath us).
+fn read_rest(
+    file: &std::fs::File,
+    offset: u64,
+    buf: &mut [u8],
+    from: usize,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(&mut buf[from..], offset + from as u64)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "bundle file shorter than recorded",
+            ),
+            _ => e,
+        })
 }
 
 fn etag(sha256: &Sha256) -> String {
@@ -511,6 +552,34 @@ mod tests {
         );
         std::fs::remove_file(&path).unwrap();
         assert!(shared_bytes(&path, &loaded).await.is_none());
+    }
+
+    #[test]
+    fn chunks_read_from_the_cache_and_from_the_disk_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+
+        // Just written, so cached (on a filesystem that can say so); whatever part the
+        // cache gave, the blocking read completes.
+        let mut chunk = vec![0u8; 70_000];
+        let cached = read_cached(&file, 100_000, &mut chunk);
+        assert!(cached <= chunk.len());
+        read_rest(&file, 100_000, &mut chunk, cached).unwrap();
+        assert_eq!(chunk, data[100_000..170_000]);
+        // The blocking read alone gives the same bytes.
+        let mut again = vec![0u8; 70_000];
+        read_rest(&file, 100_000, &mut again, 0).unwrap();
+        assert_eq!(again, chunk);
+
+        // A file shorter than the chunk asked for is an error, not a short chunk.
+        let mut past_end = vec![0u8; 10];
+        let cached = read_cached(&file, 199_995, &mut past_end);
+        assert!(cached <= 5);
+        let err = read_rest(&file, 199_995, &mut past_end, cached).unwrap_err();
+        assert!(err.to_string().contains("shorter than recorded"), "{err}");
     }
 
     fn check(spec: &str, size: u64, expected: RangeRequest) {

@@ -21,6 +21,16 @@ mod tlsconn;
 mod upload;
 mod watch;
 
+/// The connection-level entry points the fuzz targets (`fuzz/`) drive with arbitrary
+/// client bytes: the lean watch path's head reader and the TLS connection driver, with
+/// the relay's own TLS configuration. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::fastwatch::{Lean, Rewind, try_serve};
+    pub use super::tls::Reloadable as TlsConfig;
+    pub use super::tlsconn::TlsConn;
+}
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,6 +236,9 @@ impl Relay {
             .max_header_list_size(u32::try_from(listen.max_header_bytes).unwrap_or(u32::MAX))
             .keep_alive_interval(Some(listen.keep_alive_timeout.0))
             .keep_alive_timeout(listen.keep_alive_timeout.0)
+            // Per stream: what a client that stops reading leaves queued (hyper's 400 KiB
+            // by default).
+            .max_send_buf_size(listen.write_buffer_bytes)
             .max_concurrent_streams(256);
         let sync_tasks = match sync::start(&self).await {
             Ok(tasks) => tasks,
@@ -246,6 +259,7 @@ impl Relay {
         let slots = Arc::new(Semaphore::new(listen.max_connections));
         let per_address = crate::per_address::PerAddress::new(listen.max_connections_per_address);
         let handshake_timeout = listen.tls_handshake_timeout.0;
+        let write_buffer = listen.write_buffer_bytes;
         let idle_timeout = listen.idle_timeout.0;
         tokio::pin!(shutdown);
         loop {
@@ -299,7 +313,7 @@ impl Relay {
                             handshake_timeout,
                             tlsconn::TlsConn::accept(stream, tls_config),
                         ));
-                        let tls = match handshake.await {
+                        let mut tls = match handshake.await {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => {
                                 debug!(%peer, error = %e, "TLS handshake failed");
@@ -310,6 +324,7 @@ impl Relay {
                                 return None;
                             }
                         };
+                        tls.limit_write_queue(write_buffer);
                         let io = if tls.alpn_protocol() == Some(b"h2".as_slice()) {
                             fastwatch::Rewind::new(Vec::new(), tls)
                         } else {

@@ -10,6 +10,15 @@
 //! updates, alerts) is rustls's own work; this module only moves bytes between the
 //! socket, rustls's state machine and the caller, as tokio-rustls does for the buffered
 //! API.
+//!
+//! What a connection holds for writing is bounded: its write queue
+//! ([`TlsConn::limit_write_queue`], `listen.write_buffer_bytes`: 64 KiB of data by default,
+//! in the records that carry it) is all that waits here for the socket. `poll_write` takes
+//! only the plaintext whose records fit, and waits for the socket when the queue is full,
+//! so a client that stops reading costs the queue and the kernel's socket buffer, never
+//! the rest of a response.
+//! A fast client loses nothing by it: the kernel's buffer (autotuned, `tcp_wmem`) carries
+//! what is in flight, and the queue only has to hold what one write encrypts.
 
 use std::io;
 use std::pin::Pin;
@@ -27,10 +36,13 @@ const READ_SIZE: usize = 16 * 1024 + 512;
 /// The most ciphertext held unprocessed: a handshake message rustls accepts (64 KiB)
 /// plus a record header. More means a peer sending what no record can be.
 const MAX_INCOMING: usize = 64 * 1024 + 16 * 1024;
-/// Plaintext taken per `poll_write`; the caller writes the rest in the next call.
-const WRITE_CHUNK: usize = 256 * 1024;
-/// Ciphertext queued for the socket above which `poll_write` waits for it to drain.
-const MAX_OUTGOING: usize = 512 * 1024;
+/// The largest plaintext one TLS record carries.
+const MAX_RECORD: usize = 16 * 1024;
+/// What a record adds to its plaintext, at most: header, nonce, content type and tag make
+/// 22 bytes in TLS 1.3 and 29 in TLS 1.2 with AES-GCM; rounded up.
+const RECORD_OVERHEAD: usize = 64;
+/// The data queued for the socket, at most, unless the server sets another limit.
+const DEFAULT_WRITE_QUEUE: usize = 64 * 1024;
 
 pub struct TlsConn {
     tcp: TcpStream,
@@ -45,6 +57,10 @@ pub struct TlsConn {
     outgoing: Vec<u8>,
     out_pos: usize,
     out_end: usize,
+    /// The most ciphertext `outgoing` holds for application data (the records of
+    /// `limit_write_queue`'s bytes): `poll_write` encrypts only what fits, and the vector
+    /// never grows past it.
+    write_limit: usize,
     /// The peer sent close_notify or closed the socket: reads see end of file.
     read_closed: bool,
     /// close_notify is queued: nothing more is written.
@@ -90,6 +106,7 @@ impl TlsConn {
             outgoing: Vec::new(),
             out_pos: 0,
             out_end: 0,
+            write_limit: sealed_len(DEFAULT_WRITE_QUEUE),
             read_closed: false,
             write_closed: false,
         };
@@ -100,6 +117,14 @@ impl TlsConn {
     /// The protocol agreed by ALPN.
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         self.conn.alpn_protocol()
+    }
+
+    /// Caps what is queued for the socket at `bytes` of data (at least one full record),
+    /// in the records that carry them: what a peer that stops reading can make this
+    /// connection hold, beyond the kernel's socket buffer. A write of `bytes` fits whole
+    /// in the empty queue.
+    pub fn limit_write_queue(&mut self, bytes: usize) {
+        self.write_limit = sealed_len(bytes.max(MAX_RECORD));
     }
 
     /// Gives back the memory of buffers that hold nothing. A connection that will sit
@@ -164,6 +189,10 @@ impl TlsConn {
         let step = match state {
             Err(e) => {
                 let error = tls_error(&e);
+                // rustls's deframer keeps offsets into this buffer (a handshake message
+                // joined across records): what it consumed goes, the rest stays for the
+                // call that fetches the alert.
+                incoming.drain(..discard);
                 self.send_alert();
                 return Err(error);
             }
@@ -187,7 +216,7 @@ impl TlsConn {
                             break;
                         }
                         Err(EncodeError::InsufficientSize(need)) => {
-                            outgoing.resize(*out_end + need.required_size, 0);
+                            grow(outgoing, *out_end + need.required_size);
                         }
                         Err(e) => return Err(tls_error(e)),
                     }
@@ -232,10 +261,12 @@ impl TlsConn {
     }
 
     /// After a TLS error: the alert rustls queued for the peer, if any, sent if the
-    /// socket takes it now (the connection is closed next either way).
+    /// socket takes it now (the connection is closed next either way). rustls is given
+    /// the ciphertext it has not consumed, as always: an empty buffer where it expects
+    /// bytes it already looked at makes it panic.
     fn send_alert(&mut self) {
         if let Ok(ConnectionState::EncodeTlsData(mut data)) =
-            self.conn.process_tls_records(&mut []).state
+            self.conn.process_tls_records(&mut self.incoming[..]).state
         {
             let mut alert = [0u8; 64];
             if let Ok(n) = data.encode(&mut alert) {
@@ -296,6 +327,25 @@ impl TlsConn {
     }
 }
 
+/// The ciphertext `plaintext` bytes make, at most.
+fn sealed_len(plaintext: usize) -> usize {
+    plaintext + (plaintext / MAX_RECORD + 1) * RECORD_OVERHEAD
+}
+
+/// The most plaintext whose ciphertext fits in `room` bytes (`sealed_len` of it does).
+fn plaintext_fitting(room: usize) -> usize {
+    room.saturating_sub((room / MAX_RECORD + 1) * RECORD_OVERHEAD)
+}
+
+/// Makes `buf` `len` bytes long if it is shorter, allocating no more than that: the
+/// capacity is what the connection holds, and `Vec`'s doubling would overshoot the cap.
+fn grow(buf: &mut Vec<u8>, len: usize) {
+    if buf.len() < len {
+        buf.reserve_exact(len - buf.len());
+        buf.resize(len, 0);
+    }
+}
+
 /// Encrypts into `outgoing` after `out_end`, growing it to the size rustls asks for.
 fn encrypt(
     outgoing: &mut Vec<u8>,
@@ -303,11 +353,9 @@ fn encrypt(
     plaintext: usize,
     mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
 ) -> io::Result<usize> {
-    // Room for the data and a record's overhead per 16 KiB, so one try usually does.
-    let guess = *out_end + plaintext + (plaintext / 16384 + 1) * 64;
-    if outgoing.len() < guess {
-        outgoing.resize(guess, 0);
-    }
+    // Room for the data and each record's overhead, so one try does: within the write
+    // limit, since the caller took only what fits.
+    grow(outgoing, *out_end + sealed_len(plaintext));
     loop {
         match f(&mut outgoing[*out_end..]) {
             Ok(n) => {
@@ -315,7 +363,9 @@ fn encrypt(
                 return Ok(n);
             }
             Err(EncryptError::InsufficientSize(need)) => {
-                outgoing.resize(*out_end + need.required_size, 0);
+                // More than a record's overhead: a key update rustls queued goes first.
+                // Rare and small; sent before anything else is taken.
+                grow(outgoing, *out_end + need.required_size);
             }
             Err(e) => return Err(tls_error(e)),
         }
@@ -355,14 +405,17 @@ impl AsyncRead for TlsConn {
 }
 
 impl TlsConn {
-    /// Encrypts up to `WRITE_CHUNK` bytes of `buf` into the outgoing queue, first waiting
-    /// for the socket if the queue is full; the count taken.
+    /// Encrypts as much of `buf` as the write queue has room for into it; the count
+    /// taken. When the room left holds neither all of `buf` nor a full record, first waits
+    /// for the socket to take everything queued (rather than cut small records).
     fn poll_encrypt(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.write_closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        if self.out_end - self.out_pos >= MAX_OUTGOING {
+        let mut take = self.plaintext_room().min(buf.len());
+        if take < buf.len().min(MAX_RECORD) {
             ready!(self.poll_send(cx))?;
+            take = self.plaintext_room().min(buf.len());
         }
         if self.out_pos > 0 {
             // Keep what is still to be sent at the front, so the queue does not creep
@@ -371,7 +424,7 @@ impl TlsConn {
             self.out_end -= self.out_pos;
             self.out_pos = 0;
         }
-        let data = &buf[..buf.len().min(WRITE_CHUNK)];
+        let data = &buf[..take];
         loop {
             match self.step(Want::Write(data))? {
                 Step::Wrote(n) => return Poll::Ready(Ok(n)),
@@ -385,6 +438,11 @@ impl TlsConn {
                 Step::Closed => return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
             }
         }
+    }
+
+    /// The plaintext whose records fit in what the write queue has left.
+    fn plaintext_room(&self) -> usize {
+        plaintext_fitting(self.write_limit.saturating_sub(self.out_end - self.out_pos))
     }
 
     /// Starts sending what is queued; what the socket cannot take now goes with the
@@ -409,9 +467,9 @@ impl AsyncWrite for TlsConn {
         Poll::Ready(Ok(n))
     }
 
-    /// Each slice is encrypted in turn (records do not span slices), up to the same
-    /// amount per call as `poll_write`, and sent together. Saying yes to vectored writes
-    /// spares hyper from copying each body chunk into a flat buffer first.
+    /// Each slice is encrypted in turn (records do not span slices) while the write
+    /// queue has room, and sent together. Saying yes to vectored writes spares hyper from
+    /// copying each body chunk into a flat buffer first.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -420,11 +478,7 @@ impl AsyncWrite for TlsConn {
         let this = self.get_mut();
         let mut taken = 0;
         for buf in bufs.iter().filter(|b| !b.is_empty()) {
-            if taken >= WRITE_CHUNK {
-                break;
-            }
-            let slice = &buf[..buf.len().min(WRITE_CHUNK - taken)];
-            match this.poll_encrypt(cx, slice) {
+            match this.poll_encrypt(cx, buf) {
                 Poll::Ready(Ok(n)) => {
                     taken += n;
                     if n < buf.len() {
@@ -584,8 +638,126 @@ mod tests {
         round_trips(&[&rustls::version::TLS12]).await;
     }
 
+    /// What the outgoing queue holds: its capacity (the memory), and the ciphertext in it
+    /// still to be sent.
+    fn queue(conn: &TlsConn) -> (usize, usize) {
+        (conn.outgoing.capacity(), conn.out_end - conn.out_pos)
+    }
+
+    /// The byte at `offset` of the stream the server writes in `a_peer_that_stops_reading`.
+    fn pattern(offset: usize) -> u8 {
+        (offset % 251) as u8
+    }
+
+    /// The server writes to a client that reads nothing, one poll at a time (plain and
+    /// vectored writes in turn), until the write is pending: the kernel's buffers and
+    /// then the queue are full. The queue never holds more than the records of `limit`
+    /// bytes, whatever the writes offer; then the client reads everything, in order.
+    async fn a_peer_that_stops_reading(
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        limit: Option<usize>,
+    ) {
+        use std::pin::Pin;
+        use std::task::Poll;
+
+        use tokio::io::AsyncWrite;
+
+        let Pair {
+            mut server,
+            mut client,
+        } = pair(versions).await;
+        if let Some(limit) = limit {
+            server.limit_write_queue(limit);
+        }
+        let limit = super::sealed_len(limit.unwrap_or(super::DEFAULT_WRITE_QUEUE));
+        // Each write offers 1 MiB, far more than the queue may hold.
+        let source: Vec<u8> = (0..(1 << 20) + 251).map(pattern).collect();
+        let mut written = 0usize;
+        let mut most_held = 0;
+        for round in 0.. {
+            let at = written % 251;
+            let polled = std::future::poll_fn(|cx| {
+                let server = Pin::new(&mut server);
+                Poll::Ready(if round % 2 == 0 {
+                    server.poll_write(cx, &source[at..at + (1 << 20)])
+                } else {
+                    let bufs = [
+                        std::io::IoSlice::new(&source[at..at + 37]),
+                        std::io::IoSlice::new(&source[at + 37..at + (1 << 20)]),
+                    ];
+                    server.poll_write_vectored(cx, &bufs)
+                })
+            })
+            .await;
+            let (capacity, queued) = queue(&server);
+            most_held = most_held.max(capacity);
+            assert!(
+                capacity <= limit && queued <= limit,
+                "the queue holds {queued} bytes in {capacity}, over its limit of {limit}"
+            );
+            match polled {
+                Poll::Ready(n) => written += n.unwrap(),
+                Poll::Pending => break,
+            }
+            assert!(written < 1 << 30, "the socket never filled");
+        }
+        // The queue was used up to its limit, less than one record.
+        let (_, queued) = queue(&server);
+        assert!(
+            queued + super::sealed_len(super::MAX_RECORD) > limit,
+            "only {queued} of {limit} bytes queued when the write waited"
+        );
+        assert!(most_held <= limit);
+
+        let (mut read_half, _write_half) = tokio::io::split(&mut client);
+        let reader = async {
+            let mut got = vec![0u8; written];
+            read_half.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let (got, flushed) = tokio::join!(reader, server.flush());
+        flushed.unwrap();
+        assert!(
+            got.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+            "the stream came out of order"
+        );
+    }
+
     #[tokio::test]
-    async fn a_peer_that_is_not_tls_is_refused() {
+    async fn tls13_a_peer_that_stops_reading_holds_at_most_the_write_queue() {
+        a_peer_that_stops_reading(&[&rustls::version::TLS13], None).await;
+        a_peer_that_stops_reading(&[&rustls::version::TLS13], Some(24 * 1024)).await;
+        a_peer_that_stops_reading(&[&rustls::version::TLS13], Some(256 * 1024)).await;
+    }
+
+    #[tokio::test]
+    async fn tls12_a_peer_that_stops_reading_holds_at_most_the_write_queue() {
+        a_peer_that_stops_reading(&[&rustls::version::TLS12], None).await;
+        a_peer_that_stops_reading(&[&rustls::version::TLS12], Some(24 * 1024)).await;
+    }
+
+    #[tokio::test]
+    async fn the_write_queue_holds_at_least_one_record() {
+        let Pair { mut server, .. } = pair(&[&rustls::version::TLS13]).await;
+        server.limit_write_queue(100);
+        assert_eq!(server.write_limit, super::sealed_len(super::MAX_RECORD));
+        // A write of the limit's size fits whole in the empty queue: a full record, and
+        // a 64 KiB body chunk in the default queue.
+        for bytes in [super::MAX_RECORD, super::DEFAULT_WRITE_QUEUE] {
+            assert_eq!(super::plaintext_fitting(super::sealed_len(bytes)), bytes);
+        }
+        for room in [0, 1, 64, 100, 16_447, 16_448, 65_536, 1 << 20] {
+            let p = super::plaintext_fitting(room);
+            assert!(
+                super::sealed_len(p) <= room.max(super::RECORD_OVERHEAD),
+                "{room}"
+            );
+        }
+    }
+
+    /// Sends `bytes` to a `TlsConn` being accepted; the handshake's error, and what the
+    /// server sent back before closing.
+    async fn refused(bytes: &[u8]) -> (std::io::Error, Vec<u8>) {
         let pki = crate::certs::generate(
             &["127.0.0.1".to_owned()],
             time::OffsetDateTime::now_utc(),
@@ -609,14 +781,32 @@ mod tests {
             TlsConn::accept(tcp, Arc::new(config)).await.map(|_| ())
         });
         let mut tcp = TcpStream::connect(addr).await.unwrap();
-        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
+        tcp.write_all(bytes).await.unwrap();
+        let _ = tcp.shutdown().await;
+        // A panic in the server task fails here.
         let err = server.await.unwrap().unwrap_err();
-        assert!(err.to_string().contains("TLS"), "{err}");
-        // The peer is told (an alert) or at least closed on.
         let mut answer = Vec::new();
         let _ = tcp.read_to_end(&mut answer).await;
+        (err, answer)
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_is_not_tls_is_refused() {
+        let (err, answer) = refused(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(err.to_string().contains("TLS"), "{err}");
+        // The peer is told (an alert) or at least closed on.
+        assert!(answer.len() < 64, "{answer:?}");
+    }
+
+    /// Found by the `tls_conn` fuzz target: a handshake message longer than rustls
+    /// accepts, whose header fits in one record. rustls refuses it without an alert; the
+    /// call that looked for one gave rustls an empty buffer where it held offsets into
+    /// the record, and rustls panicked (slice index out of range).
+    #[tokio::test]
+    async fn an_oversized_handshake_message_is_refused_without_a_panic() {
+        let record = [0x16, 0x03, 0x01, 0x00, 0x04, 0x00, 0x03, 0x04, 0x32];
+        let (err, answer) = refused(&record).await;
+        assert!(err.to_string().contains("TLS"), "{err}");
         assert!(answer.len() < 64, "{answer:?}");
     }
 }
