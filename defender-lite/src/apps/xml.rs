@@ -39,7 +39,8 @@ pub(crate) fn parse(
                 .ok_or_else(|| format!("{line}: unterminated {what}"))
         };
         if let Some(body) = rest.strip_prefix("<!--") {
-            let end = skip_to(rest, "-->", "comment")?;
+            // Closed after it opens: in `<!-->` the dashes are the opening's own.
+            let end = 4 + skip_to(body, "-->", "comment")?;
             if !commented {
                 // A comment holds settings that are switched off; a malformed one is prose.
                 let _ = parse(path, &body[..end - 7], line, true, out);
@@ -200,5 +201,22 @@ mod tests {
         assert_eq!(err, "2: attribute port of <b> is not quoted");
         let err = parse("/s.xml", "<a>\n<!-- open", 1, false, &mut out).unwrap_err();
         assert_eq!(err, "2: unterminated comment");
+    }
+
+    /// Found by the `app_configs` fuzz target: the `-->` that closes a comment was looked
+    /// for from the `<!--` that opens it, so in `<!-->` and `<!--->` the opening's own
+    /// dashes closed it, before its start: the body's length underflowed (a panic with
+    /// overflow checks, a slice out of range without).
+    #[test]
+    fn a_comment_closes_only_after_it_opens() {
+        for text in ["<!-->", "<!--->", "<a/><!-->\n<b port=\"1\"/>"] {
+            let mut out = Vec::new();
+            let err = parse("/s.xml", text, 1, false, &mut out).unwrap_err();
+            assert!(err.ends_with("unterminated comment"), "{text:?}: {err}");
+        }
+        check(
+            "<!---><c port=\"7\"/>-->\n<d port=\"8\"/>",
+            &[("c@port", "7", 1, true), ("d@port", "8", 2, false)],
+        );
     }
 }

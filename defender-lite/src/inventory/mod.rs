@@ -24,6 +24,28 @@ use crate::image::{EntryKind, Image, ImageError};
 
 pub use os::OsRelease;
 
+/// The package database parsers on raw text, for the fuzz targets (`fuzz/`). Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::Package;
+
+    /// `var/lib/dpkg/status` (`require_status`) or one `status.d/` file.
+    pub fn dpkg(text: &str, require_status: bool) -> Vec<Package> {
+        super::dpkg::parse(text, "Debian:12", "var/lib/dpkg/status", require_status)
+    }
+
+    /// `lib/apk/db/installed`.
+    pub fn apk(text: &str) -> Vec<Package> {
+        super::apk::parse(text, "Alpine:v3.19", "lib/apk/db/installed")
+    }
+
+    /// One rpm header blob, as a row of rpmdb.sqlite's `Packages` table holds it.
+    pub fn rpm_header(blob: &[u8]) -> Result<Package, String> {
+        super::rpm::parse_header(blob)
+            .map(|h| h.into_package("Red Hat", "var/lib/rpm/rpmdb.sqlite"))
+    }
+}
+
 /// Which reader found a package or a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DatabaseKind {

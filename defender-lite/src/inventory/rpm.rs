@@ -130,7 +130,7 @@ impl Header {
         }
     }
 
-    fn into_package(self, ecosystem: &str, declared_in: &str) -> Package {
+    pub(super) fn into_package(self, ecosystem: &str, declared_in: &str) -> Package {
         let version = self.evr();
         let (source_name, source_version) =
             match self.source_rpm.as_deref().and_then(split_source_rpm) {
