@@ -18,6 +18,24 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// A data directory and config whose only source never answers, with a trusted key in the
+/// relay's format that is never used to verify.
+fn unreachable_source() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = relay::bundle::SecretKey::generate().unwrap();
+    key.public()
+        .save(&dir.path().join("origin.pub"), false)
+        .unwrap();
+    let config = write(
+        dir.path(),
+        "agent.toml",
+        "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n\
+         [[sources]]\nkind = \"upstream\"\nurl = \"https://127.0.0.1:1\"\n\
+         [sync]\nconnect_timeout = \"2s\"\n",
+    );
+    (dir, config)
+}
+
 #[test]
 fn bad_configurations_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,19 +70,7 @@ fn bad_configurations_are_refused_with_the_reason() {
 
 #[test]
 fn a_check_with_no_reachable_source_is_recorded_and_nothing_is_applied() {
-    let dir = tempfile::tempdir().unwrap();
-    // A key file in the relay's format; no source will answer, so it is never used to verify.
-    let key = relay::bundle::SecretKey::generate().unwrap();
-    key.public()
-        .save(&dir.path().join("origin.pub"), false)
-        .unwrap();
-    let config = write(
-        dir.path(),
-        "agent.toml",
-        "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n\
-         [[sources]]\nkind = \"upstream\"\nurl = \"https://127.0.0.1:1\"\n\
-         [sync]\nconnect_timeout = \"2s\"\n",
-    );
+    let (_dir, config) = unreachable_source();
     let out = agent(&["sync", "--once", "--config", &config]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -130,19 +136,8 @@ fn the_example_config_loads_and_lists_every_key() {
 
 #[test]
 fn a_second_sync_on_one_data_directory_is_refused_and_touches_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let key = relay::bundle::SecretKey::generate().unwrap();
-    key.public()
-        .save(&dir.path().join("origin.pub"), false)
-        .unwrap();
     // No source answers: the daemon records the failure and waits an hour to retry.
-    let config = write(
-        dir.path(),
-        "agent.toml",
-        "data_dir = \"data\"\n[trust]\nkeys = [\"origin.pub\"]\n\
-         [[sources]]\nkind = \"upstream\"\nurl = \"https://127.0.0.1:1\"\n\
-         [sync]\nconnect_timeout = \"2s\"\n",
-    );
+    let (dir, config) = unreachable_source();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
         .args(["sync", "--config", &config])
         .stdout(std::process::Stdio::null())

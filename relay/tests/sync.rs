@@ -254,7 +254,13 @@ async fn following_url(url: String) -> TestRelay {
 }
 
 /// B holds sequence 5, follows a lying upstream, and must refuse what it serves.
-async fn refuses(lie: Lie, expected_kind: &str, tweak: impl FnOnce(&mut Config)) {
+/// Starts a relay holding a bundle, with `lie` as its only source; checks the pull fails
+/// as `expected_kind` and the held bundle is kept. Returns the relay's status.
+async fn refuses(
+    lie: Lie,
+    expected_kind: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> serde_json::Value {
     let url = lying_upstream(lie).await;
     let source = SourceConfig {
         url,
@@ -291,6 +297,7 @@ async fn refuses(lie: Lie, expected_kind: &str, tweak: impl FnOnce(&mut Config))
         );
     }
     b.stop().await;
+    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -678,38 +685,22 @@ async fn a_body_just_above_the_floor_is_cut_at_the_whole_transfer_deadline() {
     // 100 bytes every 100 ms: twice the floor of 500 B/s, so only the deadline (1 s,
     // plus the size at 256 KiB/s) can end it before the last byte, seconds later.
     assert!(bundle.len() > 2_000, "{} bytes", bundle.len());
-    let url = lying_upstream(Lie {
-        sequence: 9,
-        bundle,
-        drip: Some(100),
-    })
+    let s = refuses(
+        Lie {
+            sequence: 9,
+            bundle,
+            drip: Some(100),
+        },
+        "timeout",
+        |c| {
+            c.schedule.min_transfer_rate = 500;
+            c.schedule.transfer_floor_window = HumanDuration::secs(1);
+            c.schedule.transfer_deadline = HumanDuration::secs(1);
+        },
+    )
     .await;
-    let source = SourceConfig {
-        url,
-        user: None,
-        password: None,
-        ..upstream_source_placeholder()
-    };
-    let b = TestRelay::start_with(|c| {
-        c.sources = vec![source];
-        fast(c);
-        c.schedule.min_transfer_rate = 500;
-        c.schedule.transfer_floor_window = HumanDuration::secs(1);
-        c.schedule.transfer_deadline = HumanDuration::secs(1);
-    })
-    .await;
-    let held = fresh_bundle(5);
-    b.upload(held.clone()).await;
-    let s = b
-        .until("the deadline", |s| {
-            s["sources"][0]["last_error_kind"].is_string()
-        })
-        .await;
-    assert_eq!(s["sources"][0]["last_error_kind"], "timeout", "{s:#}");
     let error = s["sources"][0]["last_error"].as_str().unwrap();
     assert!(error.contains("not complete within"), "{error}");
-    assert_eq!(b.current_bytes().await, held, "the held bundle is kept");
-    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -259,14 +259,6 @@ fn port_key(text: &str) -> anyhow::Result<String> {
     Ok(format!("{}/{}", proto.as_str(), r.low))
 }
 
-const LISTS: [List; 5] = [
-    List::Processes,
-    List::Listening,
-    List::OutboundPorts,
-    List::OutboundIps,
-    List::Dns,
-];
-
 fn list_name(list: List) -> &'static str {
     match list {
         List::Processes => "process",
@@ -278,7 +270,7 @@ fn list_name(list: List) -> &'static str {
 }
 
 fn count(m: &Model, origin: Option<Origin>) -> usize {
-    LISTS
+    List::ALL
         .iter()
         .map(|l| {
             m.list(*l)

@@ -74,6 +74,17 @@ pub enum List {
     Dns,
 }
 
+impl List {
+    /// Every list, in the order they are shown and stored.
+    pub const ALL: [List; 5] = [
+        List::Processes,
+        List::Listening,
+        List::OutboundPorts,
+        List::OutboundIps,
+        List::Dns,
+    ];
+}
+
 impl Model {
     pub fn new(image: &str, now: i64, learning_secs: i64) -> Model {
         Model {
@@ -163,13 +174,7 @@ impl Model {
 
     /// Starts learning again: learned entries go, user-added ones stay.
     pub fn relearn(&mut self, now: i64, learning_secs: i64) {
-        for list in [
-            List::Processes,
-            List::Listening,
-            List::OutboundPorts,
-            List::OutboundIps,
-            List::Dns,
-        ] {
+        for list in List::ALL {
             self.list_mut(list).retain(|_, o| *o == Origin::User);
         }
         self.state = ModelState::Learning {
@@ -177,14 +182,6 @@ impl Model {
         };
     }
 }
-
-const LISTS: [List; 5] = [
-    List::Processes,
-    List::Listening,
-    List::OutboundPorts,
-    List::OutboundIps,
-    List::Dns,
-];
 
 fn list_tag(list: List) -> u8 {
     match list {
@@ -197,7 +194,7 @@ fn list_tag(list: List) -> u8 {
 }
 
 fn list_of_tag(tag: u8) -> Option<List> {
-    LISTS.into_iter().find(|l| list_tag(*l) == tag)
+    List::ALL.into_iter().find(|l| list_tag(*l) == tag)
 }
 
 /// A model's header as stored: everything but its lists.
@@ -294,7 +291,7 @@ impl ModelStore {
                 .remove(key.map_err(|e| self.err(e))?)
                 .map_err(|e| self.err(e))?;
         }
-        for list in LISTS {
+        for list in List::ALL {
             for (value, origin) in model.list(list) {
                 self.save_entry(&model.image, list, value, *origin)?;
             }
