@@ -736,6 +736,8 @@ impl World {
                         interface: Some("docker0".into()),
                     }),
                     container,
+                    attributed_by: None,
+                    entered: None,
                 };
                 w.count(&event);
                 serde_json::to_writer(&mut out, &event)?;
@@ -903,6 +905,8 @@ impl World {
                 source,
                 kind,
                 container: host.container.clone(),
+                attributed_by: None,
+                entered: None,
             };
             w.count(&event);
             serde_json::to_writer(&mut out, &event)?;

@@ -9,7 +9,7 @@
 //! rules = "rules.toml"                 # runtime rules (defense::rules); none: alert on all
 //! audit_file = "audits.jsonl"          # JSON lines; default <data_dir>/audits.jsonl
 //! webhook = "https://siem.example/in"  # optional: each audit POSTed as JSON, with retries
-//! interfaces = ["docker0"]             # capture DNS queries and SYNs here; none: no capture
+//! interfaces = ["veth*"]              # capture DNS queries and SYNs here (patterns too); none: no capture
 //! scan_every = "2s"                    # /proc passes (processes, sockets)
 //! throttle_window = "60s"              # per container and area, at most
 //! throttle_burst = 10                  #   this many audits per window
@@ -115,7 +115,8 @@ pub struct MonitorSettings {
     pub audit_file: Option<PathBuf>,
     /// Each audit is POSTed here as JSON (with retries), if set.
     pub webhook: Option<String>,
-    /// Interfaces to capture DNS queries and SYNs on; none means no capture.
+    /// Interfaces to capture DNS queries and SYNs on; none means no capture. A name with
+    /// `*`, `?` or `[` is a pattern (`veth*`), captured as matching interfaces appear.
     pub interfaces: Vec<String>,
     /// Process and socket `/proc` pass interval.
     pub scan_every: HumanDuration,

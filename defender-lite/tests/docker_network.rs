@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use defender_lite::monitor::event::EventKind;
+use defender_lite::monitor::event::{AttributedBy, EventKind};
 use defender_lite::monitor::{Monitor, MonitorConfig};
 use docker_engine::{Engine, MonitorProcess};
 use monitor_support::wait_for;
@@ -104,6 +104,8 @@ async fn captured_dns_queries_and_syns_name_the_container_that_sent_them() {
     assert_eq!(q.src.ip(), address);
     assert_eq!(q.interface.as_deref(), Some(bridge.as_str()));
     let container = query.container.as_ref().expect("dns_query attributed");
+    // Seen on the bridge, not on the container's veth: placed by its address.
+    assert_eq!(query.attributed_by, Some(AttributedBy::Address));
     assert_eq!(container.id, id);
     assert_eq!(container.name.as_deref(), Some(ASKER));
     assert_eq!(container.image.as_deref(), Some(IMAGE));
@@ -351,4 +353,91 @@ async fn a_container_cannot_get_its_neighbour_blocked_by_forging_its_address() {
         engine.state(&victim).running && engine.state(&attacker).running,
         "a container was stopped on forged packets:\n{audits}"
     );
+}
+
+/// Issue 13 item 4, the other half: capturing on the containers' veths (`veth*`, opened
+/// as they appear), a packet is placed by the veth it came in on, that is by the network
+/// namespace that sent it, whatever source address it carries. The same forged DNS
+/// question and SYNs as above are the attacker's: the audits name it and say how they
+/// know, and the rule's `block` stops the attacker, never the neighbour it impersonated.
+#[tokio::test]
+async fn a_packet_is_placed_by_the_veth_it_came_in_on_so_the_forger_is_the_one_blocked() {
+    let _engine = ENGINE.lock().await;
+    let engine = Engine::start();
+    let _cleanup = engine.fresh(IMAGE, &[VICTIM, ATTACKER], &[NETWORK]);
+    create_network(&engine);
+    // The monitor starts first: the containers' veths appear after it, and are watched.
+    let monitor = MonitorProcess::start(
+        &engine,
+        &format!(
+            "[[rules]]\nname = \"busybox\"\nscope = {{ images = [\"{IMAGE}\"] }}\n\
+             dns = {{ effect = \"block\" }}\nport_scan = {{ effect = \"block\" }}\n"
+        ),
+        "learning = \"1h\"\nscan_every = \"500ms\"\ninterfaces = [\"veth*\"]\n\
+         port_scan_ports = 5\nport_scan_hosts = 5\nport_scan_window = \"10s\"",
+    );
+    monitor.wait_for_stderr("monitoring (capture on");
+    let victim = run_on_network(&engine, VICTIM);
+    let attacker = run_on_network(&engine, ATTACKER);
+    engine.wait_until_running(&victim, Duration::from_secs(10));
+    engine.wait_until_running(&attacker, Duration::from_secs(10));
+    let victim_ip = engine.docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
+        &victim,
+    ]);
+    let attacker_pid = engine.docker(&["inspect", "-f", "{{.State.Pid}}", &attacker]);
+
+    let attacker_said = format!("container {ATTACKER} ({IMAGE})");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let audits = loop {
+        let sent = std::process::Command::new("nsenter")
+            .arg(format!("--net=/proc/{attacker_pid}/ns/net"))
+            .args(["python3", "-c", SPOOF, &victim_ip, GATEWAY])
+            .output()
+            .expect("nsenter and python3 (tests/run installs python3)");
+        // Once blocked, the attacker's namespace is gone with it.
+        if !sent.status.success() && !engine.state(&attacker).running {
+            break monitor.output("stdout");
+        }
+        assert!(sent.status.success(), "the spoofer failed: {sent:?}");
+        std::thread::sleep(Duration::from_secs(1));
+        let audits = monitor.output("stdout");
+        if audits
+            .lines()
+            .any(|l| l.contains("DNS") && l.contains(&attacker_said))
+            && !engine.state(&attacker).running
+        {
+            break audits;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attacker was not blocked on a DNS audit naming it within 30 s\nstdout:\n{audits}\nstderr:\n{}",
+            monitor.output("stderr")
+        );
+    };
+    eprintln!("{audits}");
+    assert!(
+        !audits.contains(&format!("container {VICTIM} ")),
+        "an audit names the container whose address was forged:\n{audits}"
+    );
+    let dns = audits
+        .lines()
+        .find(|l| l.contains("DNS") && l.contains(&attacker_said))
+        .unwrap_or_else(|| panic!("no DNS audit naming {ATTACKER}:\n{audits}"));
+    assert!(
+        dns.contains("attributed by network namespace: the packet came in on veth")
+            && !dns.contains("alerted only"),
+        "{dns}"
+    );
+    assert!(
+        engine.state(&victim).running,
+        "the impersonated container was stopped:\n{audits}"
+    );
+    assert!(!engine.state(&attacker).running, "{audits}");
+    // The attacker's veth went with it: a watched interface's end is no gap.
+    std::thread::sleep(Duration::from_secs(1));
+    let stderr = monitor.output("stderr");
+    assert!(!stderr.contains("capture:veth"), "{stderr}");
 }

@@ -147,6 +147,9 @@ pub enum Evidence {
     /// can forge. Judged by the rules and the feed; never learned into a model (a
     /// neighbour could teach a victim's model its own destinations), nor judged by one.
     Packet,
+    /// A captured packet that came in on the container's own veth, so was sent from its
+    /// network namespace: the kernel's word. Learned and judged like a process's.
+    Namespace,
 }
 
 /// Entries a model may hold, all lists together, unless configured otherwise.
@@ -571,7 +574,7 @@ mod tests;
 /// The policy's view of a runtime event; `None` for events it does not judge (exits,
 /// gaps).
 pub fn observe(event: &crate::monitor::event::Event) -> Option<Observation<'_>> {
-    use crate::monitor::event::{EventKind, Proto as P, RawFamily};
+    use crate::monitor::event::{AttributedBy, EventKind, Proto as P, RawFamily};
     let proto = |p: P| match p {
         P::Tcp => Proto::Tcp,
         P::Udp => Proto::Udp,
@@ -621,6 +624,11 @@ pub fn observe(event: &crate::monitor::event::Event) -> Option<Observation<'_>> 
     };
     let container = event.container.as_deref();
     let evidence = match event.kind {
+        EventKind::DnsQuery(_) | EventKind::Syn(_)
+            if event.attributed_by == Some(AttributedBy::Namespace) =>
+        {
+            Evidence::Namespace
+        }
         EventKind::DnsQuery(_) | EventKind::Syn(_) => Evidence::Packet,
         _ => Evidence::Process,
     };

@@ -40,7 +40,7 @@ use super::webhook::{Webhook, WebhookSettings};
 use super::{Area, Effect, Engine, Knowledge, Verdict};
 use crate::config::Config;
 use crate::monitor::docker::DockerClient;
-use crate::monitor::event::{Event, EventKind, short_id};
+use crate::monitor::event::{AttributedBy, Event, EventKind, short_id};
 use crate::monitor::input::EventReader;
 use crate::monitor::proc_connector::ProcessConfig;
 use crate::monitor::{Monitor, MonitorConfig};
@@ -69,7 +69,8 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "DURATION")]
     pub learning: Option<String>,
     /// Capture DNS queries and SYNs on this interface (repeat for several), instead of
-    /// monitor.interfaces.
+    /// monitor.interfaces. A pattern ('veth*') captures every matching interface as it
+    /// appears; on a container's veth, packets are placed by the namespace that sent them.
     #[arg(long = "interface", short = 'i', value_name = "IF")]
     pub interfaces: Vec<String>,
     /// Use these feeds (known-bad domains and IPs, app knowledge) instead of the applied
@@ -449,7 +450,22 @@ impl Runner {
 
     /// Carries out the verdict's effect; what was done, in words for the audit.
     async fn act(&self, v: &Verdict, event: &Event) -> String {
+        let done = self.carry_out(v, event).await;
+        match &event.entered {
+            Some(entered) if event.attributed_by == Some(AttributedBy::Namespace) => format!(
+                "{done} (attributed by network namespace: the packet came in on {}, the \
+                 container's own veth)",
+                entered.interface
+            ),
+            _ => done,
+        }
+    }
+
+    async fn carry_out(&self, v: &Verdict, event: &Event) -> String {
+        // Packets placed by their source address only; one that came in on the
+        // container's own veth is the container's, as surely as a process is.
         let packet = match &event.kind {
+            _ if event.attributed_by == Some(AttributedBy::Namespace) => None,
             EventKind::DnsQuery(_) => Some("a DNS query"),
             EventKind::Syn(_) => Some("a TCP SYN"),
             _ => None,

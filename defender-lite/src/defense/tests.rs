@@ -340,3 +340,23 @@ fn packet_evidence_is_never_learned_into_a_model() {
         None
     );
 }
+
+#[test]
+fn namespace_evidence_is_learned_and_judged_by_the_model() {
+    let mut e = engine("", Knowledge::default(), None);
+    let dns = |ts, name| Observation {
+        evidence: Evidence::Namespace,
+        ..obs(ts, "web:1", What::Dns { name })
+    };
+    // While learning: a DNS name from a packet that came in on the container's own veth.
+    assert_eq!(e.evaluate(&dns(S, "api.example")).unwrap(), None);
+    let m = e.models().find(|m| m.image == "web:1").unwrap();
+    assert_eq!(m.dns.len(), 1, "{m:?}");
+    // Once enforced: the learned name passes, another is a violation of the model.
+    assert_eq!(e.evaluate(&dns(100 * S, "api.example")).unwrap(), None);
+    let v = e
+        .evaluate(&dns(101 * S, "other.example"))
+        .unwrap()
+        .expect("a name the model does not hold");
+    assert_eq!(v.area, Area::Dns, "{v:?}");
+}

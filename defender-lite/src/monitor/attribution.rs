@@ -1,8 +1,10 @@
 //! Which container an event belongs to. Events that name a process (exec, exit, listen,
 //! connect, raw_socket): pid -> container id from `/proc/<pid>/cgroup`, then id -> name,
 //! image and labels from the Docker Engine API (`docker.rs`). Captured packets (dns_query,
-//! syn) carry no pid: their source address -> container from the addresses the engine
-//! lists for its running containers.
+//! syn) carry no pid: one that came in on a container's veth -> the namespace the veth
+//! leads to -> the container whose main process is in it (`netns.rs`); any other -> its
+//! source address -> container from the addresses the engine lists for its running
+//! containers. Each attributed event says which way (`attributed_by`).
 //!
 //! The cgroup path names the container in every common layout: cgroup v1
 //! (`/docker/<id>`), v2 with the systemd driver (`/system.slice/docker-<id>.scope`),
@@ -33,7 +35,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::docker::{DockerClient, DockerError, RunningContainer};
-use super::event::{Container, Event, EventKind, Gap, Source};
+use super::event::{AttributedBy, Container, Entered, Event, EventKind, Gap, Source};
+use super::netns::Rtnl;
 
 /// An unknown source address fetches the container list again at most this often.
 const ADDRESSES_MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -129,6 +132,27 @@ pub struct Attributor {
     /// The engine failed and that was reported; cleared when it answers again.
     engine_failing: bool,
     gap: Option<Event>,
+    by_namespace: Namespaces,
+}
+
+/// Packets that came in on a container's veth -> the container, by network namespace:
+/// the veth's peer namespace id (the kernel's), and each running container's main pid's
+/// namespace id. Rebuilt with the address map (the same list, the same ages).
+#[derive(Default)]
+struct Namespaces {
+    rtnl: Option<Rtnl>,
+    /// Opening the netlink socket failed once: reported, not retried.
+    rtnl_failed: bool,
+    /// The running containers of the last list.
+    listed: Vec<Arc<Container>>,
+    /// Container id -> its main process, from the engine (checked against the process's
+    /// cgroup before use).
+    pids: HashMap<String, u32>,
+    /// Namespace id -> the container in it; `None` when two claim it (a shared network
+    /// namespace: no one container sent the packet).
+    by_nsid: HashMap<i32, Option<Arc<Container>>>,
+    /// Interface index -> container (or none) for this list.
+    by_link: HashMap<u32, Option<Arc<Container>>>,
 }
 
 /// Source address -> container, from the engine's list of running containers. `None`
@@ -154,6 +178,7 @@ impl Attributor {
             retry_after: Duration::from_secs(30),
             engine_failing: false,
             gap: None,
+            by_namespace: Namespaces::default(),
         }
     }
 
@@ -170,7 +195,15 @@ impl Attributor {
             _ => None,
         };
         if let Some(src) = src {
+            if let Some(entered) = event.entered.clone()
+                && let Some(c) = self.container_entered(&entered).await
+            {
+                event.container = Some(c);
+                event.attributed_by = Some(AttributedBy::Namespace);
+                return;
+            }
             event.container = self.container_at(src).await;
+            event.attributed_by = event.container.as_ref().map(|_| AttributedBy::Address);
             return;
         }
         let Some(pid) = event.pid() else {
@@ -181,6 +214,7 @@ impl Attributor {
             self.by_pid.remove(&pid);
         }
         event.container = self.container_of(pid).await;
+        event.attributed_by = event.container.as_ref().map(|_| AttributedBy::Cgroup);
         if matches!(event.kind, EventKind::Exit(_)) {
             self.by_pid.remove(&pid);
         }
@@ -254,9 +288,11 @@ impl Attributor {
         // Containers that are gone need no details any more.
         self.by_id
             .retain(|id, _| running.iter().any(|c| &c.id == id));
-        for listed in running {
-            let container = self.share(&listed, now);
-            for addr in listed.addresses {
+        let mut listed = Vec::with_capacity(running.len());
+        for one in running {
+            let container = self.share(&one, now);
+            listed.push(container.clone());
+            for addr in one.addresses {
                 match map.entry(addr.to_canonical()) {
                     Entry::Vacant(v) => {
                         v.insert(Some(container.clone()));
@@ -272,7 +308,157 @@ impl Attributor {
         }
         self.by_addr.map = map;
         self.by_addr.fetched = Some(now);
+        let ns = &mut self.by_namespace;
+        ns.listed = listed;
+        ns.pids
+            .retain(|id, _| ns.listed.iter().any(|c| &c.id == id));
+        ns.by_nsid.clear();
+        ns.by_link.clear();
         true
+    }
+
+    /// The container at the other end of the veth a packet came in on: the one whose
+    /// network namespace the kernel says the veth leads to. `None` when the interface is
+    /// no veth (or was replaced since the capture opened), or its namespace is no one
+    /// container's; the caller then falls back to the source address.
+    async fn container_entered(&mut self, entered: &Entered) -> Option<Arc<Container>> {
+        self.docker.as_ref()?;
+        let fresh = self
+            .by_addr
+            .fetched
+            .is_some_and(|t| t.elapsed() < ADDRESSES_MAX_AGE);
+        let may_fetch = self
+            .by_addr
+            .tried
+            .is_none_or(|t| t.elapsed() >= ADDRESSES_MIN_INTERVAL);
+        if let Some(known) = self.by_namespace.by_link.get(&entered.index)
+            && (fresh || !may_fetch)
+        {
+            return known.clone();
+        }
+        if may_fetch && (!fresh || !self.by_namespace.by_link.contains_key(&entered.index)) {
+            self.fetch_addresses().await;
+        }
+        let link = match self.rtnl()?.link(&entered.interface) {
+            Ok(link) => link,
+            Err(e) => {
+                self.netlink_failed(&e);
+                return None;
+            }
+        };
+        let found = match link {
+            Some(link) if link.index == entered.index => match link.veth_peer_nsid {
+                Some(nsid) => {
+                    if !self.by_namespace.by_nsid.contains_key(&nsid) {
+                        self.map_namespaces().await;
+                    }
+                    self.by_namespace.by_nsid.get(&nsid).cloned().flatten()
+                }
+                None => None,
+            },
+            _ => None,
+        };
+        self.by_namespace
+            .by_link
+            .insert(entered.index, found.clone());
+        found
+    }
+
+    /// Namespace id -> container for every listed container: its main pid from the
+    /// engine (asked once per container), that pid's namespace id from the kernel, and the
+    /// pid's cgroup checked to still name the container (a pid reused by another
+    /// process is not the container's).
+    async fn map_namespaces(&mut self) {
+        let listed = self.by_namespace.listed.clone();
+        let mut by_nsid: HashMap<i32, Option<Arc<Container>>> = HashMap::new();
+        for c in listed {
+            let pid = match self.by_namespace.pids.get(&c.id) {
+                Some(pid) => *pid,
+                None => {
+                    let Some(docker) = &self.docker else {
+                        return;
+                    };
+                    match docker.inspect(&c.id).await {
+                        Ok(info) if info.running && info.pid > 0 => {
+                            self.by_namespace.pids.insert(c.id.clone(), info.pid);
+                            info.pid
+                        }
+                        Ok(_) => continue,
+                        // Gone since the list: nothing to map.
+                        Err(DockerError::Status { status, .. }) if status.as_u16() == 404 => {
+                            continue;
+                        }
+                        Err(e) => {
+                            self.engine_failed(
+                                &e,
+                                "packets are placed by their source address, not the namespace they came from",
+                            );
+                            return;
+                        }
+                    }
+                }
+            };
+            let nsid = match self.rtnl() {
+                Some(rtnl) => rtnl.nsid_of_pid(pid),
+                None => return,
+            };
+            let still_it = fs::read_to_string(self.proc.join(pid.to_string()).join("cgroup"))
+                .ok()
+                .and_then(|t| container_from_cgroup(&t))
+                .is_some_and(|cg| cg.id == c.id);
+            if !still_it {
+                self.by_namespace.pids.remove(&c.id);
+                continue;
+            }
+            match nsid {
+                // In the host's namespace (`--network host`): no veth leads there.
+                Ok(None) => {}
+                Ok(Some(nsid)) => match by_nsid.entry(nsid) {
+                    Entry::Vacant(v) => {
+                        v.insert(Some(c));
+                    }
+                    Entry::Occupied(mut o) => {
+                        if o.get().as_ref().is_some_and(|o| o.id != c.id) {
+                            o.insert(None);
+                        }
+                    }
+                },
+                Err(e) => {
+                    self.netlink_failed(&e);
+                    return;
+                }
+            }
+        }
+        self.by_namespace.by_nsid = by_nsid;
+    }
+
+    /// The netlink socket, opened on first use; `None` (reported once) if it cannot be.
+    fn rtnl(&mut self) -> Option<&mut Rtnl> {
+        if self.by_namespace.rtnl.is_none() && !self.by_namespace.rtnl_failed {
+            match Rtnl::open() {
+                Ok(r) => self.by_namespace.rtnl = Some(r),
+                Err(e) => {
+                    self.by_namespace.rtnl_failed = true;
+                    self.netlink_failed(&e);
+                }
+            }
+        }
+        self.by_namespace.rtnl.as_mut()
+    }
+
+    fn netlink_failed(&mut self, err: &std::io::Error) {
+        if self.gap.is_none() {
+            self.gap = Some(Event::now(
+                Source::Agent,
+                EventKind::Gap(Gap {
+                    what: "attribution".to_string(),
+                    reason: format!(
+                        "asking the kernel which namespace a veth leads to: {err}: packets are placed by their source address"
+                    ),
+                    lost: None,
+                }),
+            ));
+        }
     }
 
     /// The shared details of a listed container: the cached ones if the engine still

@@ -1,5 +1,12 @@
 //! DNS questions and TCP connection attempts from packet capture (libpcap, through the
-//! `pcap` crate), on the interfaces the operator names (`docker0`, veths, `lo`...).
+//! `pcap` crate), on the interfaces the operator names (`docker0`, veths, `lo`...), or
+//! every interface matching a pattern (`veth*`), watched as containers come and go
+//! ([`Watch`]: one thread, one `poll(2)` over all of them).
+//!
+//! On a veth whose other end is in another network namespace the capture takes only what
+//! comes in, and each event carries the veth ([`Event::entered`]): a packet the host
+//! receives there was sent from that namespace, which attribution turns into the
+//! container, whatever source address the packet claims.
 //!
 //! The kernel filter keeps only DNS (UDP and TCP port 53) and SYNs without ACK, so the
 //! capture costs nothing for the rest of the traffic. Each interface runs its own
@@ -13,16 +20,20 @@
 //! full DNS library: only the header and the first question are needed, and a parser
 //! that refuses unknown query types would let an odd type slip past unseen.
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-use pcap::{Active, Capture, Linktype};
+use pcap::{Active, Capture, Direction, Linktype};
 use rustix::event::{PollFd, PollFlags, Timespec};
 
 use super::Sink;
-use super::event::{DnsQuery, Event, EventKind, Gap, Proto, Source, Syn};
+use super::event::{DnsQuery, Entered, Event, EventKind, Gap, Proto, Source, Syn};
+use super::netns::Rtnl;
 
 /// Kernel (BPF) filter: DNS either way, and SYN-only TCP segments for IPv4 and IPv6
 /// (for IPv6 the TCP flags byte is read at its offset behind a fixed header).
@@ -45,6 +56,13 @@ pub struct InterfaceCapture {
     interface: String,
     capture: Capture<Active>,
     linktype: Linktype,
+    /// A host-side veth with its peer in another namespace: the capture sees only what
+    /// comes in on it, and each event says so.
+    entered: Option<Arc<Entered>>,
+    /// Opened because its name matched a pattern: its end when it goes away is normal.
+    watched: bool,
+    /// The interface's index when opened.
+    index: Option<u32>,
 }
 
 /// How often a quiet capture looks at the stop flag.
@@ -75,56 +93,92 @@ impl InterfaceCapture {
                 message: e.to_string(),
             })?;
         let linktype = capture.get_datalink();
+        // On a veth whose other end is in another namespace, only what comes in: a packet
+        // the host receives there was sent from that namespace, and only from it. (What
+        // the bridge sends to the container goes out here, and is seen on the sender's.)
+        let entered = match Rtnl::open().and_then(|mut r| r.link(interface)) {
+            Ok(Some(link)) if link.veth_peer_nsid.is_some() => {
+                capture
+                    .direction(Direction::In)
+                    .map_err(|e| CaptureError::Open {
+                        interface: interface.to_string(),
+                        message: format!("capturing only what comes in: {e}"),
+                    })?;
+                Some(Arc::new(Entered {
+                    interface: interface.to_string(),
+                    index: link.index,
+                }))
+            }
+            _ => None,
+        };
         Ok(InterfaceCapture {
             interface: interface.to_string(),
             capture,
             linktype,
+            entered,
+            watched: false,
+            index: interface_index(interface),
         })
+    }
+
+    /// Marks a capture opened for a name that matched a pattern: when its interface goes
+    /// away (the container stopped), the capture ends without a gap.
+    pub fn watched(mut self) -> Self {
+        self.watched = true;
+        self
+    }
+
+    /// The interface a packet this capture sees came in on, if it is a veth to another
+    /// namespace (see [`Event::entered`]).
+    pub fn entered(&self) -> Option<&Arc<Entered>> {
+        self.entered.as_ref()
     }
 
     /// Reads packets until `stop` is set or the sink closes. Blocking.
     pub fn run(mut self, sink: &Sink, stop: &Arc<AtomicBool>) {
-        let interface: Arc<str> = Arc::from(self.interface.as_str());
-        let timeout = Timespec {
-            tv_sec: 0,
-            tv_nsec: POLL_TIMEOUT_NS,
-        };
-        'outer: while !stop.load(Ordering::Relaxed) {
+        let timeout = poll_timeout();
+        while !stop.load(Ordering::Relaxed) {
             let mut fds = [PollFd::new(&self.capture, PollFlags::IN)];
             match rustix::event::poll(&mut fds, Some(&timeout)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}
                 Err(e) => {
-                    sink.send(capture_gap(
-                        &self.interface,
-                        format!("capture stopped: poll: {e}"),
-                        None,
-                    ));
+                    self.stopped(sink, format!("capture stopped: poll: {e}"));
                     return;
                 }
             }
-            // Drain what is buffered; "timeout" is the non-blocking handle's "no more".
-            loop {
-                match self.capture.next_packet() {
-                    Ok(packet) => {
-                        if let Some(kind) = parse_packet(self.linktype, packet.data, &interface)
-                            && !sink.send(Event::now(Source::Capture, kind))
-                        {
-                            return;
-                        }
-                    }
-                    Err(pcap::Error::TimeoutExpired) => continue 'outer,
-                    Err(e) => {
-                        sink.send(capture_gap(
-                            &self.interface,
-                            format!("capture stopped: {e}"),
-                            None,
-                        ));
-                        return;
-                    }
+            match self.drain(sink) {
+                Drained::All => {}
+                Drained::SinkClosed => return,
+                Drained::Failed(reason) => {
+                    self.stopped(sink, reason);
+                    return;
                 }
             }
         }
-        // Drops counted by the kernel are reported once, at the end, as a gap.
+        self.report_drops(sink);
+    }
+
+    /// Sends what is buffered. "Timeout" is the non-blocking handle's "no more".
+    fn drain(&mut self, sink: &Sink) -> Drained {
+        loop {
+            match self.capture.next_packet() {
+                Ok(packet) => {
+                    if let Some(kind) = parse_packet(self.linktype, packet.data, &self.interface) {
+                        let mut event = Event::now(Source::Capture, kind);
+                        event.entered = self.entered.clone();
+                        if !sink.send(event) {
+                            return Drained::SinkClosed;
+                        }
+                    }
+                }
+                Err(pcap::Error::TimeoutExpired) => return Drained::All,
+                Err(e) => return Drained::Failed(format!("capture stopped: {e}")),
+            }
+        }
+    }
+
+    /// Drops counted by the kernel are reported once, at the end, as a gap.
+    fn report_drops(&mut self, sink: &Sink) {
         if let Ok(stats) = self.capture.stats()
             && stats.dropped > 0
         {
@@ -133,6 +187,203 @@ impl InterfaceCapture {
                 "packets dropped by the kernel (capture buffer full)".into(),
                 Some(stats.dropped.into()),
             ));
+        }
+    }
+
+    /// The capture failed: a gap, unless it was a watched interface that is gone (or
+    /// replaced by another of the same name).
+    fn stopped(&mut self, sink: &Sink, reason: String) {
+        if !(self.watched && interface_index(&self.interface) != self.index) {
+            sink.send(capture_gap(&self.interface, reason, None));
+        }
+        self.report_drops(sink);
+    }
+}
+
+enum Drained {
+    All,
+    SinkClosed,
+    Failed(String),
+}
+
+fn poll_timeout() -> Timespec {
+    Timespec {
+        tv_sec: 0,
+        tv_nsec: POLL_TIMEOUT_NS,
+    }
+}
+
+/// The interface's index in the host's namespace, if it exists.
+fn interface_index(name: &str) -> Option<u32> {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// How often the watch looks for new interfaces matching its patterns.
+const WATCH_EVERY: Duration = Duration::from_millis(200);
+
+/// Captures on every interface whose name matches a pattern (`veth*`): opened as
+/// interfaces appear, ended as they go, all on one thread waiting in one `poll(2)`, so a
+/// host with hundreds of containers costs one thread, not hundreds.
+pub struct Watch {
+    patterns: Vec<glob::Pattern>,
+    /// Named in the configuration: captured on their own threads already.
+    named: Vec<String>,
+    open: Vec<InterfaceCapture>,
+    /// (name, index) that could not be opened, reported once each, tried again after
+    /// [`RETRY_FAILED`].
+    failed: HashMap<(String, u32), Instant>,
+    /// (name, index) -> when first seen not ready (down, or a veth whose peer has not
+    /// left the host's namespace yet).
+    pending: HashMap<(String, u32), Instant>,
+    rtnl: Option<Rtnl>,
+    scanned: Option<Instant>,
+}
+
+/// A new veth's peer is moved into the container's namespace a moment after the pair is
+/// made; one whose peer is still here after this long is a veth within the host, and is
+/// captured as any interface is.
+const PEER_MOVE_WAIT: Duration = Duration::from_secs(3);
+/// An interface whose capture could not be opened is tried again this often.
+const RETRY_FAILED: Duration = Duration::from_secs(10);
+
+impl Watch {
+    pub fn new(patterns: Vec<glob::Pattern>, named: Vec<String>) -> Watch {
+        Watch {
+            patterns,
+            named,
+            open: Vec::new(),
+            failed: HashMap::new(),
+            pending: HashMap::new(),
+            rtnl: None,
+            scanned: None,
+        }
+    }
+
+    /// Opens a capture on each matching interface not captured yet.
+    pub fn pass(&mut self, sink: &Sink) {
+        self.scanned = Some(Instant::now());
+        let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+            return;
+        };
+        let mut present = HashSet::new();
+        for entry in dir.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if self.named.contains(&name) || !self.patterns.iter().any(|p| p.matches(&name)) {
+                continue;
+            }
+            let Some(index) = interface_index(&name) else {
+                continue;
+            };
+            present.insert((name.clone(), index));
+            let known = self
+                .open
+                .iter()
+                .any(|c| c.interface == name && c.index == Some(index));
+            let key = (name.clone(), index);
+            let failed = self.failed.get(&key).copied();
+            if known || failed.is_some_and(|t| t.elapsed() < RETRY_FAILED) || !self.ready(&key) {
+                continue;
+            }
+            match InterfaceCapture::open(&name) {
+                Ok(capture) => {
+                    self.failed.remove(&key);
+                    self.open.push(capture.watched());
+                }
+                // Gone between the listing and the open: nothing to say.
+                Err(_) if interface_index(&name) != Some(index) => {}
+                Err(e) => {
+                    if failed.is_none() {
+                        sink.send(capture_gap(&name, e.to_string(), None));
+                    }
+                    self.failed.insert(key, Instant::now());
+                }
+            }
+        }
+        self.failed.retain(|f, _| present.contains(f));
+        self.pending.retain(|p, _| present.contains(p));
+    }
+
+    /// Whether the interface can be captured now: up, and if a veth, with its peer in
+    /// another namespace (or still here after [`PEER_MOVE_WAIT`]). Opened earlier, a
+    /// container's veth would be captured both ways and its packets placed by address.
+    fn ready(&mut self, key: &(String, u32)) -> bool {
+        if self.rtnl.is_none() {
+            self.rtnl = Rtnl::open().ok();
+        }
+        let Some(rtnl) = self.rtnl.as_mut() else {
+            return true; // no netlink: open it and let the capture say what fails
+        };
+        let link = match rtnl.link(&key.0) {
+            Ok(Some(link)) if link.index == key.1 => link,
+            Ok(_) => return false, // gone or replaced since the listing
+            Err(_) => return true,
+        };
+        let first_seen = *self.pending.entry(key.clone()).or_insert_with(Instant::now);
+        let ready = link.up
+            && (!link.veth
+                || link.veth_peer_nsid.is_some()
+                || first_seen.elapsed() >= PEER_MOVE_WAIT);
+        if ready {
+            self.pending.remove(key);
+        }
+        ready
+    }
+
+    /// Reads every watched capture, and looks for new interfaces, until `stop` is set or
+    /// the sink closes. Blocking.
+    pub fn run(mut self, sink: &Sink, stop: &Arc<AtomicBool>) {
+        let timeout = poll_timeout();
+        while !stop.load(Ordering::Relaxed) {
+            if self.scanned.is_none_or(|t| t.elapsed() >= WATCH_EVERY) {
+                self.pass(sink);
+            }
+            if self.open.is_empty() {
+                std::thread::sleep(WATCH_EVERY);
+                continue;
+            }
+            let ready: Vec<bool> = {
+                let mut fds: Vec<PollFd> = self
+                    .open
+                    .iter()
+                    .map(|c| PollFd::new(&c.capture, PollFlags::IN))
+                    .collect();
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => {
+                        sink.send(capture_gap(
+                            "watch",
+                            format!("capture stopped: poll: {e}"),
+                            None,
+                        ));
+                        return;
+                    }
+                }
+                fds.iter().map(|f| !f.revents().is_empty()).collect()
+            };
+            let mut failed = Vec::new();
+            for (i, ready) in ready.into_iter().enumerate() {
+                if !ready {
+                    continue;
+                }
+                match self.open[i].drain(sink) {
+                    Drained::All => {}
+                    Drained::SinkClosed => return,
+                    Drained::Failed(reason) => failed.push((i, reason)),
+                }
+            }
+            for (i, reason) in failed.into_iter().rev() {
+                let mut gone = self.open.remove(i);
+                gone.stopped(sink, reason);
+            }
+        }
+        for c in &mut self.open {
+            c.report_drops(sink);
         }
     }
 }

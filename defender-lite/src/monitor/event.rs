@@ -37,6 +37,36 @@ pub struct Event {
     /// (yet) attributed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Arc<Container>>,
+    /// How `container` was found, once the agent attributed the event (never read from
+    /// `--events`: a recording's word on it is not evidence).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attributed_by: Option<AttributedBy>,
+    /// The host-side veth a captured packet came in on, from a capture that sees only
+    /// what enters the host there: so the packet was sent from the namespace at the
+    /// veth's other end. Set by the capture alone; never serialized, never read.
+    #[serde(skip)]
+    pub entered: Option<Arc<Entered>>,
+}
+
+/// How an event's container was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributedBy {
+    /// The process's cgroup, read from `/proc` (the event names a process).
+    Cgroup,
+    /// The network namespace a captured packet was sent from (it came in on the
+    /// container's veth): the kernel's word, which no other container can forge.
+    Namespace,
+    /// A captured packet's source address, which any container with NET_RAW can forge.
+    Address,
+}
+
+/// The interface a captured packet entered the host on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entered {
+    pub interface: String,
+    /// Its index when the capture opened: a later interface of the same name is another.
+    pub index: u32,
 }
 
 impl Event {
@@ -47,6 +77,8 @@ impl Event {
             source,
             kind,
             container: None,
+            attributed_by: None,
+            entered: None,
         }
     }
 
@@ -188,6 +220,8 @@ impl Wire {
             source: self.source,
             kind,
             container: self.container,
+            attributed_by: None,
+            entered: None,
         })
     }
 }

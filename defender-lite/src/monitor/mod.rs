@@ -24,6 +24,7 @@ pub mod command;
 pub mod docker;
 pub mod event;
 pub mod input;
+pub mod netns;
 pub mod proc_connector;
 pub mod processes;
 pub mod procfs;
@@ -46,7 +47,9 @@ use procfs::SocketScanner;
 /// What to watch.
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
-    /// Interfaces to capture DNS and SYNs on; none means no capture.
+    /// Interfaces to capture DNS and SYNs on; none means no capture. A name with `*`,
+    /// `?` or `[` is a pattern (`veth*`): every interface matching it, now or later, is
+    /// captured while it exists.
     pub interfaces: Vec<String>,
     /// Process exec/exit; `None` leaves processes out.
     pub processes: Option<ProcessConfig>,
@@ -80,6 +83,8 @@ pub enum StartError {
     Capture(#[from] CaptureError),
     #[error("starting a source thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("interface pattern {pattern:?}: {message}")]
+    Pattern { pattern: String, message: String },
 }
 
 /// The sending end every source uses. `send` returns false once the consumer is gone,
@@ -114,8 +119,20 @@ impl Monitor {
         let sink = Sink { tx };
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        let captures = config
+        let (patterns, names): (Vec<&String>, Vec<&String>) = config
             .interfaces
+            .iter()
+            .partition(|i| i.contains(['*', '?', '[']));
+        let patterns = patterns
+            .into_iter()
+            .map(|p| {
+                glob::Pattern::new(p).map_err(|e| StartError::Pattern {
+                    pattern: p.clone(),
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let captures = names
             .iter()
             .map(|i| InterfaceCapture::open(i))
             .collect::<Result<Vec<_>, _>>()?;
@@ -125,11 +142,22 @@ impl Monitor {
                 .spawn(f)
                 .map_err(StartError::Thread)
         };
-        for (capture, interface) in captures.into_iter().zip(&config.interfaces) {
+        for (capture, interface) in captures.into_iter().zip(&names) {
             let (sink, stop) = (sink.clone(), stop.clone());
             threads.push(spawn(
                 &format!("capture-{interface}"),
                 Box::new(move || capture.run(&sink, &stop)),
+            )?);
+        }
+        if !patterns.is_empty() {
+            let (sink, stop) = (sink.clone(), stop.clone());
+            let named: Vec<String> = names.into_iter().cloned().collect();
+            // The first pass opens what exists now before `start` returns.
+            let mut watch = capture::Watch::new(patterns, named);
+            watch.pass(&sink);
+            threads.push(spawn(
+                "capture-watch",
+                Box::new(move || watch.run(&sink, &stop)),
             )?);
         }
         if let Some(processes) = &config.processes {
