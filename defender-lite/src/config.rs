@@ -131,6 +131,13 @@ pub struct MonitorSettings {
     pub port_scan_window: HumanDuration,
     /// The Docker Engine API socket: container names and images, and `block`.
     pub docker_socket: PathBuf,
+    /// The wait before an image whose apps could not be read (its process was gone, its
+    /// filesystem refused) is read again, on its next event; doubled after each failure,
+    /// up to an hour.
+    pub app_read_retry: HumanDuration,
+    /// The most files and directories indexed when a container's filesystem is read for
+    /// its apps; a filesystem with more is not read (a failure, tried again later).
+    pub app_read_max_entries: usize,
 }
 
 impl Default for MonitorSettings {
@@ -149,6 +156,8 @@ impl Default for MonitorSettings {
             port_scan_hosts: 25,
             port_scan_window: HumanDuration::secs(5),
             docker_socket: PathBuf::from(crate::monitor::docker::DEFAULT_SOCKET),
+            app_read_retry: HumanDuration::secs(30),
+            app_read_max_entries: 1_000_000,
         }
     }
 }

@@ -25,6 +25,12 @@ const STOPPED: &str = "defender-lite-test-stopped";
 const KILLED: &str = "defender-lite-test-killed";
 const WATCHED: &str = "defender-lite-test-watched";
 
+const APPS_BASE: &str = "defender-lite-test/busybox:apps-base";
+/// The busybox image with 3,000 more files (`docker commit` of a container that made them).
+const APPS_MANY: &str = "defender-lite-test/busybox:apps-many";
+const APPS_MAKER: &str = "defender-lite-test-apps-maker";
+const APPS: &str = "defender-lite-test-apps";
+
 /// One test at a time talks to the engine: one of them restarts it.
 static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -243,4 +249,94 @@ fn run_restart_always(engine: &Engine, name: &str) -> String {
     ]);
     engine.wait_until_running(&id, Duration::from_secs(10));
     id
+}
+
+/// Issue 13 item 6: the first sight of an image never stalls judging, and a failed read of
+/// its apps is tried again. A container whose filesystem has more entries than the agent
+/// indexes (`app_read_max_entries`, here 2,000: the image has 3,000 extra files) cannot be
+/// read: its exec is judged all the same (a rule denies busybox: an audit names it), the
+/// failure is said with the wait, and once the files are gone the image's next event, after
+/// the wait (`app_read_retry`, here 1 s), reads it.
+#[tokio::test]
+async fn an_image_that_cannot_be_read_is_judged_meanwhile_and_read_again_later() {
+    let _engine = ENGINE.lock().await;
+    let engine = Engine::start();
+    let _cleanup = engine.fresh(APPS_BASE, &[APPS_MAKER, APPS], &[]);
+    let _made = engine.made_image(APPS_MANY);
+    // Made before the monitor starts: it never sees the maker.
+    engine.docker(&[
+        "run",
+        "--name",
+        APPS_MAKER,
+        APPS_BASE,
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox mkdir /many && cd /many && /bin/busybox seq 3000 | /bin/busybox xargs /bin/busybox touch",
+    ]);
+    engine.docker(&["commit", APPS_MAKER, APPS_MANY]);
+    engine.docker(&["rm", APPS_MAKER]);
+
+    let monitor = MonitorProcess::start(
+        &engine,
+        &format!(
+            "[[rules]]\nname = \"apps\"\nscope = {{ images = [\"{APPS_MANY}\"] }}\n\
+             processes = {{ effect = \"alert\", deny = [\"*/busybox\"] }}\n"
+        ),
+        "learning = \"1h\"\nscan_every = \"500ms\"\napp_read_retry = \"1s\"\n\
+         app_read_max_entries = 2000",
+    );
+    monitor.wait_for_stderr("learning period");
+    let id = engine.docker(&[
+        "run",
+        "-d",
+        "--name",
+        APPS,
+        APPS_MANY,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ]);
+    engine.wait_until_running(&id, Duration::from_secs(10));
+
+    let failed = format!("error: app knowledge for {APPS_MANY}: opening /proc/");
+    let judged = format!("container {APPS} ({APPS_MANY})");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (stdout, stderr) = (monitor.output("stdout"), monitor.output("stderr"));
+        if stderr.contains(&failed) && stdout.contains(&judged) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed read and no audit within 30 s\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stderr = monitor.output("stderr");
+    assert!(
+        stderr.contains("more than 2000 entries")
+            && stderr.contains("tried again on an event after 1s"),
+        "{stderr}"
+    );
+    let audits = monitor.output("stdout");
+    assert!(
+        audits.contains("processes [apps]") && audits.contains("/bin/busybox"),
+        "{audits}"
+    );
+
+    // Fewer files now; the next event of the image, once the wait is over, reads it.
+    engine.docker(&["exec", APPS, "/bin/busybox", "rm", "-rf", "/many"]);
+    let read = format!("defender-lite: app knowledge for {APPS_MANY}: ");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !monitor.output("stderr").contains(&read) {
+        assert!(
+            Instant::now() < deadline,
+            "not read again within 30 s\nstderr:\n{}",
+            monitor.output("stderr")
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        engine.docker(&["exec", APPS, "/bin/busybox", "true"]);
+    }
+    eprintln!("{}", monitor.output("stderr"));
 }

@@ -18,13 +18,15 @@ use std::time::{Duration, Instant};
 use super::Proto;
 use super::rules::PortRange;
 use crate::apps::{CommandLine, Knowledge, Status, examine};
-use crate::image::Image;
+use crate::image::{Image, Limits};
 use relay::bundle::PortProtocol;
 
 /// Per image: read, being read, or failed (and when to try again).
 pub struct AppPorts {
     knowledge: Option<Knowledge>,
     images: HashMap<String, Reading>,
+    retry_first: Duration,
+    max_entries: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +36,8 @@ enum Reading {
     Failed { failures: u32, retry_at: Instant },
 }
 
-/// The wait after a first failure, doubled with each one after, up to [`RETRY_MAX`].
+/// The wait after a first failure unless configured (`[monitor] app_read_retry`),
+/// doubled with each one after, up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(30);
 pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 
@@ -53,7 +56,25 @@ impl AppPorts {
         AppPorts {
             knowledge,
             images: HashMap::new(),
+            retry_first: RETRY_FIRST,
+            max_entries: Limits::default().max_entries,
         }
+    }
+
+    /// The most entries of a container's filesystem indexed to read it (at least one).
+    pub fn with_max_entries(mut self, max_entries: usize) -> AppPorts {
+        self.max_entries = max_entries.max(1);
+        self
+    }
+
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// The wait after a first failure (at least a second, at most [`RETRY_MAX`]).
+    pub fn with_retry(mut self, first: Duration) -> AppPorts {
+        self.retry_first = first.clamp(Duration::from_secs(1), RETRY_MAX);
+        self
     }
 
     /// True when `image` should be read now (there is knowledge to read it with, and it
@@ -86,7 +107,8 @@ impl AppPorts {
             }
             _ => 1,
         };
-        let wait = RETRY_FIRST
+        let wait = self
+            .retry_first
             .saturating_mul(1 << (failures - 1).min(16))
             .min(RETRY_MAX);
         self.images.insert(
@@ -109,9 +131,20 @@ pub fn process_root(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/root"))
 }
 
-/// Reads an image (a directory, a tar, a `docker save` archive) with the knowledge.
-pub fn read(path: &Path, name: &str, knowledge: &Knowledge) -> Result<ImagePorts, String> {
-    let image = Image::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+/// Reads an image (a directory, a tar, a `docker save` archive) with the knowledge,
+/// indexing at most `max_entries` of its files (more is a failure, tried again later).
+pub fn read(
+    path: &Path,
+    name: &str,
+    knowledge: &Knowledge,
+    max_entries: usize,
+) -> Result<ImagePorts, String> {
+    let limits = Limits {
+        max_entries,
+        ..Limits::default()
+    };
+    let image =
+        Image::open_with(path, limits).map_err(|e| format!("opening {}: {e}", path.display()))?;
     let report = examine(&image, name, knowledge, CommandLine::FromImage);
     let mut ports = Vec::new();
     let mut summary = Vec::new();
@@ -195,5 +228,18 @@ mod tests {
             !none.start_reading("web:1", t0),
             "no knowledge, nothing to read"
         );
+    }
+
+    #[test]
+    fn the_first_wait_is_configured_and_still_doubles_up_to_the_cap() {
+        let knowledge = Knowledge::from_specs(Vec::new(), PathBuf::from("apps"));
+        let mut apps = AppPorts::new(Some(knowledge)).with_retry(Duration::from_secs(2));
+        let t0 = Instant::now();
+        assert!(apps.start_reading("web:1", t0));
+        assert_eq!(apps.read_failed("web:1", t0), Duration::from_secs(2));
+        assert!(apps.start_reading("web:1", t0 + Duration::from_secs(2)));
+        assert_eq!(apps.read_failed("web:1", t0), Duration::from_secs(4));
+        let zero = AppPorts::new(None).with_retry(Duration::ZERO);
+        assert_eq!(zero.retry_first, Duration::from_secs(1), "never a busy retry");
     }
 }

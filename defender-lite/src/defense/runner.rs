@@ -194,7 +194,9 @@ impl Runner {
             }),
         )?
         .with_model_cap(config.monitor.model_max_entries);
-        let mut apps = AppPorts::new(app_knowledge);
+        let mut apps = AppPorts::new(app_knowledge)
+            .with_retry(config.monitor.app_read_retry.0)
+            .with_max_entries(config.monitor.app_read_max_entries);
         for spec in &args.app_images {
             let (image, path) = spec
                 .split_once('=')
@@ -203,7 +205,7 @@ impl Runner {
             let knowledge = apps
                 .knowledge()
                 .context("--app-image needs app knowledge: the feeds have no apps")?;
-            let read = app_ports::read(Path::new(path), image, knowledge)
+            let read = app_ports::read(Path::new(path), image, knowledge, apps.max_entries())
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("--app-image {spec}"))?;
             eprintln!("defender-lite: app knowledge for {image}: {}", read.summary);
@@ -542,9 +544,15 @@ impl Runner {
             return;
         };
         let name = image.clone();
+        let max_entries = self.apps.max_entries();
         let task = self.reading.spawn_blocking(move || {
-            app_ports::read(&app_ports::process_root(pid), &name, &knowledge)
-                .map_err(|e| format!("{e} (read from pid {pid}'s root)"))
+            app_ports::read(
+                &app_ports::process_root(pid),
+                &name,
+                &knowledge,
+                max_entries,
+            )
+            .map_err(|e| format!("{e} (read from pid {pid}'s root)"))
         });
         self.reading_images.insert(task.id(), image);
     }

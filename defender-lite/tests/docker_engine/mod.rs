@@ -128,6 +128,19 @@ impl Engine {
         cleanup
     }
 
+    /// A guard that removes `image` (one a test makes itself, with `docker commit`) now,
+    /// if an earlier run left it, and again when dropped.
+    pub fn made_image(&self, image: &'static str) -> Cleanup {
+        let cleanup = Cleanup {
+            host: self.host.clone(),
+            containers: Vec::new(),
+            networks: Vec::new(),
+            image,
+        };
+        cleanup.remove();
+        cleanup
+    }
+
     /// A rootfs of a static busybox (Debian's busybox-static) and `/bin/sh`, imported as
     /// `image`.
     pub fn import_busybox(&self, image: &str) {
