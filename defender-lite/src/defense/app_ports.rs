@@ -240,6 +240,10 @@ mod tests {
         assert!(apps.start_reading("web:1", t0 + Duration::from_secs(2)));
         assert_eq!(apps.read_failed("web:1", t0), Duration::from_secs(4));
         let zero = AppPorts::new(None).with_retry(Duration::ZERO);
-        assert_eq!(zero.retry_first, Duration::from_secs(1), "never a busy retry");
+        assert_eq!(
+            zero.retry_first,
+            Duration::from_secs(1),
+            "never a busy retry"
+        );
     }
 }
