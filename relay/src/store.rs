@@ -153,6 +153,10 @@ pub struct Store {
     supervisors: sled::Tree,
     current: watch::Sender<Option<Arc<Current>>>,
     commit_lock: tokio::sync::Mutex<()>,
+    /// Segment indexes of held bundles (`<sha256>`, or `<sha256>.none` when the bundle has
+    /// none), derived from the files on first use.
+    indexes: PathBuf,
+    index_lock: std::sync::Mutex<()>,
 }
 
 const CURRENT_KEY: &[u8] = b"current";
@@ -171,7 +175,8 @@ impl Store {
         let blobs = dir.join("blobs");
         let incoming = dir.join("incoming");
         let archive_records = dir.join("archives");
-        for d in [dir, &blobs, &incoming, &archive_records] {
+        let indexes = dir.join("indexes");
+        for d in [dir, &blobs, &incoming, &archive_records, &indexes] {
             fs::create_dir_all(d).map_err(|source| io_err(d, source))?;
         }
         let lock_path = dir.join("lock");
@@ -228,6 +233,8 @@ impl Store {
             settings,
             current: watch::channel(None).0,
             commit_lock: tokio::sync::Mutex::new(()),
+            indexes,
+            index_lock: std::sync::Mutex::new(()),
         };
         if rebuilt {
             store.rebuild(trust, limits, &mut notes)?;
@@ -285,6 +292,7 @@ impl Store {
         for sha in pruned {
             if !self.referenced(&sha)? {
                 let _ = fs::remove_file(self.blob_path(&sha));
+                self.forget_index(&sha);
             }
         }
         let this = Arc::clone(self);
@@ -560,6 +568,69 @@ impl Store {
             .collect()
     }
 
+    /// The segment index of a held bundle (`relay/FORMAT.md`, "Segments and deltas"),
+    /// encoded: read from the cache, or derived from the bundle file (seconds for a large
+    /// one) and cached. `None` when the bundle is not held, or has no segments to offer
+    /// (built by an older builder). Blocking.
+    pub fn segment_index(&self, sha256: &Sha256) -> Result<Option<Vec<u8>>, StoreError> {
+        self.segment_index_until(sha256, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`segment_index`](Self::segment_index), given up (an error, nothing cached) as
+    /// soon as `cancel` is set.
+    pub fn segment_index_until(
+        &self,
+        sha256: &Sha256,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let cached = self.indexes.join(sha256.to_hex());
+        let none = self.indexes.join(format!("{}.none", sha256.to_hex()));
+        let read_cached = || -> Result<Option<Option<Vec<u8>>>, StoreError> {
+            if none.exists() {
+                return Ok(Some(None));
+            }
+            match fs::read(&cached) {
+                Ok(bytes) => Ok(Some(Some(bytes))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_err(&cached, e)),
+            }
+        };
+        if let Some(known) = read_cached()? {
+            return Ok(known);
+        }
+        // One derivation at a time: a second asker waits for the first's result.
+        let _one = self
+            .index_lock
+            .lock()
+            .map_err(|_| StoreError::Task("index lock poisoned".into()))?;
+        if let Some(known) = read_cached()? {
+            return Ok(known);
+        }
+        let Some((_, path)) = self.held(sha256)? else {
+            return Ok(None);
+        };
+        let mut file = fs::File::open(&path).map_err(|e| io_err(&path, e))?;
+        let derived = bundle::index::derive_until(
+            &mut io::BufReader::with_capacity(1 << 16, &mut file),
+            cancel,
+        )
+        .map_err(|e| io_err(&path, io::Error::other(e)))?;
+        let (target, bytes) = match &derived {
+            Some(index) if &index.bundle_sha256 == sha256 => (&cached, index.encode()),
+            _ => (&none, Vec::new()),
+        };
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.indexes).map_err(|e| io_err(&self.indexes, e))?;
+        io::Write::write_all(&mut tmp, &bytes).map_err(|e| io_err(target, e))?;
+        tmp.persist(target).map_err(|e| io_err(target, e.error))?;
+        Ok((!bytes.is_empty()).then_some(bytes))
+    }
+
+    fn forget_index(&self, sha256: &Sha256) {
+        let _ = fs::remove_file(self.indexes.join(sha256.to_hex()));
+        let _ = fs::remove_file(self.indexes.join(format!("{}.none", sha256.to_hex())));
+    }
+
     fn blob_path(&self, sha256: &Sha256) -> PathBuf {
         self.blobs.join(sha256.to_hex())
     }
@@ -708,6 +779,14 @@ impl Store {
             if !known.contains(&name) {
                 let _ = fs::remove_file(entry.path());
                 notes.push(format!("removed unreferenced file blobs/{name}"));
+            }
+        }
+        for entry in fs::read_dir(&self.indexes).map_err(|e| io_err(&self.indexes, e))? {
+            let entry = entry.map_err(|e| io_err(&self.indexes, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let sha = name.strip_suffix(".none").unwrap_or(&name);
+            if !records.iter().any(|r| r.sha256.to_hex() == sha) {
+                let _ = fs::remove_file(entry.path());
             }
         }
         self.current.send_replace(self.load_current()?);

@@ -46,6 +46,11 @@ async fn wait_for_port(port: u16) {
 
 /// nginx serving `dir/www` over TLS (the dev certificate in `dir/tls`) with basic auth.
 fn nginx(dir: &Path, port: u16) -> Daemon {
+    nginx_with(dir, port, "")
+}
+
+/// The same, with `directives` added to the `/intel/` location (`max_ranges 0;`).
+fn nginx_with(dir: &Path, port: u16, directives: &str) -> Daemon {
     let htpasswd = dir.join("nginx.htpasswd");
     let status = Command::new("htpasswd")
         .args(["-c", "-s", "-b"])
@@ -78,6 +83,7 @@ http {{
             root {d}/www;
             auth_basic "intel";
             auth_basic_user_file {htpasswd};
+            {directives}
         }}
     }}
 }}
@@ -513,4 +519,180 @@ async fn an_https_proxy_with_a_ca_of_its_own() {
     b.stop().await;
     front.abort();
     a.stop().await;
+}
+
+/// A bundle of the real Go database of `date` (`../shared/data`), built with its index.
+fn go_bundle(date: &str, sequence: u64) -> (Vec<u8>, Vec<u8>) {
+    let feeds = tempfile::tempdir().unwrap();
+    let zip = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/osv/go")
+        .join(date)
+        .join("all.zip");
+    relay::import::osv::import(
+        &[relay::import::Input::local(&zip)],
+        feeds.path(),
+        "go",
+        &relay::import::ImportLimits::default(),
+    )
+    .unwrap();
+    let options = relay::bundle::BuildOptions {
+        sequence: relay::bundle::Sequence(sequence),
+        origin: "test-origin".into(),
+        created: support::CREATED.parse().unwrap(),
+        expires: support::EXPIRES.parse().unwrap(),
+    };
+    let mut out = Vec::new();
+    let (_, index) =
+        relay::bundle::build_indexed(feeds.path(), &support::origin_key(), &options, &mut out)
+            .unwrap();
+    (out, index.encode())
+}
+
+/// `relay download --from PREVIOUS` in `dir`: its exit code, stdout and stderr.
+fn download_from(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .current_dir(dir)
+        .arg("download")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 14: a plain custom location (nginx, with ranges) holding the day's bundle and
+/// its `.idx`; the client holds the day before's. Only the changed segments come over the
+/// wire, and the file built is the day's bundle byte for byte, verified. Then the same
+/// from an nginx that ignores ranges (`max_ranges 0`: 200 with the whole file), and from
+/// one whose index lies: both end with the whole file, and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_location_on_nginx_serves_only_the_changed_segments() {
+    let (old, _) = go_bundle("2026-08-18", 1);
+    let (new, new_index) = go_bundle("2026-08-21", 2);
+    for (case, directives, index) in [
+        ("ranges", "", new_index.clone()),
+        ("no ranges", "max_ranges 0;", new_index.clone()),
+        ("lying index", "", {
+            let mut lying = relay::bundle::index::SegmentIndex::decode(&new_index).unwrap();
+            let n = lying.segments.len();
+            lying.segments.swap(1, n - 2);
+            lying.encode()
+        }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        support::server::prepare_dir(dir.path());
+        let port = free_port();
+        let _nginx = nginx_with(dir.path(), port, directives);
+        std::fs::write(dir.path().join("www/intel/bundle.tar.gz"), &new).unwrap();
+        std::fs::write(dir.path().join("www/intel/bundle.tar.gz.idx"), &index).unwrap();
+        std::fs::write(dir.path().join("held.tar.gz"), &old).unwrap();
+        wait_for_port(port).await;
+        let url = format!("https://127.0.0.1:{port}/intel/bundle.tar.gz");
+        let ca = dir.path().join("tls/ca.pem");
+        let (code, stdout, stderr) = download_from(
+            dir.path(),
+            &[
+                "--address",
+                &url,
+                "--user",
+                "console",
+                "--password",
+                "console-pw",
+                "--tlscacert",
+                ca.to_str().unwrap(),
+                "--trust",
+                "origin.pub",
+                "--from",
+                "held.tar.gz",
+                "-o",
+                "new.tar.gz",
+            ],
+        );
+        eprintln!("{case}:\n{stdout}{stderr}");
+        assert_eq!(code, 0, "{case}: {stdout}{stderr}");
+        assert_eq!(
+            std::fs::read(dir.path().join("new.tar.gz")).unwrap(),
+            new,
+            "{case}: the file is the day's bundle"
+        );
+        assert!(stderr.contains("verified: "), "{case}: {stderr}");
+        match case {
+            "ranges" => {
+                let line = stderr
+                    .lines()
+                    .find(|l| l.starts_with("built from segments: "))
+                    .unwrap_or_else(|| panic!("{stderr}"));
+                let transferred: u64 = line
+                    .trim_start_matches("built from segments: ")
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(
+                    transferred * 10 < new.len() as u64,
+                    "a tenth of the file at most: {line}"
+                );
+                // And the next `--from` can start from it.
+                assert_eq!(
+                    std::fs::read(dir.path().join("new.tar.gz.idx")).unwrap(),
+                    new_index
+                );
+            }
+            "no ranges" => assert!(
+                stderr.contains("whole file: ") && stderr.contains("ignores Range"),
+                "{stderr}"
+            ),
+            _ => assert!(
+                stderr.contains("whole file: building from segments: segment"),
+                "{stderr}"
+            ),
+        }
+    }
+}
+
+/// Issue 14, from a relay: the relay derives the index of what it holds
+/// (`/api/v1/bundles/{sha}/index`), and a client holding the previous bundle fetches only
+/// the changed segments of the current one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_serves_the_index_of_what_it_holds_and_the_changed_segments() {
+    let (old, _) = go_bundle("2026-08-18", 1);
+    let (new, new_index) = go_bundle("2026-08-21", 2);
+    let relay = TestRelay::start().await;
+    assert_eq!(relay.upload(old.clone()).await.status(), 201);
+    assert_eq!(relay.upload(new.clone()).await.status(), 201);
+    let dir = relay.dir.path();
+    std::fs::write(dir.join("held.tar.gz"), &old).unwrap();
+    let ca = relay.ca.clone();
+    let (code, stdout, stderr) = download_from(
+        dir,
+        &[
+            "--address",
+            &relay.url,
+            "--user",
+            "reader",
+            "--password",
+            "reader-pw",
+            "--tlscacert",
+            ca.to_str().unwrap(),
+            "--trust",
+            "origin.pub",
+            "--from",
+            "held.tar.gz",
+            "-o",
+            "new.tar.gz",
+        ],
+    );
+    eprintln!("{stdout}{stderr}");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains("built from segments: "), "{stderr}");
+    assert_eq!(std::fs::read(dir.join("new.tar.gz")).unwrap(), new);
+    assert_eq!(
+        std::fs::read(dir.join("new.tar.gz.idx")).unwrap(),
+        new_index
+    );
+    relay.stop().await;
 }

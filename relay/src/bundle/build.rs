@@ -1,18 +1,19 @@
 //! Builds a bundle from a feeds directory: validate every file for its kind, compress the
 //! payload, write the manifest that records it, sign it, and write the file (layout in
-//! `framing`). Deterministic: sorted entries, fixed owner, mode and mtime, canonical gzip
-//! headers, so the same inputs and `created` give the same bytes.
+//! `framing`), cut into independently compressed segments (`segments`) with their index.
+//! Deterministic: sorted entries, fixed owner, mode and mtime, canonical gzip headers,
+//! content-defined segments, so the same inputs and `created` give the same bytes.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::{Compression, GzBuilder};
-
 use super::feeds::{FeedError, validate_feed};
 use super::framing;
+use super::index::SegmentIndex;
 use super::keys::SecretKey;
 use super::manifest::{FileEntry, check_path};
+use super::segments::{Segment, SegmentWriter};
 use super::types::{HashingReader, HashingWriter};
 use super::{
     FEEDS_DIR, FORMAT_VERSION, FeedKind, InputProvenance, MANIFEST_PATH, Manifest, Payload,
@@ -59,6 +60,16 @@ pub fn build(
     options: &BuildOptions,
     out: impl Write,
 ) -> Result<Manifest, BuildError> {
+    build_indexed(feeds_dir, key, options, out).map(|(manifest, _)| manifest)
+}
+
+/// [`build`], also returning the bundle's segment index (its `.idx` sidecar).
+pub fn build_indexed(
+    feeds_dir: &Path,
+    key: &SecretKey,
+    options: &BuildOptions,
+    out: impl Write,
+) -> Result<(Manifest, SegmentIndex), BuildError> {
     if options.expires <= options.created {
         return Err(BuildError::ExpiresBeforeCreated {
             created: options.created,
@@ -86,7 +97,7 @@ pub fn build(
     // The payload member comes second in the file but first in the making: the manifest
     // records its digest. It goes to an anonymous temp file, so any size works.
     let spool = tempfile::tempfile().map_err(BuildError::Write)?;
-    let (mut spool, payload) = write_payload(spool, &sources, &files, mtime)?;
+    let (mut spool, payload, segments, tail) = write_payload(spool, &sources, &files, mtime)?;
 
     let manifest = Manifest {
         format: FORMAT_VERSION,
@@ -109,8 +120,10 @@ pub fn build(
     head.extend(
         framing::tar_entry(SIGNATURE_PATH, &signature_bytes, mtime).map_err(BuildError::Write)?,
     );
-    let mut out = out;
-    framing::write_head(&mut out, &head).map_err(BuildError::Write)?;
+    let mut head_member = Vec::with_capacity(head.len() + 64);
+    framing::write_head(&mut head_member, &head).map_err(BuildError::Write)?;
+    let mut out = HashingWriter::new(out);
+    out.write_all(&head_member).map_err(BuildError::Write)?;
     spool.seek(SeekFrom::Start(0)).map_err(BuildError::Write)?;
     let copied = io::copy(&mut spool, &mut out).map_err(BuildError::Write)?;
     if copied != payload.size {
@@ -119,21 +132,32 @@ pub fn build(
         )));
     }
     out.flush().map_err(BuildError::Write)?;
-    Ok(manifest)
+    let (_, bundle_sha256, _) = out.into_parts();
+    let index = SegmentIndex {
+        bundle_sha256,
+        head: head_member,
+        segments,
+        tail,
+    };
+    Ok((manifest, index))
 }
 
 /// Writes the payload member (feed entries, end-of-archive marker) to `spool`, returning
 /// its size and digest.
+type Written = (File, Payload, Vec<Segment>, [u8; 10]);
+
 fn write_payload(
     spool: File,
     sources: &[Source],
     files: &[FileEntry],
     mtime: u64,
-) -> Result<(File, Payload), BuildError> {
+) -> Result<Written, BuildError> {
     let hashing = HashingWriter::new(BufWriter::new(spool));
-    let gz = GzBuilder::new().write(hashing, Compression::default());
-    let mut tar = tar::Builder::new(gz);
+    let segmented = SegmentWriter::new(hashing).map_err(BuildError::Write)?;
+    let mut tar = tar::Builder::new(segmented);
     for (source, entry) in sources.iter().zip(files) {
+        // Each file starts a segment: a change in one file leaves the others' segments be.
+        tar.get_mut().cut().map_err(BuildError::Write)?;
         let file = File::open(&source.path).map_err(|e| io_err(&source.path, e))?;
         let len = file.metadata().map_err(|e| io_err(&source.path, e))?.len();
         if len != entry.size {
@@ -152,13 +176,13 @@ fn write_payload(
             });
         }
     }
-    let gz = tar.into_inner().map_err(BuildError::Write)?;
-    let hashing = gz.finish().map_err(BuildError::Write)?;
+    let segmented = tar.into_inner().map_err(BuildError::Write)?;
+    let (hashing, segments, tail) = segmented.finish().map_err(BuildError::Write)?;
     let (buffered, sha256, size) = hashing.into_parts();
     let spool = buffered
         .into_inner()
         .map_err(|e| BuildError::Write(e.into_error()))?;
-    Ok((spool, Payload { sha256, size }))
+    Ok((spool, Payload { sha256, size }, segments, tail))
 }
 
 /// A feed file found under the feeds directory.

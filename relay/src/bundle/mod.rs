@@ -9,16 +9,19 @@ mod apps;
 mod build;
 mod feeds;
 mod framing;
+pub mod index;
 mod keys;
 pub mod lines;
 mod manifest;
+pub mod segments;
 mod types;
 mod unpack;
 mod verify;
 
 pub use apps::{AppSpec, ConfigSource, FlagSpec, IniPort, KeyPort, PortProtocol, XmlPort};
 pub use build::{
-    BuildError, BuildOptions, PROVENANCE_DIR, ProvenanceRecord, build, provenance_path,
+    BuildError, BuildOptions, PROVENANCE_DIR, ProvenanceRecord, build, build_indexed,
+    provenance_path,
 };
 pub use feeds::{
     FeedError, OsvProblem, OsvRecordKey, ValidatedFeed, check_osv_record, validate_feed,

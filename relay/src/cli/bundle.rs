@@ -1,7 +1,7 @@
 //! `relay bundle build|verify|inspect`.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -19,7 +19,8 @@ pub enum BundleCommand {
     /// Feed files live under DIR/<kind>/ (kinds: osv, domains, ips, apps); each is
     /// validated for its kind and the first bad line is reported as file:line. Files named
     /// README* or starting with "." are skipped. The same inputs and --created give
-    /// byte-identical output.
+    /// byte-identical output. Beside FILE goes FILE.idx, its segment index: publish it
+    /// with the bundle so that clients holding an earlier bundle fetch only what changed.
     Build {
         /// Directory holding osv/, domains/, ips/ and apps/.
         #[arg(long, value_name = "DIR")]
@@ -83,8 +84,13 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 created,
                 expires: created.saturating_add(expires_in),
             };
-            let manifest = write_atomically(&output, |out| {
-                Ok(bundle::build(&feeds, &key, &options, out)?)
+            let (manifest, index) = write_atomically(&output, |out| {
+                Ok(bundle::build_indexed(&feeds, &key, &options, out)?)
+            })?;
+            let index_path = bundle::index::sidecar_path(&output);
+            write_atomically(&index_path, |out| {
+                out.write_all(&index.encode())
+                    .with_context(|| format!("writing {}", index_path.display()))
             })?;
             let records: u64 = manifest.files.iter().map(|f| f.records).sum();
             println!(

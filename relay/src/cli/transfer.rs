@@ -10,7 +10,10 @@ use clap::Args;
 
 use super::Outcome;
 use crate::bundle::{self, Limits, Timestamp, TrustStore};
-use crate::client::{Credential, Endpoint, FetchLimits, ProxySettings, Secret, download};
+use crate::client::{
+    Credential, Endpoint, FetchLimits, HeldFile, ProxySettings, Secret, SegmentFetch, download,
+    fetch_by_segments,
+};
 
 /// How to reach a relay or a bundle URL.
 #[derive(Debug, Args)]
@@ -92,6 +95,12 @@ pub struct DownloadArgs {
     /// Largest bundle accepted, in bytes.
     #[arg(long, default_value_t = 2 << 30)]
     pub max_bytes: u64,
+    /// An earlier bundle held here: fetch only the segments of the new one it does not
+    /// have (its index from the relay, or from `<URL>.idx` beside a plain bundle file),
+    /// with range requests, and build the new file beside it; the whole file when that
+    /// is not possible or would cost more. PREVIOUS.idx is used if it is there.
+    #[arg(long, value_name = "PREVIOUS")]
+    pub from: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -122,7 +131,7 @@ pub fn download_cmd(args: DownloadArgs) -> anyhow::Result<Outcome> {
 async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
     let endpoint = args.address.endpoint();
     let client = endpoint.client()?;
-    let (url, sequence) = if args.address.is_relay() {
+    let (url, sequence, index_url, expected) = if args.address.is_relay() {
         let url = format!("{}/api/v1/feeds/manifest", endpoint.base());
         let response = endpoint
             .authorize(client.get(&url))
@@ -139,12 +148,17 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
         let sha = doc["bundle"]["sha256"]
             .as_str()
             .context("manifest document without bundle.sha256")?;
+        let bundle_url = format!("{}/api/v1/bundles/{sha}", endpoint.base());
         (
-            format!("{}/api/v1/bundles/{sha}", endpoint.base()),
+            bundle_url.clone(),
             doc["sequence"].as_u64(),
+            format!("{bundle_url}/index"),
+            sha.parse::<bundle::Sha256>().ok(),
         )
     } else {
-        (endpoint.url.clone(), None)
+        let url = endpoint.url.clone();
+        let index_url = format!("{url}.idx");
+        (url, None, index_url, None)
     };
     let output = match (&args.output, sequence) {
         (Some(o), _) => o.clone(),
@@ -157,22 +171,43 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
         max_bytes: args.max_bytes,
         ..FetchLimits::default()
     };
-    let fetched = download(
-        &endpoint,
-        &client,
-        &url,
-        &partial,
-        None,
-        limits,
-        |done, total| {
-            if let Some(t) = total {
-                bar.set_length(t);
-            }
-            bar.set_position(done);
-        },
-    )
-    .await?
-    .context("the server answered 304 to an unconditional request")?;
+    let built = match &args.from {
+        Some(previous) => {
+            by_segments(
+                &endpoint,
+                &client,
+                &url,
+                &index_url,
+                expected.as_ref(),
+                previous,
+                &partial,
+            )
+            .await?
+        }
+        None => None,
+    };
+    let (fetched, new_index) = match built {
+        Some((fetched, index)) => (fetched, Some(index)),
+        None => (
+            download(
+                &endpoint,
+                &client,
+                &url,
+                &partial,
+                None,
+                limits,
+                |done, total| {
+                    if let Some(t) = total {
+                        bar.set_length(t);
+                    }
+                    bar.set_position(done);
+                },
+            )
+            .await?
+            .context("the server answered 304 to an unconditional request")?,
+            None,
+        ),
+    };
     bar.finish_and_clear();
 
     let outcome = if args.trust.is_empty() {
@@ -210,6 +245,15 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
     std::fs::rename(&fetched.path, &output)
         .with_context(|| format!("writing {}", output.display()))?;
     let _ = std::fs::remove_file(partial.with_extension("etag"));
+    // The new bundle's index beside it, for the next `--from`.
+    let index_path = bundle::index::sidecar_path(&output);
+    match &new_index {
+        Some(index) => std::fs::write(&index_path, index.encode())
+            .with_context(|| format!("writing {}", index_path.display()))?,
+        None => {
+            let _ = std::fs::remove_file(&index_path);
+        }
+    }
     println!(
         "{} ({} bytes, {} transferred)",
         output.display(),
@@ -217,6 +261,103 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
         fetched.transferred
     );
     Ok(outcome)
+}
+
+/// `--from PREVIOUS`: the new bundle built from PREVIOUS's segments and fetched ones, or
+/// `None` (and why, on stderr) to download the whole file.
+async fn by_segments(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    url: &str,
+    index_url: &str,
+    expected: Option<&bundle::Sha256>,
+    previous: &std::path::Path,
+    partial: &std::path::Path,
+) -> anyhow::Result<Option<(crate::client::Fetched, bundle::index::SegmentIndex)>> {
+    let held_index = {
+        let previous = previous.to_owned();
+        tokio::task::spawn_blocking(move || held_index(&previous)).await??
+    };
+    let Some(held_index) = held_index else {
+        eprintln!(
+            "whole file: {} has no segments to build from (not made by this builder)",
+            previous.display()
+        );
+        return Ok(None);
+    };
+    let held = HeldFile {
+        path: previous,
+        index: &held_index,
+    };
+    let built = fetch_by_segments(
+        endpoint,
+        client,
+        url,
+        index_url,
+        expected,
+        Some(held),
+        partial,
+    )
+    .await?;
+    match built {
+        SegmentFetch::Built { stats, index } => {
+            // The file is what the index says, byte for byte, before anything else looks.
+            let sha = {
+                let path = partial.to_owned();
+                tokio::task::spawn_blocking(move || -> std::io::Result<bundle::Sha256> {
+                    let mut sink = bundle::HashingSink::default();
+                    std::io::copy(&mut std::fs::File::open(path)?, &mut sink)?;
+                    Ok(sink.finish())
+                })
+                .await??
+            };
+            if sha != index.bundle_sha256 {
+                let _ = std::fs::remove_file(partial);
+                eprintln!("whole file: the file built from segments is not the one indexed");
+                return Ok(None);
+            }
+            eprintln!(
+                "built from segments: {} of {} bytes transferred ({:.1} %: index {}, {} ranges), {} reused from {}",
+                stats.transferred(),
+                stats.bundle_size,
+                100.0 * stats.transferred() as f64 / stats.bundle_size.max(1) as f64,
+                stats.index_bytes,
+                stats.requests - 1,
+                stats.reused_bytes,
+                previous.display()
+            );
+            Ok(Some((
+                crate::client::Fetched {
+                    path: partial.to_owned(),
+                    size: stats.bundle_size,
+                    etag: None,
+                    transferred: stats.transferred(),
+                },
+                *index,
+            )))
+        }
+        SegmentFetch::Whole { reason, spent } => {
+            eprintln!("whole file: {reason} ({spent} bytes spent finding out)");
+            Ok(None)
+        }
+    }
+}
+
+/// PREVIOUS's index: PREVIOUS.idx if it describes PREVIOUS exactly, else derived from the
+/// file; `None` if it has no segments.
+fn held_index(previous: &std::path::Path) -> anyhow::Result<Option<bundle::index::SegmentIndex>> {
+    let mut file =
+        std::fs::File::open(previous).with_context(|| format!("--from {}", previous.display()))?;
+    if let Ok(bytes) = std::fs::read(bundle::index::sidecar_path(previous))
+        && let Ok(index) = bundle::index::SegmentIndex::decode(&bytes)
+        && index
+            .check_against(&mut std::io::BufReader::new(&mut file))
+            .is_ok()
+    {
+        return Ok(Some(index));
+    }
+    bundle::index::derive(&mut std::io::BufReader::new(file))
+        .with_context(|| format!("--from {}", previous.display()))
 }
 
 pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {

@@ -9,6 +9,7 @@
 mod endpoint;
 mod error;
 mod fetch;
+mod segments;
 pub mod settings;
 mod source;
 mod watch;
@@ -16,6 +17,7 @@ mod watch;
 pub use endpoint::{Credential, Endpoint, ProxySettings, Secret};
 pub use error::{FailureKind, SyncError, error_chain};
 pub use fetch::{FetchLimits, Fetched, download};
+pub use segments::{HeldFile, SegmentFetch, SegmentStats, fetch_by_segments};
 pub use source::{CheckContext, CheckOutcome, Held, SourceKind, check};
 pub use watch::{WatchSignal, follow};
 

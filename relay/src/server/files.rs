@@ -98,6 +98,48 @@ pub async fn held_bundle(
     }
 }
 
+/// `GET /api/v1/bundles/{sha256}/index`: a held bundle's segment index (`relay/FORMAT.md`,
+/// "Segments and deltas"), derived on first use; 404 when the bundle is not held or has
+/// no segments (built by an older builder).
+pub async fn held_index(State(relay): State<Arc<Relay>>, Path(sha256): Path<String>) -> Response {
+    let Ok(sha256) = sha256.parse::<Sha256>() else {
+        return problem(StatusCode::BAD_REQUEST, "not a sha256 digest");
+    };
+    index_response(&relay, sha256).await
+}
+
+/// `GET <custom location>.idx`: the current bundle's segment index, beside the current
+/// bundle where a plain custom-location client looks for it.
+pub async fn current_index(State(relay): State<Arc<Relay>>) -> Response {
+    match relay.store.current() {
+        Some(c) => index_response(&relay, c.record.sha256).await,
+        None => problem(StatusCode::NOT_FOUND, "no bundle held yet"),
+    }
+}
+
+async fn index_response(relay: &Arc<Relay>, sha256: Sha256) -> Response {
+    match lookup(relay, move |store| store.segment_index(&sha256)).await {
+        Ok(Some(bytes)) => {
+            let mut r = Response::new(Body::from(bytes));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
+            r
+        }
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "no segment index for this bundle (not held, or built without segments)",
+        ),
+        Err(response) => response,
+    }
+}
+
 /// Runs a store read off the async threads; a failure is logged and becomes a 500.
 async fn lookup<T: Send + 'static>(
     relay: &Arc<Relay>,

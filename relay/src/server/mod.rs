@@ -253,6 +253,7 @@ impl Relay {
             Ok(tasks) => sync_tasks.extend(tasks),
             Err(e) => warn!(error = %e, "origin not started; serving what is held"),
         }
+        sync_tasks.push(tokio::spawn(index_warmer(Arc::clone(&self))));
         tokio::spawn(keepalive_clock(Arc::clone(&self)));
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -387,6 +388,41 @@ impl Relay {
             }
         }
         Ok(())
+    }
+}
+
+/// Derives each new current bundle's segment index as it arrives, so the first client
+/// asking for it does not wait (seconds for a large bundle). Given up at shutdown.
+async fn index_warmer(relay: Arc<Relay>) {
+    let mut current = relay.store.subscribe();
+    loop {
+        let sha = current
+            .borrow_and_update()
+            .as_ref()
+            .map(|c| c.record.sha256);
+        if let Some(sha) = sha {
+            let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let store = Arc::clone(&relay.store);
+            let flag = Arc::clone(&cancel);
+            let mut work =
+                tokio::task::spawn_blocking(move || store.segment_index_until(&sha, &flag));
+            tokio::select! {
+                done = &mut work => match done {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(error = %e, bundle = %sha, "deriving the segment index"),
+                    Err(e) => warn!(error = %e, "the segment index task failed"),
+                },
+                () = relay.stopping.cancelled() => {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let _ = work.await;
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            changed = current.changed() => if changed.is_err() { return },
+            () = relay.stopping.cancelled() => return,
+        }
     }
 }
 

@@ -29,11 +29,16 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route("/api/v1/archives/{name}", get(files::archive_by_name))
         .route("/api/v1/feeds/watch", get(watch::watch))
         .route("/api/v1/bundles/{sha256}", get(files::held_bundle))
+        .route("/api/v1/bundles/{sha256}/index", get(files::held_index))
         .route("/api/v1/status", get(status::json))
         .route("/", get(status::html))
         .route(
             &relay.config.routes.custom_location,
             get(files::current_bundle),
+        )
+        .route(
+            &format!("{}.idx", relay.config.routes.custom_location),
+            get(files::current_index),
         );
     // Each vendor archive at the path consoles are configured with.
     for archive in &relay.config.archives {

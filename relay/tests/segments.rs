@@ -1,0 +1,227 @@
+//! Segmented payloads and their index (`relay/FORMAT.md`, "Segments and deltas"): a
+//! bundle's index describes it exactly; a new bundle is built from the held one's
+//! segments plus the fetched ones, byte for byte; and every way a fetched piece or an
+//! index can be wrong is caught before anything is trusted.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use relay::bundle::index::{self, IndexError, RebuildError, SegmentIndex};
+use relay::bundle::{self, BuildOptions, Sequence};
+use relay::import::{self, ImportLimits, Input};
+
+fn options(sequence: u64) -> BuildOptions {
+    BuildOptions {
+        sequence: Sequence(sequence),
+        origin: "test-origin".into(),
+        created: support::CREATED.parse().unwrap(),
+        expires: support::EXPIRES.parse().unwrap(),
+    }
+}
+
+fn build(dir: &Path, sequence: u64) -> (Vec<u8>, SegmentIndex) {
+    let mut out = Vec::new();
+    let (_, index) =
+        bundle::build_indexed(dir, &support::origin_key(), &options(sequence), &mut out).unwrap();
+    (out, index)
+}
+
+fn shared_data(rel: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel);
+    assert!(
+        path.is_file(),
+        "{} is missing: the real advisory data lives in shared/data beside the repository",
+        path.display()
+    );
+    path
+}
+
+/// The real Go database of `date`, imported into a feeds directory.
+fn go_feeds(date: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let zip = shared_data(&format!("osv/go/{date}/all.zip"));
+    import::osv::import(
+        &[Input::local(&zip)],
+        dir.path(),
+        "go",
+        &ImportLimits::default(),
+    )
+    .unwrap();
+    dir
+}
+
+/// Builds `new` from `held` as a client would, the missing ranges cut out of `new`'s own
+/// bytes (what a server sends).
+fn rebuild(
+    new: &[u8],
+    new_index: &SegmentIndex,
+    held: &[u8],
+    held_index: &SegmentIndex,
+) -> Vec<u8> {
+    let plan = index::plan(new_index, Some(held_index));
+    let fetched: Vec<u8> = plan
+        .fetch
+        .iter()
+        .flat_map(|&(a, b)| new[a as usize..b as usize].to_vec())
+        .collect();
+    let mut out = Vec::new();
+    index::assemble(
+        new_index,
+        &plan,
+        Some(&mut Cursor::new(held)),
+        &mut Cursor::new(fetched),
+        &mut out,
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn a_bundle_and_its_index_agree_and_the_index_round_trips() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/feeds");
+    let (bytes, idx) = build(&samples, 1);
+    support::verify_bytes(&bytes).unwrap();
+    idx.check_against(&mut Cursor::new(&bytes)).unwrap();
+    assert_eq!(idx.bundle_size(), bytes.len() as u64);
+    assert_eq!(SegmentIndex::decode(&idx.encode()).unwrap(), idx);
+    // The same inputs give the same bytes and the same index.
+    let (again, idx_again) = build(&samples, 1);
+    assert_eq!(again, bytes);
+    assert_eq!(idx_again, idx);
+}
+
+#[test]
+fn a_day_of_real_go_changes_is_built_from_the_held_bundle_and_a_few_segments() {
+    let (old, old_idx) = build(go_feeds("2026-08-18").path(), 1);
+    let (new, new_idx) = build(go_feeds("2026-08-21").path(), 2);
+    let plan = index::plan(&new_idx, Some(&old_idx));
+    eprintln!(
+        "{} segments; {} of {} bytes to fetch ({:.1} %), {} ranges; index {} bytes",
+        new_idx.segments.len(),
+        plan.fetch_bytes,
+        new.len(),
+        100.0 * plan.fetch_bytes as f64 / new.len() as f64,
+        plan.fetch.len(),
+        new_idx.encode().len()
+    );
+    // One record added and nine changed, of 4,291: most segments are held already.
+    assert!(plan.reused_bytes > 4 * plan.fetch_bytes, "{plan:?}");
+    assert_eq!(rebuild(&new, &new_idx, &old, &old_idx), new);
+    support::verify_bytes(&new).unwrap();
+}
+
+#[test]
+fn a_flipped_byte_a_short_range_or_another_bundles_segment_is_caught() {
+    let (old, old_idx) = build(go_feeds("2026-08-18").path(), 1);
+    let (new, new_idx) = build(go_feeds("2026-08-21").path(), 2);
+    let plan = index::plan(&new_idx, Some(&old_idx));
+    let fetched: Vec<u8> = plan
+        .fetch
+        .iter()
+        .flat_map(|&(a, b)| new[a as usize..b as usize].to_vec())
+        .collect();
+    let assemble = |fetched: Vec<u8>, held: &[u8]| {
+        index::assemble(
+            &new_idx,
+            &plan,
+            Some(&mut Cursor::new(held)),
+            &mut Cursor::new(fetched),
+            &mut Vec::new(),
+        )
+    };
+    // A flipped byte in what the server sent.
+    let mut flipped = fetched.clone();
+    flipped[fetched.len() / 2] ^= 0x40;
+    assert!(
+        matches!(
+            assemble(flipped, &old),
+            Err(RebuildError::BadSegment {
+                origin: "fetched",
+                ..
+            })
+        ),
+        "a flipped byte"
+    );
+    // A range cut short.
+    let short = fetched[..fetched.len() - 100].to_vec();
+    assert!(matches!(
+        assemble(short, &old),
+        Err(RebuildError::Missing { .. })
+    ));
+    // The held file is not the bundle its index describes (another bundle's bytes where
+    // the held segments should be).
+    let (other, _) = build(go_feeds("2026-07-23").path(), 1);
+    assert!(matches!(
+        assemble(fetched.clone(), &other),
+        Err(RebuildError::BadSegment { origin: "held", .. })
+    ));
+    // Which a client finds before offering any held segment: the index does not match.
+    assert!(matches!(
+        old_idx.check_against(&mut Cursor::new(&other)),
+        Err(IndexError::Mismatch(_))
+    ));
+    assert!(assemble(fetched, &old).is_ok());
+}
+
+#[test]
+fn an_index_that_lies_or_is_cut_is_refused() {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/feeds");
+    let (bytes, idx) = build(&samples, 1);
+    let encoded = idx.encode();
+    // Cut anywhere: refused, never a panic.
+    for cut in [0, 10, 16, 50, encoded.len() / 2, encoded.len() - 1] {
+        assert!(
+            SegmentIndex::decode(&encoded[..cut]).is_err(),
+            "cut at {cut}"
+        );
+    }
+    assert!(matches!(
+        SegmentIndex::decode(b"not an index at all, but long enough to read a magic"),
+        Err(IndexError::Magic)
+    ));
+    // Sizes that lie: a segment longer than it is, out of range, or a count past the cap.
+    let mut lying = idx.clone();
+    lying.segments[0].size += 1;
+    let err = lying.check_against(&mut Cursor::new(&bytes)).unwrap_err();
+    assert!(matches!(err, IndexError::Mismatch(_)), "{err}");
+    let mut huge = idx.clone();
+    huge.segments[0].size = u32::MAX;
+    assert!(matches!(
+        SegmentIndex::decode(&huge.encode()),
+        Err(IndexError::Invalid(_))
+    ));
+    let mut count = encoded.clone();
+    let at = 16 + 32 + 4 + idx.head.len();
+    count[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(SegmentIndex::decode(&count).is_err());
+    // Trailing bytes.
+    let mut long = encoded;
+    long.push(0);
+    assert!(matches!(
+        SegmentIndex::decode(&long),
+        Err(IndexError::Invalid(_))
+    ));
+}
+
+#[test]
+fn an_index_is_derived_from_the_bundle_alone_and_only_from_this_builders_bundles() {
+    let (bytes, idx) = build(go_feeds("2026-08-21").path(), 1);
+    let derived = index::derive(&mut Cursor::new(&bytes)).unwrap();
+    assert_eq!(derived.as_ref(), Some(&idx));
+    // A bundle whose payload was compressed otherwise (one ordinary deflate stream, as
+    // before segments) verifies, but has no segments to offer.
+    let plain = support::Fixture::new().bundle();
+    support::verify_bytes(&plain).unwrap();
+    assert_eq!(index::derive(&mut Cursor::new(&plain)).unwrap(), None);
+    // Garbage is no bundle.
+    assert_eq!(
+        index::derive(&mut Cursor::new(b"no gzip here".to_vec())).unwrap(),
+        None
+    );
+}
