@@ -273,6 +273,10 @@ async fn try_sources(
         sha256: a.sha256,
     });
     let work = config.data_dir.join("work");
+    let held_file = state
+        .current
+        .as_ref()
+        .and_then(|a| held_bundle(&config.data_dir.join(&a.dir)));
     let ctx = CheckContext {
         trust,
         limits,
@@ -282,6 +286,7 @@ async fn try_sources(
             .fetch_limits(config.sync.max_bundle_bytes),
         work_dir: &work,
         now: Timestamp::now(),
+        held_file: held_file.as_ref(),
     };
     let mut last_error = None;
     for source in &config.sources {
@@ -292,8 +297,14 @@ async fn try_sources(
         };
         match outcome {
             Ok(CheckOutcome::UpToDate) => return Ok(None),
-            Ok(CheckOutcome::New { file, .. }) => {
+            Ok(CheckOutcome::New {
+                file, via, index, ..
+            }) => {
                 let applied = apply(&config.data_dir, trust, limits, &file, &source.url, held);
+                if let Ok(applied) = &applied {
+                    keep_bundle_file(&config.data_dir.join(&applied.dir), &file, index.as_deref());
+                    eprintln!("{}", describe_transfer(&via));
+                }
                 let _ = std::fs::remove_file(&file);
                 return applied.map(Some);
             }
@@ -352,6 +363,53 @@ pub fn apply(
         applied_at: Timestamp::now(),
         dir,
     })
+}
+
+/// The bundle file kept in an applied bundle's directory, and its segment index: what the
+/// next bundle is built from when a source offers segments (`relay/FORMAT.md`).
+pub const BUNDLE_FILE: &str = "bundle.tar.gz";
+
+/// Keeps the verified bundle file (and its index, when the source had one) beside what
+/// was unpacked from it. Best effort: without them the next bundle comes whole.
+fn keep_bundle_file(dir: &Path, file: &Path, index: Option<&relay::bundle::index::SegmentIndex>) {
+    let kept = dir.join(BUNDLE_FILE);
+    if std::fs::rename(file, &kept).is_err() {
+        return;
+    }
+    if let Some(index) = index {
+        let _ = std::fs::write(relay::bundle::index::sidecar_path(&kept), index.encode());
+    }
+}
+
+/// The applied bundle's kept file and index, if both are there and the index reads.
+fn held_bundle(dir: &Path) -> Option<client::HeldBundle> {
+    let path = dir.join(BUNDLE_FILE);
+    let bytes = std::fs::read(relay::bundle::index::sidecar_path(&path)).ok()?;
+    let index = relay::bundle::index::SegmentIndex::decode(&bytes).ok()?;
+    path.is_file().then_some(client::HeldBundle { path, index })
+}
+
+/// One line on how a bundle came (whole, or by segments and how much).
+fn describe_transfer(via: &client::Via) -> String {
+    match via {
+        client::Via::Segments {
+            bytes,
+            bundle_bytes,
+            reused_bytes,
+            requests,
+        } => format!(
+            "by segments: {bytes} of {bundle_bytes} bytes transferred ({:.1} %), {reused_bytes} reused, {requests} requests",
+            100.0 * *bytes as f64 / (*bundle_bytes).max(1) as f64
+        ),
+        client::Via::Whole {
+            bytes,
+            fallback: Some(why),
+        } => format!("whole: {bytes} bytes transferred (not by segments: {why})"),
+        client::Via::Whole {
+            bytes,
+            fallback: None,
+        } => format!("whole: {bytes} bytes transferred"),
+    }
 }
 
 /// Removes bundle directories that are neither current nor the last good one.

@@ -626,6 +626,20 @@ impl Store {
         Ok((!bytes.is_empty()).then_some(bytes))
     }
 
+    /// Caches an index already checked against its bundle's file (one a source sent with
+    /// the bundle), so it is not derived again.
+    pub fn remember_segment_index(
+        &self,
+        index: &bundle::index::SegmentIndex,
+    ) -> Result<(), StoreError> {
+        let target = self.indexes.join(index.bundle_sha256.to_hex());
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.indexes).map_err(|e| io_err(&self.indexes, e))?;
+        io::Write::write_all(&mut tmp, &index.encode()).map_err(|e| io_err(&target, e))?;
+        tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
+        Ok(())
+    }
+
     fn forget_index(&self, sha256: &Sha256) {
         let _ = fs::remove_file(self.indexes.join(sha256.to_hex()));
         let _ = fs::remove_file(self.indexes.join(format!("{}.none", sha256.to_hex())));

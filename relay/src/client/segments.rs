@@ -77,10 +77,27 @@ pub async fn fetch_by_segments(
     held: Option<HeldFile<'_>>,
     out: &Path,
 ) -> Result<SegmentFetch, SyncError> {
-    let whole = |reason: String, spent: u64| Ok(SegmentFetch::Whole { reason, spent });
     let Some(held) = held else {
-        return whole("no earlier bundle held to build from".into(), 0);
+        return Ok(SegmentFetch::Whole {
+            reason: "no earlier bundle held to build from".into(),
+            spent: 0,
+        });
     };
+    let (new, spent) = match fetch_index(endpoint, client, index_url, expected).await? {
+        Ok(got) => got,
+        Err(whole) => return Ok(whole),
+    };
+    build_by_segments(endpoint, client, bundle_url, new, spent, held, out).await
+}
+
+/// The index at `index_url`, and the bytes it cost; or why the whole file it is.
+pub async fn fetch_index(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    index_url: &str,
+    expected: Option<&Sha256>,
+) -> Result<Result<(SegmentIndex, u64), SegmentFetch>, SyncError> {
+    let whole = |reason: String, spent: u64| Ok(Err(SegmentFetch::Whole { reason, spent }));
     let (bytes, status) = match get_capped(endpoint, client, index_url, MAX_INDEX_BYTES).await {
         Ok(got) => got,
         Err(e) => return whole(format!("segment index: {e}"), 0),
@@ -104,6 +121,20 @@ pub async fn fetch_by_segments(
             spent,
         );
     }
+    Ok(Ok((new, spent)))
+}
+
+/// The second half of [`fetch_by_segments`], given the new index (which cost `spent`).
+pub async fn build_by_segments(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    bundle_url: &str,
+    new: SegmentIndex,
+    spent: u64,
+    held: HeldFile<'_>,
+    out: &Path,
+) -> Result<SegmentFetch, SyncError> {
+    let whole = |reason: String, spent: u64| Ok(SegmentFetch::Whole { reason, spent });
     let mut plan = index::plan(&new, Some(held.index));
     merge_small_gaps(&new, &mut plan);
     let cost = plan.fetch_bytes + plan.fetch.len() as u64 * REQUEST_OVERHEAD;

@@ -16,6 +16,7 @@ use crate::bundle::{
 use super::endpoint::Endpoint;
 use super::error::{FailureKind, SyncError};
 use super::fetch::{FetchLimits, download};
+use super::segments::{HeldFile, SegmentFetch, build_by_segments, fetch_by_segments, fetch_index};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,7 +42,40 @@ pub enum CheckOutcome {
         file: PathBuf,
         /// Bytes transferred by this check (manifest excluded).
         transferred: u64,
+        via: Via,
+        /// The bundle's segment index, when the source has one (checked against the file):
+        /// keep it with the file to build the next bundle from it.
+        index: Option<Box<crate::bundle::index::SegmentIndex>>,
     },
+}
+
+/// How a new bundle came: whole, or built from the held one's segments and fetched ones
+/// (`relay/FORMAT.md`, "Segments and deltas").
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Via {
+    Whole {
+        bytes: u64,
+        /// Why not by segments, when that was tried (no index, a server without ranges,
+        /// a piece that did not hash, a file that did not verify).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        fallback: Option<String>,
+    },
+    Segments {
+        /// Transferred: the index and the ranges.
+        bytes: u64,
+        bundle_bytes: u64,
+        reused_bytes: u64,
+        requests: u64,
+    },
+}
+
+/// The bundle held now, as a file with its segment index: what a new one may be built
+/// from.
+#[derive(Clone, Debug)]
+pub struct HeldBundle {
+    pub path: PathBuf,
+    pub index: crate::bundle::index::SegmentIndex,
 }
 
 /// What the check needs besides the endpoint.
@@ -52,6 +86,9 @@ pub struct CheckContext<'a> {
     /// Where partial downloads live between checks (and restarts).
     pub work_dir: &'a Path,
     pub now: Timestamp,
+    /// The held bundle's file and index, when it has one: new bundles are then fetched by
+    /// segments where the source offers an index.
+    pub held_file: Option<&'a HeldBundle>,
 }
 
 /// Checks `endpoint` once.
@@ -161,6 +198,31 @@ async fn check_upstream(
         max_bytes: doc.bundle.size,
         ..ctx.fetch
     };
+    // By segments when the held bundle has them, unless a whole download is being resumed.
+    let mut fallback = None;
+    if let Some(h) = ctx.held_file
+        && tokio::fs::metadata(&partial).await.is_err()
+    {
+        let out = ctx.work_dir.join(format!("segments-{}", doc.bundle.sha256));
+        let index_url = format!("{bundle_url}/index");
+        let built = fetch_by_segments(
+            endpoint,
+            client,
+            &bundle_url,
+            &index_url,
+            Some(&doc.bundle.sha256),
+            Some(HeldFile {
+                path: &h.path,
+                index: &h.index,
+            }),
+            &out,
+        )
+        .await?;
+        match by_segments_verified(&bundle_url, built, &out, held, ctx).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(why) => fallback = Some(why),
+        }
+    }
     let fetched = download(
         endpoint,
         client,
@@ -185,11 +247,80 @@ async fn check_upstream(
             return Err(e);
         }
     };
+    let index = index_of(
+        endpoint,
+        client,
+        &format!("{bundle_url}/index"),
+        &fetched.path,
+        &verified.sha256(),
+    )
+    .await;
     Ok(CheckOutcome::New {
         verified: Box::new(verified),
         file: fetched.path,
         transferred: fetched.transferred,
+        via: Via::Whole {
+            bytes: fetched.transferred,
+            fallback,
+        },
+        index,
     })
+}
+
+/// After a whole download, the bundle's index from the source when it has one, checked
+/// against the file (best effort: without it the next bundle comes whole too).
+async fn index_of(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    index_url: &str,
+    file: &Path,
+    sha256: &Sha256,
+) -> Option<Box<crate::bundle::index::SegmentIndex>> {
+    let (index, _) = fetch_index(endpoint, client, index_url, Some(sha256))
+        .await
+        .ok()?
+        .ok()?;
+    let file = file.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut f = std::io::BufReader::new(std::fs::File::open(file).ok()?);
+        index.check_against(&mut f).ok()?;
+        Some(Box::new(index))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// A file built from segments, verified: the outcome, or why the whole file is needed.
+async fn by_segments_verified(
+    url: &str,
+    built: SegmentFetch,
+    out: &Path,
+    held: Option<Held>,
+    ctx: &CheckContext<'_>,
+) -> Result<CheckOutcome, String> {
+    let (stats, index) = match built {
+        SegmentFetch::Built { stats, index } => (stats, index),
+        SegmentFetch::Whole { reason, .. } => return Err(reason),
+    };
+    match verify_file(url, out, held, ctx).await {
+        Ok(verified) => Ok(CheckOutcome::New {
+            verified: Box::new(verified),
+            file: out.to_owned(),
+            transferred: stats.transferred(),
+            via: Via::Segments {
+                bytes: stats.transferred(),
+                bundle_bytes: stats.bundle_size,
+                reused_bytes: stats.reused_bytes,
+                requests: stats.requests,
+            },
+            index: Some(index),
+        }),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(out).await;
+            Err(format!("the file built from segments did not verify: {e}"))
+        }
+    }
 }
 
 async fn check_custom(
@@ -208,6 +339,31 @@ async fn check_custom(
         Some(_) => tokio::fs::read_to_string(&last_etag_path).await.ok(),
         None => None,
     };
+    // By segments when the held bundle has them and the location has `<url>.idx`.
+    let mut fallback = None;
+    if let (Some(h), Some(held_now)) = (ctx.held_file, held) {
+        let index_url = format!("{url}.idx");
+        match fetch_index(endpoint, client, &index_url, None).await? {
+            Ok((new, _)) if new.bundle_sha256 == held_now.sha256 => {
+                return Ok(CheckOutcome::UpToDate);
+            }
+            Ok((new, spent)) => {
+                let out = ctx.work_dir.join(format!("segments-custom-{}", &key[..16]));
+                let held_file = HeldFile {
+                    path: &h.path,
+                    index: &h.index,
+                };
+                let built =
+                    build_by_segments(endpoint, client, &url, new, spent, held_file, &out).await?;
+                match by_segments_verified(&url, built, &out, held, ctx).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(why) => fallback = Some(why),
+                }
+            }
+            Err(SegmentFetch::Whole { reason, .. }) => fallback = Some(reason),
+            Err(SegmentFetch::Built { .. }) => {}
+        }
+    }
     let fetched = download(
         endpoint,
         client,
@@ -248,10 +404,23 @@ async fn check_custom(
             let _ = tokio::fs::remove_file(&last_etag_path).await;
         }
     }
+    let index = index_of(
+        endpoint,
+        client,
+        &format!("{url}.idx"),
+        &fetched.path,
+        &verified.sha256(),
+    )
+    .await;
     Ok(CheckOutcome::New {
         verified: Box::new(verified),
         file: fetched.path,
         transferred: fetched.transferred,
+        via: Via::Whole {
+            bytes: fetched.transferred,
+            fallback,
+        },
+        index,
     })
 }
 

@@ -62,6 +62,10 @@ pub struct SourceStatus {
     pub failures: u32,
     #[serde(skip)]
     pub retry_after_until: Option<Timestamp>,
+    /// How the last bundle from this source came: whole (and why not by segments, when
+    /// they were tried), or by segments (bytes transferred, bytes reused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transfer: Option<client::Via>,
 }
 
 /// Shared between the sync tasks and the status routes.
@@ -104,6 +108,7 @@ impl SyncState {
                     not_before: None,
                     failures: 0,
                     retry_after_until: None,
+                    last_transfer: None,
                 })
                 .collect(),
             ..SyncStatus::default()
@@ -411,6 +416,21 @@ async fn pull_archive(
 }
 
 /// The sources in order, until one answers.
+/// The current bundle's file and segment index, for building the next one from it
+/// (`None` when nothing is held, or it has no segments).
+async fn held_bundle(relay: &Arc<Relay>) -> Option<client::HeldBundle> {
+    let sha = relay.store.current()?.record.sha256;
+    let store = Arc::clone(&relay.store);
+    let found = tokio::task::spawn_blocking(move || {
+        let (_, path) = store.held(&sha).ok()??;
+        let bytes = store.segment_index(&sha).ok()??;
+        let index = crate::bundle::index::SegmentIndex::decode(&bytes).ok()?;
+        Some(client::HeldBundle { path, index })
+    })
+    .await;
+    found.ok().flatten()
+}
+
 async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &std::path::Path) {
     let now = super::now();
     relay.sync.lock().last_check = Some(now);
@@ -420,12 +440,14 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
     });
     let schedule = &relay.config.schedule;
     let trust = relay.trust();
+    let held_file = held_bundle(relay).await;
     let ctx = CheckContext {
         trust: &trust,
         limits: &relay.limits,
         fetch: schedule.fetch_limits(relay.config.storage.max_upload_bytes),
         work_dir,
         now,
+        held_file: held_file.as_ref(),
     };
     let forced = relay
         .sync
@@ -456,7 +478,18 @@ async fn check_bundles(relay: &Arc<Relay>, sources: &[Arc<Source>], work_dir: &s
                 verified,
                 file,
                 transferred,
+                via,
+                index: segments,
             }) => {
+                relay.sync.lock().sources[index].last_transfer = Some(via);
+                // The source's index, checked against the file: no need to derive it.
+                if let Some(segments) = segments {
+                    let store = Arc::clone(&relay.store);
+                    let _ = tokio::task::spawn_blocking(move || {
+                        store.remember_segment_index(&segments)
+                    })
+                    .await;
+                }
                 let origin = format!(
                     "{} {}",
                     kind_name(source.config.kind),

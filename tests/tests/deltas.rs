@@ -1,0 +1,155 @@
+//! Issue 14: a day's update costs what changed, through every tier. Real processes on
+//! loopback: relay A takes uploads; B follows A (upstream, over its watch channel); C
+//! follows B's custom location (`/intelligence/bundle.tar.gz`, with `.idx` beside it);
+//! defender-lite follows C. The bundles are the real Go vulnerability database of two
+//! days three days apart (`../shared/data`: one record added, nine changed). The first
+//! bundle travels whole; the second by segments at every hop, and every tier ends up
+//! with the same file (one SHA-256).
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use end_to_end::relays::{
+    RelayConfig, RelayProcess, build_bundle, generate_key, password, poll, quote, run_relay,
+    upstream_source,
+};
+use end_to_end::{binary, workspace_root};
+use serde_json::Value;
+
+fn import_go(date: &str, feeds: &Path) {
+    let zip = workspace_root()
+        .join("../shared/data/osv/go")
+        .join(date)
+        .join("all.zip");
+    assert!(zip.is_file(), "{} is missing", zip.display());
+    run_relay(&[
+        "feeds",
+        "import",
+        "osv",
+        &zip.display().to_string(),
+        "-o",
+        &feeds.display().to_string(),
+    ]);
+}
+
+/// The status of `relay`'s only source, once its current bundle has `sequence`.
+async fn held(relay: &RelayProcess, sequence: u64) -> Value {
+    poll(Duration::from_secs(60), async || {
+        let s = relay.status().await?;
+        if s["current"]["sequence"] == sequence {
+            Ok(s)
+        } else {
+            Err(format!("{} holds {}", relay.name, s["current"]))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn force_refresh(relay: &RelayProcess) {
+    let response = relay
+        .client()
+        .put(format!("{}/api/v1/feeds/force-refresh", relay.url))
+        .basic_auth("admin", Some(password("admin")))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+}
+
+fn agent_sync(config: &Path) -> (String, String) {
+    let out = Command::new(binary("defender-lite"))
+        .args(["sync", "--once", "--config", &config.display().to_string()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    (stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (secret, public) = generate_key(tmp.path(), "origin");
+    let (day1, day2) = (tmp.path().join("feeds-1"), tmp.path().join("feeds-2"));
+    import_go("2026-08-18", &day1);
+    import_go("2026-08-21", &day2);
+    let b1 = build_bundle(&day1, &secret, 1, &tmp.path().join("b1.tar.gz"));
+    let b2 = build_bundle(&day2, &secret, 2, &tmp.path().join("b2.tar.gz"));
+
+    let a = RelayProcess::start(
+        "a",
+        &tmp.path().join("a"),
+        &RelayConfig::ordinary(&[&public]),
+    );
+    let b = RelayProcess::start(
+        "b",
+        &tmp.path().join("b"),
+        &RelayConfig {
+            extra: upstream_source(&a),
+            ..RelayConfig::ordinary(&[&public])
+        },
+    );
+    let c = RelayProcess::start(
+        "c",
+        &tmp.path().join("c"),
+        &RelayConfig {
+            extra: format!(
+                "[[sources]]\nkind = \"custom_location\"\nurl = {}\nuser = \"reader\"\npassword = {}\nca = {}\nno_proxy = true\n",
+                quote(&format!("{}/intelligence/bundle.tar.gz", b.url)),
+                quote(&password("reader")),
+                quote(&b.ca().display().to_string()),
+            ),
+            ..RelayConfig::ordinary(&[&public])
+        },
+    );
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let agent_config = agent_dir.join("agent.toml");
+    std::fs::write(
+        &agent_config,
+        format!(
+            "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n\
+             [[sources]]\nkind = \"upstream\"\nurl = \"{}\"\nuser = \"reader\"\npassword = \"{}\"\nca = {:?}\nno_proxy = true\n",
+            c.url,
+            password("reader"),
+            c.ca(),
+        ),
+    )
+    .unwrap();
+
+    // Day one: whole, everywhere.
+    assert_eq!(a.upload("uploader", b1).await.0, 201);
+    held(&b, 1).await;
+    force_refresh(&c).await;
+    held(&c, 1).await;
+    let (_, stderr) = agent_sync(&agent_config);
+    assert!(stderr.contains("whole: "), "{stderr}");
+
+    // Day two: by segments at every hop.
+    assert_eq!(a.upload("uploader", b2.clone()).await.0, 201);
+    let sha = held(&a, 2).await["current"]["sha256"].clone();
+    let whole = b2.len() as u64;
+    let by_segments = |s: &Value, who: &str| {
+        let t = &s["sources"][0]["last_transfer"];
+        assert_eq!(t["mode"], "segments", "{who}: {s:#}");
+        let bytes = t["bytes"].as_u64().unwrap();
+        assert!(bytes * 10 < whole, "{who}: {bytes} of {whole} bytes");
+        assert_eq!(s["current"]["sha256"], sha, "{who}");
+    };
+    by_segments(&held(&b, 2).await, "b (upstream)");
+    force_refresh(&c).await;
+    by_segments(&held(&c, 2).await, "c (custom location)");
+    let (_, stderr) = agent_sync(&agent_config);
+    assert!(stderr.contains("by segments: "), "{stderr}");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(agent_dir.join("data/state.json")).unwrap()).unwrap();
+    assert_eq!(state["current"]["sequence"], 2);
+    assert_eq!(state["current"]["sha256"], sha, "the agent");
+}
