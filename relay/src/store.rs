@@ -104,6 +104,13 @@ pub struct SupervisorState {
     pub last_error: Option<String>,
     /// `unreachable`, `tls`, `auth`, `rejected`, `timeout` or `other`.
     pub last_error_kind: Option<String>,
+    /// The bundle a push delivered (201): what the next push may send only the changed
+    /// segments against. Absent in records of earlier versions.
+    #[serde(default)]
+    pub sha256: Option<Sha256>,
+    /// How the last push went: by segments (bytes sent) or whole (and why).
+    #[serde(default)]
+    pub last_transfer: Option<String>,
 }
 
 /// One entry of the watch channel's log.

@@ -225,3 +225,61 @@ fn an_index_is_derived_from_the_bundle_alone_and_only_from_this_builders_bundles
         None
     );
 }
+
+/// The receiving side of a central relay's push by segments: a package builds the new
+/// bundle from the held one; a flipped byte or bytes after the last segment are refused
+/// (422), a package built on a bundle this relay does not hold asks for the whole file
+/// (412), and none of them touches what is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_package_builds_the_bundle_and_a_bad_one_changes_nothing() {
+    use support::server::TestRelay;
+    let (old, old_idx) = build(go_feeds("2026-08-18").path(), 1);
+    let (new, new_idx) = build(go_feeds("2026-08-21").path(), 2);
+    let relay = TestRelay::start().await;
+    assert_eq!(relay.upload(old.clone()).await.status(), 201);
+    let package = |base: &SegmentIndex| {
+        let mut out = Vec::new();
+        index::write_package(base, &new_idx, &mut Cursor::new(&new), &mut out).unwrap();
+        out
+    };
+    let put = async |body: Vec<u8>| {
+        let r = relay
+            .client()
+            .put(format!("{}/api/v1/feeds/bundle", relay.url))
+            .basic_auth("uploader", Some("uploader-pw"))
+            .header(reqwest::header::CONTENT_TYPE, index::PACKAGE_CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let good = package(&old_idx);
+    assert!(good.len() * 5 < new.len(), "{} bytes", good.len());
+
+    let mut flipped = good.clone();
+    let last = flipped.len() - 20;
+    flipped[last] ^= 1;
+    let (status, body) = put(flipped).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("does not hash"), "{body}");
+
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"more");
+    let (status, body) = put(trailing).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("after the last segment"), "{body}");
+
+    let (status, body) = put(package(&new_idx)).await;
+    assert_eq!(status, 412, "{body}");
+    assert!(body.contains("not held here"), "{body}");
+
+    let (status, body) = put(good[..good.len() / 2].to_vec()).await;
+    assert_eq!(status, 422, "a cut package: {body}");
+    assert_eq!(relay.current_bytes().await, old, "nothing changed");
+
+    let (status, body) = put(good).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(relay.current_bytes().await, new);
+    relay.stop().await;
+}

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use end_to_end::relays::{
-    RelayConfig, RelayProcess, build_bundle, generate_key, password, poll, quote, run_relay,
-    upstream_source,
+    RelayConfig, RelayProcess, build_bundle, generate_key, password, poll, projects_section, quote,
+    run_relay, supervisor_config, supervisor_entry, upstream_source,
 };
 use end_to_end::{binary, workspace_root};
 use serde_json::Value;
@@ -152,4 +152,98 @@ async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
         serde_json::from_slice(&std::fs::read(agent_dir.join("data/state.json")).unwrap()).unwrap();
     assert_eq!(state["current"]["sequence"], 2);
     assert_eq!(state["current"]["sha256"], sha, "the agent");
+}
+
+/// Central's view of its one supervisor, once central knows it holds `sequence`.
+async fn supervisor_holds(central: &RelayProcess, sequence: u64) -> Value {
+    poll(Duration::from_secs(60), async || {
+        let s = central.status().await?;
+        let entry = s["supervisors"][0].clone();
+        if entry["sequence"] == sequence && entry["last_transfer"].is_string() {
+            Ok(entry)
+        } else {
+            Err(format!("central sees {entry}"))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Issue 14, projects: central pushes a segment package (the changed segments and the
+/// new index) to a supervisor that holds the bundle central delivered before, and the
+/// supervisor builds the same file. A supervisor that lost that bundle refuses the package
+/// (412) and gets the whole file, and central's status says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn central_pushes_only_the_changed_segments_and_the_whole_file_when_the_base_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (secret, public) = generate_key(tmp.path(), "origin");
+    let (day1, day2) = (tmp.path().join("feeds-1"), tmp.path().join("feeds-2"));
+    import_go("2026-08-18", &day1);
+    import_go("2026-08-21", &day2);
+    let b1 = build_bundle(&day1, &secret, 1, &tmp.path().join("b1.tar.gz"));
+    let b2 = build_bundle(&day2, &secret, 2, &tmp.path().join("b2.tar.gz"));
+    let b3 = build_bundle(&day2, &secret, 3, &tmp.path().join("b3.tar.gz"));
+
+    let mut supervisor = RelayProcess::start(
+        "east",
+        &tmp.path().join("east"),
+        &supervisor_config(&public),
+    );
+    let central = RelayProcess::start(
+        "central",
+        &tmp.path().join("central"),
+        &RelayConfig {
+            extra: format!(
+                "{}{}",
+                projects_section(2, "200ms", "1s"),
+                supervisor_entry(&supervisor, &password("central"))
+            ),
+            ..RelayConfig::ordinary(&[&public])
+        },
+    );
+    assert_eq!(central.upload("uploader", b1).await.0, 201);
+    let first = supervisor_holds(&central, 1).await;
+    assert!(
+        first["last_transfer"]
+            .as_str()
+            .unwrap()
+            .starts_with("whole: "),
+        "{first}"
+    );
+
+    assert_eq!(central.upload("uploader", b2.clone()).await.0, 201);
+    let second = supervisor_holds(&central, 2).await;
+    let how = second["last_transfer"].as_str().unwrap().to_owned();
+    let sent: u64 = how
+        .strip_prefix("segments: ")
+        .unwrap_or_else(|| panic!("{second}"))
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(sent * 10 < b2.len() as u64, "{how}");
+    let held = supervisor.status().await.unwrap();
+    assert_eq!(
+        held["current"]["sha256"],
+        relay::bundle::Sha256::of(&b2).to_string(),
+        "the supervisor built the same file"
+    );
+
+    // The supervisor loses everything; central still thinks it holds sequence 2.
+    supervisor.kill();
+    std::fs::remove_dir_all(tmp.path().join("east/data")).unwrap();
+    supervisor.restart();
+    assert_eq!(central.upload("uploader", b3.clone()).await.0, 201);
+    let third = supervisor_holds(&central, 3).await;
+    let how = third["last_transfer"].as_str().unwrap();
+    assert!(
+        how.starts_with("whole: ") && how.contains("(412)") && how.contains("not held here"),
+        "{third}"
+    );
+    let held = supervisor.status().await.unwrap();
+    assert_eq!(
+        held["current"]["sha256"],
+        relay::bundle::Sha256::of(&b3).to_string()
+    );
 }

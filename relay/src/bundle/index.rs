@@ -494,3 +494,69 @@ impl<W: Write> Write for TarCutter<'_, W> {
         Ok(())
     }
 }
+
+/// A segment package: what the holder of one bundle (`base`) needs to build another, in
+/// one request body (a central relay pushing to a supervisor that holds the previous
+/// bundle). Layout: [`PACKAGE_MAGIC`], the base bundle's SHA-256, the new bundle's index
+/// (its length as a u32, then its bytes), then the segments of the new bundle that the
+/// base does not have, whole, in order (exactly [`plan`]'s, no gaps merged).
+pub const PACKAGE_MAGIC: &[u8; 16] = b"relay-segpack-1\n";
+/// Its `Content-Type`.
+pub const PACKAGE_CONTENT_TYPE: &str = "application/vnd.relay.segments";
+
+/// Writes a package for a holder of `base` (whose index is `base_index`) to build `new`,
+/// whose file is `new_file`; the bytes written.
+pub fn write_package(
+    base_index: &SegmentIndex,
+    new: &SegmentIndex,
+    new_file: &mut (impl Read + Seek),
+    out: &mut impl Write,
+) -> io::Result<u64> {
+    let plan = plan(new, Some(base_index));
+    let encoded = new.encode();
+    out.write_all(PACKAGE_MAGIC)?;
+    out.write_all(&base_index.bundle_sha256.0)?;
+    out.write_all(
+        &u32::try_from(encoded.len())
+            .map_err(io::Error::other)?
+            .to_le_bytes(),
+    )?;
+    out.write_all(&encoded)?;
+    let mut written = (PACKAGE_MAGIC.len() + 32 + 4 + encoded.len()) as u64;
+    for &(start, end) in &plan.fetch {
+        new_file.seek(SeekFrom::Start(start))?;
+        written += io::copy(&mut (&mut *new_file).take(end - start), out)?;
+    }
+    out.flush()?;
+    Ok(written)
+}
+
+/// What a package says before its segments: the base bundle and the new index. The
+/// input is left at the first segment.
+pub fn read_package_header(input: &mut impl Read) -> Result<(Sha256, SegmentIndex), IndexError> {
+    let mut magic = [0u8; 16];
+    input
+        .read_exact(&mut magic)
+        .map_err(|_| IndexError::Truncated)?;
+    if &magic != PACKAGE_MAGIC {
+        return Err(IndexError::Magic);
+    }
+    let mut sha = [0u8; 32];
+    input
+        .read_exact(&mut sha)
+        .map_err(|_| IndexError::Truncated)?;
+    let mut len = [0u8; 4];
+    input
+        .read_exact(&mut len)
+        .map_err(|_| IndexError::Truncated)?;
+    let len = u32::from_le_bytes(len) as usize;
+    let max = MAGIC.len() + 32 + 4 + MAX_HEAD + 4 + 40 * MAX_SEGMENTS + 10;
+    if len > max {
+        return Err(IndexError::Invalid(format!("an index of {len} bytes")));
+    }
+    let mut encoded = vec![0u8; len];
+    input
+        .read_exact(&mut encoded)
+        .map_err(|_| IndexError::Truncated)?;
+    Ok((Sha256(sha), SegmentIndex::decode(&encoded)?))
+}

@@ -38,6 +38,8 @@ pub struct SupervisorStatus {
     pub last_error: Option<String>,
     /// `unreachable`, `tls`, `auth`, `rejected`, `timeout` or `other`.
     pub last_error_kind: Option<String>,
+    /// How the last push went: `segments: N of M bytes sent`, or `whole: ...` and why.
+    pub last_transfer: Option<String>,
     /// When the bundle it holds was made.
     #[serde(skip)]
     pub created: Option<Timestamp>,
@@ -117,6 +119,7 @@ fn view(
         next_attempt,
         last_error: held.last_error.clone(),
         last_error_kind: held.last_error_kind.clone(),
+        last_transfer: held.last_transfer.clone(),
         created: held.created,
     }
 }
@@ -190,12 +193,14 @@ async fn follow(relay: Arc<Relay>, index: usize, gate: Arc<Semaphore>) {
             held.last_attempt = Some(super::now());
             relay.projects.set(index, view(&config, &held, None));
             tokio::select! {
-                outcome = push(&client, &endpoint, &bundle) => outcome,
+                outcome = push_cheapest(&relay, &client, &endpoint, &bundle, held.sha256) => outcome,
                 () = relay.stopping.cancelled() => return,
             }
         };
         let delay = match outcome {
-            Ok(accepted) => {
+            Ok((accepted, how)) => {
+                held.sha256 = accepted.then_some(bundle.record.sha256);
+                held.last_transfer = Some(how);
                 info!(
                     supervisor = %config.name,
                     sequence = %bundle.record.sequence,
@@ -248,6 +253,136 @@ async fn follow(relay: Arc<Relay>, index: usize, gate: Arc<Semaphore>) {
             () = relay.projects.push_now[index].notified() => forced = true,
             () = relay.stopping.cancelled() => return,
         }
+    }
+}
+
+/// Pushes the bundle the cheapest way: when the supervisor holds a bundle central
+/// delivered (`base`) and central still holds it with its index, a segment package with
+/// only the changed segments; else, or when the supervisor refuses the package (it lost
+/// the base: 412; the package is wrong: 422), the whole file. The outcome, and how it went
+/// in words for the status.
+async fn push_cheapest(
+    relay: &Arc<Relay>,
+    client: &reqwest::Client,
+    endpoint: &crate::client::Endpoint,
+    bundle: &Current,
+    base: Option<crate::bundle::Sha256>,
+) -> Result<(bool, String), SyncError> {
+    let mut why_whole = "no earlier push to build on".to_owned();
+    if let Some(base) = base {
+        match package(relay, bundle, base).await {
+            Ok((package, size)) => match push_package(client, endpoint, &package, size).await {
+                Ok(PackageOutcome::Delivered(accepted)) => {
+                    return Ok((
+                        accepted,
+                        format!("segments: {size} of {} bytes sent", bundle.record.size),
+                    ));
+                }
+                Ok(PackageOutcome::Refused(why)) => why_whole = why,
+                Err(e) => return Err(e),
+            },
+            Err(why) => why_whole = why,
+        }
+    }
+    let accepted = push(client, endpoint, bundle).await?;
+    Ok((
+        accepted,
+        format!("whole: {} bytes sent ({why_whole})", bundle.record.size),
+    ))
+}
+
+/// A segment package for a holder of `base` to build `bundle`, in a temp file; or why
+/// there is none (central no longer holds the base, no index, not cheaper).
+async fn package(
+    relay: &Arc<Relay>,
+    bundle: &Current,
+    base: crate::bundle::Sha256,
+) -> Result<(tempfile::TempPath, u64), String> {
+    let store = Arc::clone(&relay.store);
+    let (new_sha, new_path, size) = (
+        bundle.record.sha256,
+        bundle.path.clone(),
+        bundle.record.size,
+    );
+    tokio::task::spawn_blocking(move || {
+        let index = |sha: &crate::bundle::Sha256, what: &str| {
+            store
+                .segment_index(sha)
+                .ok()
+                .flatten()
+                .and_then(|b| crate::bundle::index::SegmentIndex::decode(&b).ok())
+                .ok_or_else(|| format!("no segment index of the {what} bundle"))
+        };
+        let base_index = index(&base, "supervisor's")?;
+        let new_index = index(&new_sha, "new")?;
+        let plan = crate::bundle::index::plan(&new_index, Some(&base_index));
+        if plan.fetch_bytes >= size {
+            return Err("the changed segments are as large as the bundle".to_owned());
+        }
+        let temp = store.incoming_file().map_err(|e| e.to_string())?;
+        let (file, path) = temp.into_parts();
+        let mut out = std::io::BufWriter::new(file);
+        let mut new_file =
+            std::io::BufReader::new(std::fs::File::open(&new_path).map_err(|e| e.to_string())?);
+        let written =
+            crate::bundle::index::write_package(&base_index, &new_index, &mut new_file, &mut out)
+                .map_err(|e| e.to_string())?;
+        out.into_inner().map_err(|e| e.to_string())?;
+        Ok((path, written))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+enum PackageOutcome {
+    /// 201 (`true`) or 409 (`false`), as for a whole push.
+    Delivered(bool),
+    /// The supervisor cannot build from it: send the whole file.
+    Refused(String),
+}
+
+async fn push_package(
+    client: &reqwest::Client,
+    endpoint: &crate::client::Endpoint,
+    package: &std::path::Path,
+    size: u64,
+) -> Result<PackageOutcome, SyncError> {
+    let url = format!("{}/api/v1/feeds/bundle", endpoint.base());
+    let file = tokio::fs::File::open(package)
+        .await
+        .map_err(|e| SyncError::new(FailureKind::Local, format!("{}: {e}", package.display())))?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
+    let response = endpoint
+        .authorize(client.put(&url))
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            crate::bundle::index::PACKAGE_CONTENT_TYPE,
+        )
+        .header(reqwest::header::CONTENT_LENGTH, size)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| SyncError::transport(&url, &e))?;
+    match response.status().as_u16() {
+        201 => Ok(PackageOutcome::Delivered(true)),
+        409 => Ok(PackageOutcome::Delivered(false)),
+        // An older supervisor takes the package for a bundle and refuses it (422), or it
+        // lost the base (412), or the package did not build (422): the whole file, then.
+        status @ (412 | 415 | 422) => {
+            let reason = response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "no reason given".to_owned());
+            Ok(PackageOutcome::Refused(format!(
+                "the segment package was refused ({status}): {reason}"
+            )))
+        }
+        _ => Err(SyncError::status(&url, &response)),
     }
 }
 

@@ -98,6 +98,20 @@ async fn receive(
         Ok(p) => p,
         Err(refusal) => return refusal,
     };
+    let package = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with(bundle::index::PACKAGE_CONTENT_TYPE));
+    // A segment package (a central relay's push): the bundle is built here from the
+    // bundle it names as its base and the segments it carries, then checked as any upload.
+    let path = if package {
+        match build_from_package(relay, path).await {
+            Ok(built) => built,
+            Err(refusal) => return refusal,
+        }
+    } else {
+        path
+    };
     let held = relay.store.current().map(|c| c.record.sequence);
     let verified = {
         let (path, trust, limits) = (path.to_path_buf(), relay.trust(), relay.limits);
@@ -242,6 +256,79 @@ pub async fn upload_archive(
                 .into_response()
         }
         Err(e) => internal("storing the archive", &e).1,
+    }
+}
+
+/// Builds the bundle a segment package describes (`relay/FORMAT.md`, "Segments and
+/// deltas") into a new incoming file: 412 when its base is not held here (the sender then
+/// sends the whole bundle), 422 when the package is not what it claims.
+async fn build_from_package(
+    relay: &Arc<Relay>,
+    package: tempfile::TempPath,
+) -> Result<tempfile::TempPath, Refusal> {
+    let store = Arc::clone(&relay.store);
+    let out = relay
+        .store
+        .incoming_file()
+        .map_err(|e| internal("creating the upload file", &e))?;
+    let (out_file, out_path) = out.into_parts();
+    let built = tokio::task::spawn_blocking(move || -> Result<(), (StatusCode, String)> {
+        let unprocessable = |e: &dyn std::fmt::Display| {
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("segment package: {e}"),
+            )
+        };
+        let mut input =
+            BufReader::new(std::fs::File::open(&package).map_err(|e| unprocessable(&e))?);
+        let (base, new) =
+            bundle::index::read_package_header(&mut input).map_err(|e| unprocessable(&e))?;
+        let precondition = |what: &str| {
+            (
+                StatusCode::PRECONDITION_FAILED,
+                format!("segment package: base bundle {base} {what}; send the whole bundle"),
+            )
+        };
+        let (_, base_path) = store
+            .held(&base)
+            .ok()
+            .flatten()
+            .ok_or_else(|| precondition("is not held here"))?;
+        let base_index = store
+            .segment_index(&base)
+            .ok()
+            .flatten()
+            .and_then(|bytes| bundle::index::SegmentIndex::decode(&bytes).ok())
+            .ok_or_else(|| precondition("has no segments here"))?;
+        let plan = bundle::index::plan(&new, Some(&base_index));
+        let mut base_file =
+            BufReader::new(std::fs::File::open(&base_path).map_err(|e| unprocessable(&e))?);
+        let mut writer = std::io::BufWriter::new(out_file);
+        bundle::index::assemble(&new, &plan, Some(&mut base_file), &mut input, &mut writer)
+            .map_err(|e| unprocessable(&e))?;
+        // Nothing may follow the segments the plan asks for.
+        let mut rest = [0u8; 1];
+        if std::io::Read::read(&mut input, &mut rest).map_err(|e| unprocessable(&e))? != 0 {
+            return Err(unprocessable(&"bytes after the last segment"));
+        }
+        let file = writer
+            .into_inner()
+            .map_err(|e| unprocessable(&e.into_error()))?;
+        file.sync_all().map_err(|e| unprocessable(&e))
+    })
+    .await
+    .map_err(|e| internal("building from a segment package", &e))?;
+    match built {
+        Ok(()) => Ok(out_path),
+        Err((status, message)) => {
+            tracing::info!(%message, "segment package refused");
+            let outcome = if status == StatusCode::PRECONDITION_FAILED {
+                "no_base"
+            } else {
+                "invalid"
+            };
+            Err((outcome, problem(status, message)))
+        }
     }
 }
 
