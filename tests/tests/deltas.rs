@@ -1,7 +1,7 @@
 //! Issue 14: a day's update costs what changed, through every tier. Real processes on
 //! loopback: relay A takes uploads; B follows A (upstream, over its watch channel); C
 //! follows B's custom location (`/intelligence/bundle.tar.gz`, with `.idx` beside it);
-//! defender-lite follows C. The bundles are the real Go vulnerability database of two
+//! one defender-lite follows C, another B's custom location. The bundles are the real Go vulnerability database of two
 //! days three days apart (`../shared/data`: one record added, nine changed). The first
 //! bundle travels whole; the second by segments at every hop, and every tier ends up
 //! with the same file (one SHA-256).
@@ -109,28 +109,39 @@ async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
             ..RelayConfig::ordinary(&[&public])
         },
     );
-    let agent_dir = tmp.path().join("agent");
-    std::fs::create_dir(&agent_dir).unwrap();
-    let agent_config = agent_dir.join("agent.toml");
-    std::fs::write(
-        &agent_config,
-        format!(
-            "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n\
-             [[sources]]\nkind = \"upstream\"\nurl = \"{}\"\nuser = \"reader\"\npassword = \"{}\"\nca = {:?}\nno_proxy = true\n",
-            c.url,
-            password("reader"),
-            c.ca(),
-        ),
-    )
-    .unwrap();
+    // One agent follows C as an upstream, another B's custom location.
+    let agent = |name: &str, kind: &str, url: String, ca: std::path::PathBuf| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n\
+                 [[sources]]\nkind = \"{kind}\"\nurl = \"{url}\"\nuser = \"reader\"\npassword = \"{}\"\nca = {ca:?}\nno_proxy = true\n",
+                password("reader"),
+            ),
+        )
+        .unwrap();
+        (dir, config)
+    };
+    let (agent_dir, agent_config) = agent("agent", "upstream", c.url.clone(), c.ca());
+    let (custom_dir, custom_config) = agent(
+        "agent-custom",
+        "custom_location",
+        format!("{}/intelligence/bundle.tar.gz", b.url),
+        b.ca(),
+    );
 
     // Day one: whole, everywhere.
     assert_eq!(a.upload("uploader", b1).await.0, 201);
     held(&b, 1).await;
     force_refresh(&c).await;
     held(&c, 1).await;
-    let (_, stderr) = agent_sync(&agent_config);
-    assert!(stderr.contains("whole: "), "{stderr}");
+    for config in [&agent_config, &custom_config] {
+        let (_, stderr) = agent_sync(config);
+        assert!(stderr.contains("whole: "), "{stderr}");
+    }
 
     // Day two: by segments at every hop.
     assert_eq!(a.upload("uploader", b2.clone()).await.0, 201);
@@ -146,12 +157,14 @@ async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
     by_segments(&held(&b, 2).await, "b (upstream)");
     force_refresh(&c).await;
     by_segments(&held(&c, 2).await, "c (custom location)");
-    let (_, stderr) = agent_sync(&agent_config);
-    assert!(stderr.contains("by segments: "), "{stderr}");
-    let state: Value =
-        serde_json::from_slice(&std::fs::read(agent_dir.join("data/state.json")).unwrap()).unwrap();
-    assert_eq!(state["current"]["sequence"], 2);
-    assert_eq!(state["current"]["sha256"], sha, "the agent");
+    for (dir, config) in [(&agent_dir, &agent_config), (&custom_dir, &custom_config)] {
+        let (_, stderr) = agent_sync(config);
+        assert!(stderr.contains("by segments: "), "{stderr}");
+        let state: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("data/state.json")).unwrap()).unwrap();
+        assert_eq!(state["current"]["sequence"], 2);
+        assert_eq!(state["current"]["sha256"], sha, "{}", dir.display());
+    }
 }
 
 /// Central's view of its one supervisor, once central knows it holds `sequence`.
