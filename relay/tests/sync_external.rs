@@ -581,6 +581,13 @@ async fn a_custom_location_on_nginx_serves_only_the_changed_segments() {
             lying.segments.swap(1, n - 2);
             lying.encode()
         }),
+        // An index announcing far more than the file (and the client's cap) holds.
+        ("inflated index", "", {
+            let mut inflated = relay::bundle::index::SegmentIndex::decode(&new_index).unwrap();
+            let extra = inflated.segments[0];
+            inflated.segments.extend(std::iter::repeat_n(extra, 1000));
+            inflated.encode()
+        }),
     ] {
         let dir = tempfile::tempdir().unwrap();
         support::server::prepare_dir(dir.path());
@@ -609,6 +616,8 @@ async fn a_custom_location_on_nginx_serves_only_the_changed_segments() {
                 "held.tar.gz",
                 "-o",
                 "new.tar.gz",
+                "--max-bytes",
+                &(new.len() * 2).to_string(),
             ],
         );
         eprintln!("{case}:\n{stdout}{stderr}");
@@ -644,6 +653,11 @@ async fn a_custom_location_on_nginx_serves_only_the_changed_segments() {
             }
             "no ranges" => assert!(
                 stderr.contains("whole file: ") && stderr.contains("ignores Range"),
+                "{stderr}"
+            ),
+            "inflated index" => assert!(
+                stderr.contains("whole file: the index describes a bundle of")
+                    && stderr.contains("over the limit"),
                 "{stderr}"
             ),
             _ => assert!(

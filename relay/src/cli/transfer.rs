@@ -181,6 +181,7 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
                 expected.as_ref(),
                 previous,
                 &partial,
+                limits,
             )
             .await?
         }
@@ -265,6 +266,7 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
 
 /// `--from PREVIOUS`: the new bundle built from PREVIOUS's segments and fetched ones, or
 /// `None` (and why, on stderr) to download the whole file.
+#[allow(clippy::too_many_arguments)]
 async fn by_segments(
     endpoint: &Endpoint,
     client: &reqwest::Client,
@@ -273,6 +275,7 @@ async fn by_segments(
     expected: Option<&bundle::Sha256>,
     previous: &std::path::Path,
     partial: &std::path::Path,
+    limits: FetchLimits,
 ) -> anyhow::Result<Option<(crate::client::Fetched, bundle::index::SegmentIndex)>> {
     let held_index = {
         let previous = previous.to_owned();
@@ -289,16 +292,12 @@ async fn by_segments(
         path: previous,
         index: &held_index,
     };
-    let built = fetch_by_segments(
+    let remote = crate::client::Remote {
         endpoint,
         client,
-        url,
-        index_url,
-        expected,
-        Some(held),
-        partial,
-    )
-    .await?;
+        bundle_url: url,
+    };
+    let built = fetch_by_segments(remote, index_url, expected, Some(held), partial, limits).await?;
     match built {
         SegmentFetch::Built { stats, index } => {
             // The file is what the index says, byte for byte, before anything else looks.

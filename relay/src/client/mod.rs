@@ -18,7 +18,7 @@ pub use endpoint::{Credential, Endpoint, ProxySettings, Secret};
 pub use error::{FailureKind, SyncError, error_chain};
 pub use fetch::{FetchLimits, Fetched, download};
 pub use segments::{
-    HeldFile, SegmentFetch, SegmentStats, build_by_segments, fetch_by_segments, fetch_index,
+    HeldFile, Remote, SegmentFetch, SegmentStats, build_by_segments, fetch_by_segments, fetch_index,
 };
 pub use source::{CheckContext, CheckOutcome, Held, HeldBundle, SourceKind, Via, check};
 pub use watch::{WatchSignal, follow};

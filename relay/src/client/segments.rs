@@ -17,6 +17,7 @@ use reqwest::header::{CONTENT_RANGE, RANGE};
 
 use super::endpoint::Endpoint;
 use super::error::{FailureKind, SyncError};
+use super::fetch::{DEADLINE_RATE, FetchLimits};
 use crate::bundle::Sha256;
 use crate::bundle::index::{self, SegmentIndex};
 
@@ -69,13 +70,12 @@ pub struct HeldFile<'a> {
 /// segments from the held file where it has them, the rest from `bundle_url` by range.
 /// `expected`: the bundle's SHA-256 when the source named it (a relay's manifest).
 pub async fn fetch_by_segments(
-    endpoint: &Endpoint,
-    client: &reqwest::Client,
-    bundle_url: &str,
+    remote: Remote<'_>,
     index_url: &str,
     expected: Option<&Sha256>,
     held: Option<HeldFile<'_>>,
     out: &Path,
+    limits: FetchLimits,
 ) -> Result<SegmentFetch, SyncError> {
     let Some(held) = held else {
         return Ok(SegmentFetch::Whole {
@@ -83,11 +83,20 @@ pub async fn fetch_by_segments(
             spent: 0,
         });
     };
-    let (new, spent) = match fetch_index(endpoint, client, index_url, expected).await? {
-        Ok(got) => got,
-        Err(whole) => return Ok(whole),
-    };
-    build_by_segments(endpoint, client, bundle_url, new, spent, held, out).await
+    let (new, spent) =
+        match fetch_index(remote.endpoint, remote.client, index_url, expected).await? {
+            Ok(got) => got,
+            Err(whole) => return Ok(whole),
+        };
+    build_by_segments(remote, new, spent, held, out, limits).await
+}
+
+/// Where a bundle file is fetched from: a URL, with its endpoint's credential and client.
+#[derive(Clone, Copy)]
+pub struct Remote<'a> {
+    pub endpoint: &'a Endpoint,
+    pub client: &'a reqwest::Client,
+    pub bundle_url: &'a str,
 }
 
 /// The index at `index_url`, and the bytes it cost; or why the whole file it is.
@@ -126,15 +135,31 @@ pub async fn fetch_index(
 
 /// The second half of [`fetch_by_segments`], given the new index (which cost `spent`).
 pub async fn build_by_segments(
-    endpoint: &Endpoint,
-    client: &reqwest::Client,
-    bundle_url: &str,
+    remote: Remote<'_>,
     new: SegmentIndex,
     spent: u64,
     held: HeldFile<'_>,
     out: &Path,
+    limits: FetchLimits,
 ) -> Result<SegmentFetch, SyncError> {
+    let Remote {
+        endpoint,
+        client,
+        bundle_url,
+    } = remote;
     let whole = |reason: String, spent: u64| Ok(SegmentFetch::Whole { reason, spent });
+    // An index is anyone's word: the bundle it describes is held to the same cap as a
+    // whole download (for a relay's upstream, the size its manifest announced).
+    if new.bundle_size() > limits.max_bytes {
+        return whole(
+            format!(
+                "the index describes a bundle of {} bytes, over the limit of {}",
+                new.bundle_size(),
+                limits.max_bytes
+            ),
+            spent,
+        );
+    }
     let mut plan = index::plan(&new, Some(held.index));
     merge_small_gaps(&new, &mut plan);
     let cost = plan.fetch_bytes + plan.fetch.len() as u64 * REQUEST_OVERHEAD;
@@ -155,11 +180,32 @@ pub async fn build_by_segments(
     let dir = out.parent().unwrap_or(Path::new("."));
     let spool = tempfile::tempfile_in(dir).map_err(|e| local("spooling beside", e))?;
     let mut spool = tokio::fs::File::from_std(spool);
-    for &(start, end) in &plan.fetch {
-        match fetch_range(endpoint, client, bundle_url, start, end, &mut spool).await {
-            Ok(()) => {}
-            Err(RangeError::Unsupported(why)) => return whole(why, spent),
-            Err(RangeError::Sync(e)) => return Err(e),
+    // The ranges together get the deadline a whole download of their size would: a
+    // source that drips bytes cannot hold a check open.
+    let allowed = limits
+        .deadline_floor
+        .saturating_add(std::time::Duration::from_secs(
+            plan.fetch_bytes / DEADLINE_RATE,
+        ));
+    let fetched = tokio::time::timeout(allowed, async {
+        for &(start, end) in &plan.fetch {
+            fetch_range(endpoint, client, bundle_url, start, end, &mut spool).await?;
+        }
+        Ok::<(), RangeError>(())
+    })
+    .await;
+    match fetched {
+        Ok(Ok(())) => {}
+        Ok(Err(RangeError::Unsupported(why))) => return whole(why, spent),
+        Ok(Err(RangeError::Sync(e))) => return Err(e),
+        Err(_) => {
+            return Err(SyncError::new(
+                FailureKind::Timeout,
+                format!(
+                    "{bundle_url}: {} bytes of segments not fetched within {allowed:?}",
+                    plan.fetch_bytes
+                ),
+            ));
         }
     }
     spool

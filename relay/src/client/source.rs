@@ -16,7 +16,9 @@ use crate::bundle::{
 use super::endpoint::Endpoint;
 use super::error::{FailureKind, SyncError};
 use super::fetch::{FetchLimits, download};
-use super::segments::{HeldFile, SegmentFetch, build_by_segments, fetch_by_segments, fetch_index};
+use super::segments::{
+    HeldFile, Remote, SegmentFetch, build_by_segments, fetch_by_segments, fetch_index,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,10 +207,13 @@ async fn check_upstream(
     {
         let out = ctx.work_dir.join(format!("segments-{}", doc.bundle.sha256));
         let index_url = format!("{bundle_url}/index");
-        let built = fetch_by_segments(
+        let remote = Remote {
             endpoint,
             client,
-            &bundle_url,
+            bundle_url: &bundle_url,
+        };
+        let built = fetch_by_segments(
+            remote,
             &index_url,
             Some(&doc.bundle.sha256),
             Some(HeldFile {
@@ -216,6 +221,7 @@ async fn check_upstream(
                 index: &h.index,
             }),
             &out,
+            limits,
         )
         .await?;
         match by_segments_verified(&bundle_url, built, &out, held, ctx).await {
@@ -353,8 +359,13 @@ async fn check_custom(
                     path: &h.path,
                     index: &h.index,
                 };
+                let remote = Remote {
+                    endpoint,
+                    client,
+                    bundle_url: &url,
+                };
                 let built =
-                    build_by_segments(endpoint, client, &url, new, spent, held_file, &out).await?;
+                    build_by_segments(remote, new, spent, held_file, &out, ctx.fetch).await?;
                 match by_segments_verified(&url, built, &out, held, ctx).await {
                     Ok(outcome) => return Ok(outcome),
                     Err(why) => fallback = Some(why),
