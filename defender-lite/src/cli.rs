@@ -308,7 +308,11 @@ pub fn describe(state: &crate::sync::State, now: Timestamp) -> String {
                 age / 3600,
                 (age % 3600) / 60,
                 a.expires
-            )
+            ) + &a
+                .transfer
+                .as_ref()
+                .map(|t| format!("arrived: {t}\n"))
+                .unwrap_or_default()
         }
         None => "bundle: none applied yet\n".to_owned(),
     };

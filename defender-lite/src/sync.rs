@@ -49,6 +49,9 @@ pub struct Applied {
     pub applied_at: Timestamp,
     /// Its directory, relative to the data directory.
     pub dir: PathBuf,
+    /// How it came: whole, or by segments and how much (`relay/FORMAT.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<String>,
 }
 
 /// `state.json`.
@@ -300,10 +303,12 @@ async fn try_sources(
             Ok(CheckOutcome::New {
                 file, via, index, ..
             }) => {
-                let applied = apply(&config.data_dir, trust, limits, &file, &source.url, held);
-                if let Ok(applied) = &applied {
+                let mut applied = apply(&config.data_dir, trust, limits, &file, &source.url, held);
+                if let Ok(applied) = &mut applied {
                     keep_bundle_file(&config.data_dir.join(&applied.dir), &file, index.as_deref());
-                    eprintln!("{}", describe_transfer(&via));
+                    let transfer = describe_transfer(&via);
+                    eprintln!("{transfer}");
+                    applied.transfer = Some(transfer);
                 }
                 let _ = std::fs::remove_file(&file);
                 return applied.map(Some);
@@ -362,6 +367,7 @@ pub fn apply(
         source: source.to_owned(),
         applied_at: Timestamp::now(),
         dir,
+        transfer: None,
     })
 }
 

@@ -398,6 +398,7 @@ fn apply_sample_bundle(data: &Path) -> feeds::IndexSummary {
             source: "test".into(),
             applied_at: now,
             dir,
+            transfer: None,
         }),
         ..Default::default()
     };

@@ -164,6 +164,8 @@ async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
             serde_json::from_slice(&std::fs::read(dir.join("data/state.json")).unwrap()).unwrap();
         assert_eq!(state["current"]["sequence"], 2);
         assert_eq!(state["current"]["sha256"], sha, "{}", dir.display());
+        let transfer = state["current"]["transfer"].as_str().unwrap();
+        assert!(transfer.starts_with("by segments: "), "{transfer}");
     }
 }
 
