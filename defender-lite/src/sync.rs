@@ -403,8 +403,10 @@ fn describe_transfer(via: &client::Via) -> String {
             bundle_bytes,
             reused_bytes,
             requests,
+            delta_bytes,
+            rebuilt_bytes,
         } => format!(
-            "by segments: {bytes} of {bundle_bytes} bytes transferred ({:.1} %), {reused_bytes} reused, {requests} requests",
+            "by segments: {bytes} of {bundle_bytes} bytes transferred ({:.1} %; a delta of {delta_bytes} rebuilt {rebuilt_bytes}), {reused_bytes} reused, {requests} requests",
             100.0 * *bytes as f64 / (*bundle_bytes).max(1) as f64
         ),
         client::Via::Whole {

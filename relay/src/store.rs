@@ -648,8 +648,63 @@ impl Store {
     }
 
     fn forget_index(&self, sha256: &Sha256) {
-        let _ = fs::remove_file(self.indexes.join(sha256.to_hex()));
-        let _ = fs::remove_file(self.indexes.join(format!("{}.none", sha256.to_hex())));
+        // Its index, its no-index marker, and the deltas to and from it.
+        let hex = sha256.to_hex();
+        if let Ok(entries) = fs::read_dir(&self.indexes) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().contains(&hex) {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
+    /// The delta that builds held bundle `to` from held bundle `from` (`bundle::delta`),
+    /// gzip-compressed: made from the two files on first use (inflating `from` once) and
+    /// cached. `None` when either is not held or has no segments. Blocking.
+    pub fn delta(&self, to: &Sha256, from: &Sha256) -> Result<Option<Vec<u8>>, StoreError> {
+        let cached = self
+            .indexes
+            .join(format!("{}.from-{}.delta", to.to_hex(), from.to_hex()));
+        match fs::read(&cached) {
+            Ok(bytes) => return Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&cached, e)),
+        }
+        let index = |sha: &Sha256| -> Result<Option<bundle::index::SegmentIndex>, StoreError> {
+            Ok(self
+                .segment_index(sha)?
+                .and_then(|b| bundle::index::SegmentIndex::decode(&b).ok()))
+        };
+        let (Some(new), Some(old)) = (index(to)?, index(from)?) else {
+            return Ok(None);
+        };
+        let (Some((_, new_path)), Some((_, old_path))) = (self.held(to)?, self.held(from)?) else {
+            return Ok(None);
+        };
+        let _one = self
+            .index_lock
+            .lock()
+            .map_err(|_| StoreError::Task("index lock poisoned".into()))?;
+        let open = |p: &Path| {
+            fs::File::open(p)
+                .map(|f| io::BufReader::with_capacity(1 << 16, f))
+                .map_err(|e| io_err(p, e))
+        };
+        let mut bytes = Vec::new();
+        bundle::delta::make(
+            &mut open(&old_path)?,
+            &old,
+            &mut open(&new_path)?,
+            &new,
+            &mut bytes,
+        )
+        .map_err(|e| io_err(&new_path, io::Error::other(e)))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.indexes).map_err(|e| io_err(&self.indexes, e))?;
+        io::Write::write_all(&mut tmp, &bytes).map_err(|e| io_err(&cached, e))?;
+        tmp.persist(&cached).map_err(|e| io_err(&cached, e.error))?;
+        Ok(Some(bytes))
     }
 
     fn blob_path(&self, sha256: &Sha256) -> PathBuf {
@@ -805,8 +860,10 @@ impl Store {
         for entry in fs::read_dir(&self.indexes).map_err(|e| io_err(&self.indexes, e))? {
             let entry = entry.map_err(|e| io_err(&self.indexes, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let sha = name.strip_suffix(".none").unwrap_or(&name);
-            if !records.iter().any(|r| r.sha256.to_hex() == sha) {
+            // `<sha>`, `<sha>.none`, `<sha>.from-<sha>.delta`: every digest named must be held.
+            let held = |hex: &str| records.iter().any(|r| r.sha256.to_hex() == hex);
+            let named: Vec<&str> = name.split(['.', '-']).filter(|p| p.len() == 64).collect();
+            if named.is_empty() || !named.iter().all(|h| held(h)) {
                 let _ = fs::remove_file(entry.path());
             }
         }

@@ -283,3 +283,81 @@ async fn a_segment_package_builds_the_bundle_and_a_bad_one_changes_nothing() {
     assert_eq!(relay.current_bytes().await, new);
     relay.stop().await;
 }
+
+/// A sorted list of names with a little churn spread all over it: every segment changes a
+/// little, so fetching the changed segments costs most of the file, and their edits a
+/// few bytes each. The delta rebuilds every one of them, byte for byte.
+#[test]
+fn scattered_churn_costs_a_delta_of_its_own_size() {
+    use relay::bundle::delta::{self, Delta};
+    let names = |churned: bool| {
+        let mut v: Vec<String> = (0..60_000u32)
+            .map(|i| {
+                let changed = churned && i % 170 == 3;
+                format!(
+                    "n{:08x}{}.example",
+                    i.wrapping_mul(2_654_435_761),
+                    if changed { "x" } else { "" }
+                )
+            })
+            .collect();
+        if churned {
+            v.extend((0..60u32).map(|i| format!("added{i:04}.example")));
+        }
+        v.sort();
+        v.join("\n") + "\n"
+    };
+    let feeds = |churned: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("domains")).unwrap();
+        std::fs::write(dir.path().join("domains/list.txt"), names(churned)).unwrap();
+        dir
+    };
+    let (old, old_idx) = build(feeds(false).path(), 1);
+    let (new, new_idx) = build(feeds(true).path(), 2);
+    let plan = index::plan(&new_idx, Some(&old_idx));
+    assert!(
+        plan.fetch_bytes * 2 > new.len() as u64,
+        "scattered churn touches most segments: {} of {}",
+        plan.fetch_bytes,
+        new.len()
+    );
+    let mut d = Vec::new();
+    let covered = delta::make(
+        &mut Cursor::new(&old),
+        &old_idx,
+        &mut Cursor::new(&new),
+        &new_idx,
+        &mut d,
+    )
+    .unwrap();
+    eprintln!(
+        "{} segments changed, {covered} in the delta of {} bytes; ranges would be {} of {} bytes",
+        plan.sources.iter().filter(|s| s.is_none()).count(),
+        d.len(),
+        plan.fetch_bytes,
+        new.len()
+    );
+    assert!(d.len() * 20 < new.len(), "{} bytes of delta", d.len());
+    let delta = Delta::read(&d[..], &old_idx, &new_idx).unwrap();
+    let mut rebuilt = std::collections::HashMap::new();
+    let failed = delta
+        .apply(&mut Cursor::new(&old), &old_idx, &new_idx, |i, bytes| {
+            rebuilt.insert(i, bytes.to_vec());
+            Ok(())
+        })
+        .unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    for (at, s) in new_idx.placed() {
+        let i = new_idx.segments.iter().position(|x| x == s).unwrap();
+        if let Some(bytes) = rebuilt.get(&i) {
+            assert_eq!(&new[at as usize..at as usize + s.size as usize], &bytes[..]);
+        }
+    }
+    // A delta for another pair, or cut, or changed, is refused or rebuilds nothing wrong.
+    assert!(matches!(
+        Delta::read(&d[..], &new_idx, &old_idx),
+        Err(delta::DeltaError::OtherBundles)
+    ));
+    assert!(Delta::read(&d[..d.len() / 2], &old_idx, &new_idx).is_err());
+}

@@ -570,10 +570,32 @@ fn download_from(dir: &Path, args: &[&str]) -> (i32, String, String) {
 /// one whose index lies: both end with the whole file, and say why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_custom_location_on_nginx_serves_only_the_changed_segments() {
-    let (old, _) = go_bundle("2026-08-18", 1);
+    let (old, old_index) = go_bundle("2026-08-18", 1);
     let (new, new_index) = go_bundle("2026-08-21", 2);
+    let delta = {
+        use relay::bundle::index::SegmentIndex;
+        let (old_i, new_i) = (
+            SegmentIndex::decode(&old_index).unwrap(),
+            SegmentIndex::decode(&new_index).unwrap(),
+        );
+        let mut d = Vec::new();
+        relay::bundle::delta::make(
+            &mut std::io::Cursor::new(&old),
+            &old_i,
+            &mut std::io::Cursor::new(&new),
+            &new_i,
+            &mut d,
+        )
+        .unwrap();
+        (
+            d,
+            relay::bundle::delta::sidecar_url("bundle.tar.gz", &old_i.bundle_sha256),
+        )
+    };
+    let mut ranges_cost = 0u64;
     for (case, directives, index) in [
         ("ranges", "", new_index.clone()),
+        ("delta", "", new_index.clone()),
         ("no ranges", "max_ranges 0;", new_index.clone()),
         ("lying index", "", {
             let mut lying = relay::bundle::index::SegmentIndex::decode(&new_index).unwrap();
@@ -596,6 +618,9 @@ async fn a_custom_location_on_nginx_serves_only_the_changed_segments() {
         std::fs::write(dir.path().join("www/intel/bundle.tar.gz"), &new).unwrap();
         std::fs::write(dir.path().join("www/intel/bundle.tar.gz.idx"), &index).unwrap();
         std::fs::write(dir.path().join("held.tar.gz"), &old).unwrap();
+        if case == "delta" {
+            std::fs::write(dir.path().join("www/intel").join(&delta.1), &delta.0).unwrap();
+        }
         wait_for_port(port).await;
         let url = format!("https://127.0.0.1:{port}/intel/bundle.tar.gz");
         let ca = dir.path().join("tls/ca.pem");
@@ -629,7 +654,7 @@ async fn a_custom_location_on_nginx_serves_only_the_changed_segments() {
         );
         assert!(stderr.contains("verified: "), "{case}: {stderr}");
         match case {
-            "ranges" => {
+            "ranges" | "delta" => {
                 let line = stderr
                     .lines()
                     .find(|l| l.starts_with("built from segments: "))
@@ -645,6 +670,16 @@ async fn a_custom_location_on_nginx_serves_only_the_changed_segments() {
                     transferred * 10 < new.len() as u64,
                     "a tenth of the file at most: {line}"
                 );
+                if case == "ranges" {
+                    assert!(line.contains("delta 0 rebuilding 0"), "{line}");
+                    ranges_cost = transferred;
+                } else {
+                    assert!(!line.contains("delta 0 "), "{line}");
+                    assert!(
+                        transferred < ranges_cost,
+                        "{line}: ranges cost {ranges_cost}"
+                    );
+                }
                 // And the next `--from` can start from it.
                 assert_eq!(
                     std::fs::read(dir.path().join("new.tar.gz.idx")).unwrap(),

@@ -154,7 +154,12 @@ async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
         assert!(bytes * 10 < whole, "{who}: {bytes} of {whole} bytes");
         assert_eq!(s["current"]["sha256"], sha, "{who}");
     };
-    by_segments(&held(&b, 2).await, "b (upstream)");
+    let at_b = held(&b, 2).await;
+    by_segments(&at_b, "b (upstream)");
+    // A relay makes the delta between two bundles it holds: B got most of it that way.
+    let t = &at_b["sources"][0]["last_transfer"];
+    assert!(t["delta_bytes"].as_u64().unwrap() > 0, "{t}");
+    assert!(t["rebuilt_bytes"].as_u64().unwrap() > 0, "{t}");
     force_refresh(&c).await;
     by_segments(&held(&c, 2).await, "c (custom location)");
     for (dir, config) in [(&agent_dir, &agent_config), (&custom_dir, &custom_config)] {

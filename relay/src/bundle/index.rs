@@ -245,6 +245,30 @@ pub fn plan(new: &SegmentIndex, held: Option<&SegmentIndex>) -> Plan {
     }
 }
 
+/// The ranges to fetch given where each segment comes from (`None`: fetch it).
+pub fn ranges_for(new: &SegmentIndex, sources: &[Option<u64>]) -> Plan {
+    let mut fetch: Vec<(u64, u64)> = Vec::new();
+    let (mut fetch_bytes, mut reused_bytes) = (0, 0);
+    for ((at, s), source) in new.placed().zip(sources) {
+        let size = u64::from(s.size);
+        if source.is_some() {
+            reused_bytes += size;
+            continue;
+        }
+        fetch_bytes += size;
+        match fetch.last_mut() {
+            Some((_, end)) if *end == at => *end = at + size,
+            _ => fetch.push((at, at + size)),
+        }
+    }
+    Plan {
+        sources: sources.to_vec(),
+        fetch,
+        fetch_bytes,
+        reused_bytes,
+    }
+}
+
 /// Why a bundle could not be built from segments.
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
@@ -560,3 +584,47 @@ pub fn read_package_header(input: &mut impl Read) -> Result<(Sha256, SegmentInde
         .map_err(|_| IndexError::Truncated)?;
     Ok((Sha256(sha), SegmentIndex::decode(&encoded)?))
 }
+
+/// Where one segment of a new bundle is read from when it is assembled: the held file or
+/// a spool of fetched and rebuilt segments, at an offset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Held(u64),
+    Spool(u64),
+}
+
+/// [`assemble`] from pieces in two random-access files; every piece checked against the
+/// index's SHA-256 as it is placed.
+pub fn assemble_pieces(
+    new: &SegmentIndex,
+    pieces: &[Piece],
+    held: &mut (impl Read + Seek),
+    spool: &mut (impl Read + Seek),
+    out: &mut impl Write,
+) -> Result<(), RebuildError> {
+    out.write_all(&new.head)?;
+    out.write_all(&CANONICAL_GZIP_HEADER)?;
+    let mut buf = Vec::new();
+    for (index, (s, piece)) in new.segments.iter().zip(pieces).enumerate() {
+        buf.resize(s.size as usize, 0);
+        let (file, at, origin): (&mut dyn ReadSeek, u64, &'static str) = match *piece {
+            Piece::Held(at) => (held, at, "held"),
+            Piece::Spool(at) => (spool, at, "fetched"),
+        };
+        file.seek(SeekFrom::Start(at))?;
+        file.read_exact(&mut buf).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => RebuildError::Missing { index },
+            _ => RebuildError::Io(e),
+        })?;
+        if Sha256::of(&buf) != s.sha256 {
+            return Err(RebuildError::BadSegment { index, origin });
+        }
+        out.write_all(&buf)?;
+    }
+    out.write_all(&new.tail)?;
+    out.flush()?;
+    Ok(())
+}
+
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}

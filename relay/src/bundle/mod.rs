@@ -7,6 +7,7 @@
 
 mod apps;
 mod build;
+pub mod delta;
 mod feeds;
 mod framing;
 pub mod index;

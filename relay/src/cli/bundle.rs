@@ -55,6 +55,20 @@ pub enum BundleCommand {
         #[arg(long, value_name = "N")]
         held_sequence: Option<u64>,
     },
+    /// Write the delta that builds bundle NEW from bundle OLD (the changed segments as edits
+    /// of OLD's), to publish beside NEW on a custom location: clients holding OLD fetch it
+    /// instead of the changed segments. Default output: NEW.delta-<first 16 hex digits of
+    /// OLD's SHA-256>, where clients look for it.
+    Delta {
+        /// The earlier bundle.
+        #[arg(long, value_name = "OLD")]
+        from: PathBuf,
+        /// The new bundle.
+        #[arg(long, value_name = "NEW")]
+        to: PathBuf,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Show a bundle's manifest WITHOUT verifying it (use `verify` to trust it).
     Inspect {
         /// Bundle file (`-` for standard input).
@@ -101,6 +115,47 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 records,
                 manifest.key_id,
                 manifest.expires
+            );
+            Ok(Outcome::Success)
+        }
+        BundleCommand::Delta { from, to, output } => {
+            let index = |path: &Path| -> anyhow::Result<bundle::index::SegmentIndex> {
+                let mut file = File::open(path).with_context(|| path.display().to_string())?;
+                if let Ok(bytes) = std::fs::read(bundle::index::sidecar_path(path))
+                    && let Ok(index) = bundle::index::SegmentIndex::decode(&bytes)
+                    && index
+                        .check_against(&mut io::BufReader::new(&mut file))
+                        .is_ok()
+                {
+                    return Ok(index);
+                }
+                bundle::index::derive(&mut io::BufReader::new(file))?.with_context(|| {
+                    format!("{}: no segments (not made by this builder)", path.display())
+                })
+            };
+            let (old, new) = (index(&from)?, index(&to)?);
+            let output = output.unwrap_or_else(|| {
+                PathBuf::from(bundle::delta::sidecar_url(
+                    &to.display().to_string(),
+                    &old.bundle_sha256,
+                ))
+            });
+            let covered = write_atomically(&output, |out| {
+                let mut old_file = io::BufReader::new(File::open(&from)?);
+                let mut new_file = io::BufReader::new(File::open(&to)?);
+                Ok(bundle::delta::make(
+                    &mut old_file,
+                    &old,
+                    &mut new_file,
+                    &new,
+                    out,
+                )?)
+            })?;
+            let size = std::fs::metadata(&output)?.len();
+            println!(
+                "wrote {}: {covered} changed segments as edits, {size} bytes (the new bundle: {} bytes)",
+                output.display(),
+                new.bundle_size()
             );
             Ok(Outcome::Success)
         }

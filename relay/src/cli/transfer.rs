@@ -292,10 +292,18 @@ async fn by_segments(
         path: previous,
         index: &held_index,
     };
+    // A relay computes deltas between what it holds; a plain location may have one
+    // published beside the bundle.
+    let delta_url = if url.contains("/api/v1/bundles/") {
+        format!("{url}/delta/{}", held_index.bundle_sha256)
+    } else {
+        bundle::delta::sidecar_url(url, &held_index.bundle_sha256)
+    };
     let remote = crate::client::Remote {
         endpoint,
         client,
         bundle_url: url,
+        delta_url: Some(&delta_url),
     };
     let built = fetch_by_segments(remote, index_url, expected, Some(held), partial, limits).await?;
     match built {
@@ -316,12 +324,15 @@ async fn by_segments(
                 return Ok(None);
             }
             eprintln!(
-                "built from segments: {} of {} bytes transferred ({:.1} %: index {}, {} ranges), {} reused from {}",
+                "built from segments: {} of {} bytes transferred ({:.1} %: index {}, delta {} rebuilding {}, ranges {} in {} requests), {} reused from {}",
                 stats.transferred(),
                 stats.bundle_size,
                 100.0 * stats.transferred() as f64 / stats.bundle_size.max(1) as f64,
                 stats.index_bytes,
-                stats.requests - 1,
+                stats.delta_bytes,
+                stats.rebuilt_bytes,
+                stats.fetched_bytes - stats.delta_bytes,
+                stats.requests - 1 - u64::from(stats.delta_bytes > 0),
                 stats.reused_bytes,
                 previous.display()
             );

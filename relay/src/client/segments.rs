@@ -19,7 +19,8 @@ use super::endpoint::Endpoint;
 use super::error::{FailureKind, SyncError};
 use super::fetch::{DEADLINE_RATE, FetchLimits};
 use crate::bundle::Sha256;
-use crate::bundle::index::{self, SegmentIndex};
+use crate::bundle::delta::Delta;
+use crate::bundle::index::{self, Piece, SegmentIndex};
 
 /// The largest index accepted (an index of a 2 GiB bundle is a few MiB).
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
@@ -38,6 +39,9 @@ pub struct SegmentStats {
     pub reused_bytes: u64,
     pub requests: u64,
     pub bundle_size: u64,
+    /// Of `fetched_bytes`, the delta's; and the bytes of the segments it rebuilt.
+    pub delta_bytes: u64,
+    pub rebuilt_bytes: u64,
 }
 
 impl SegmentStats {
@@ -97,6 +101,8 @@ pub struct Remote<'a> {
     pub endpoint: &'a Endpoint,
     pub client: &'a reqwest::Client,
     pub bundle_url: &'a str,
+    /// Where a delta from the held bundle would be, if the source may have one.
+    pub delta_url: Option<&'a str>,
 }
 
 /// The index at `index_url`, and the bytes it cost; or why the whole file it is.
@@ -146,6 +152,7 @@ pub async fn build_by_segments(
         endpoint,
         client,
         bundle_url,
+        ..
     } = remote;
     let whole = |reason: String, spent: u64| Ok(SegmentFetch::Whole { reason, spent });
     // An index is anyone's word: the bundle it describes is held to the same cap as a
@@ -161,34 +168,96 @@ pub async fn build_by_segments(
         );
     }
     let mut plan = index::plan(&new, Some(held.index));
-    merge_small_gaps(&new, &mut plan);
-    let cost = plan.fetch_bytes + plan.fetch.len() as u64 * REQUEST_OVERHEAD;
-    if cost >= new.bundle_size() {
-        return whole(
-            format!(
-                "the segments not held ({} bytes in {} ranges) cost as much as the whole file ({} bytes)",
-                plan.fetch_bytes,
-                plan.fetch.len(),
-                new.bundle_size()
-            ),
-            spent,
-        );
-    }
     let local = |what: &str, e: std::io::Error| {
         SyncError::new(FailureKind::Local, format!("{what} {}: {e}", out.display()))
     };
     let dir = out.parent().unwrap_or(Path::new("."));
     let spool = tempfile::tempfile_in(dir).map_err(|e| local("spooling beside", e))?;
     let mut spool = tokio::fs::File::from_std(spool);
+    let mut spooled = 0u64;
+    let mut pieces: Vec<Option<Piece>> = plan.sources.iter().map(|s| s.map(Piece::Held)).collect();
+    let mut delta_bytes = 0u64;
+    let mut rebuilt_bytes = 0u64;
+    let mut delta_note = None;
+    // A delta first, when the source offers one from the held bundle: the changed
+    // segments rebuilt from their edits, each kept only if it hashes as the index says.
+    if let Some(delta_url) = remote.delta_url
+        && plan.fetch_bytes > 0
+    {
+        match fetch_delta(endpoint, client, delta_url, plan.fetch_bytes, dir).await {
+            Ok(Some((file, size))) => {
+                delta_bytes = size;
+                let (held_path, old, new_c) =
+                    (held.path.to_owned(), held.index.clone(), new.clone());
+                let std_spool = spool
+                    .try_clone()
+                    .await
+                    .map_err(|e| local("spooling beside", e))?
+                    .into_std()
+                    .await;
+                let start = spooled;
+                let applied = tokio::task::spawn_blocking(move || {
+                    apply_delta(file, &held_path, &old, &new_c, std_spool, start)
+                })
+                .await
+                .map_err(|e| {
+                    SyncError::new(FailureKind::Local, format!("applying a delta: {e}"))
+                })?;
+                match applied {
+                    Ok((placed, end)) => {
+                        spooled = end;
+                        for (i, at) in placed {
+                            rebuilt_bytes += u64::from(new.segments[i].size);
+                            pieces[i] = Some(Piece::Spool(at));
+                        }
+                    }
+                    Err(why) => delta_note = Some(why),
+                }
+                use tokio::io::AsyncSeekExt;
+                spool
+                    .seek(SeekFrom::Start(spooled))
+                    .await
+                    .map_err(|e| local("spooling beside", e))?;
+            }
+            Ok(None) => {}
+            Err(why) => delta_note = Some(why),
+        }
+    }
+    // The rest by range: the segments still missing, neighbours merged.
+    for (i, piece) in pieces.iter().enumerate() {
+        plan.sources[i] = match piece {
+            Some(Piece::Held(at)) => Some(*at),
+            // Rebuilt: counted as held for the ranges (nothing to fetch).
+            Some(Piece::Spool(_)) => Some(u64::MAX),
+            None => None,
+        };
+    }
+    let mut ranges = index::ranges_for(&new, &plan.sources);
+    merge_small_gaps(&new, &mut ranges);
+    let range_bytes: u64 = ranges.fetch.iter().map(|(a, b)| b - a).sum();
+    let cost = range_bytes + ranges.fetch.len() as u64 * REQUEST_OVERHEAD;
+    if delta_bytes + cost >= new.bundle_size() + spent {
+        return whole(
+            format!(
+                "the segments not held ({range_bytes} bytes in {} ranges{}) cost as much as the whole file ({} bytes)",
+                ranges.fetch.len(),
+                if delta_bytes > 0 {
+                    format!(", after a delta of {delta_bytes}")
+                } else {
+                    String::new()
+                },
+                new.bundle_size()
+            ),
+            spent + delta_bytes,
+        );
+    }
     // The ranges together get the deadline a whole download of their size would: a
     // source that drips bytes cannot hold a check open.
     let allowed = limits
         .deadline_floor
-        .saturating_add(std::time::Duration::from_secs(
-            plan.fetch_bytes / DEADLINE_RATE,
-        ));
+        .saturating_add(std::time::Duration::from_secs(range_bytes / DEADLINE_RATE));
     let fetched = tokio::time::timeout(allowed, async {
-        for &(start, end) in &plan.fetch {
+        for &(start, end) in &ranges.fetch {
             fetch_range(endpoint, client, bundle_url, start, end, &mut spool).await?;
         }
         Ok::<(), RangeError>(())
@@ -196,40 +265,57 @@ pub async fn build_by_segments(
     .await;
     match fetched {
         Ok(Ok(())) => {}
-        Ok(Err(RangeError::Unsupported(why))) => return whole(why, spent),
+        Ok(Err(RangeError::Unsupported(why))) => return whole(why, spent + delta_bytes),
         Ok(Err(RangeError::Sync(e))) => return Err(e),
         Err(_) => {
             return Err(SyncError::new(
                 FailureKind::Timeout,
                 format!(
-                    "{bundle_url}: {} bytes of segments not fetched within {allowed:?}",
-                    plan.fetch_bytes
+                    "{bundle_url}: {range_bytes} bytes of segments not fetched within {allowed:?}"
                 ),
             ));
         }
+    }
+    // Where each fetched segment landed: the ranges were spooled in order from `spooled`.
+    let placed: Vec<(u64, u32)> = new.placed().map(|(o, s)| (o, s.size)).collect();
+    let mut at = spooled;
+    for &(start, end) in &ranges.fetch {
+        let first = placed.partition_point(|&(o, _)| o < start);
+        for (i, &(o, size)) in placed.iter().enumerate().skip(first) {
+            if o + u64::from(size) > end {
+                break;
+            }
+            pieces[i] = Some(Piece::Spool(at + (o - start)));
+        }
+        at += end - start;
     }
     spool
         .flush()
         .await
         .map_err(|e| local("spooling beside", e))?;
     let mut spool = spool.into_std().await;
+    let Some(pieces) = pieces.into_iter().collect::<Option<Vec<Piece>>>() else {
+        return whole(
+            "a segment was neither held, rebuilt nor fetched".into(),
+            spent + delta_bytes + range_bytes,
+        );
+    };
     let out_path = out.to_owned();
     let held_path = held.path.to_owned();
     let new_for_task = new.clone();
-    let plan_for_task = plan.clone();
     let assembled = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        spool.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
         let mut held = std::fs::File::open(&held_path)
             .map(BufReader::new)
             .map_err(|e| format!("{}: {e}", held_path.display()))?;
         let file =
             std::fs::File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
         let mut writer = BufWriter::new(file);
-        index::assemble(
+        spool.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        index::assemble_pieces(
             &new_for_task,
-            &plan_for_task,
-            Some(&mut held),
-            &mut BufReader::new(spool),
+            &pieces,
+            &mut held,
+            &mut BufReader::new(&mut spool),
             &mut writer,
         )
         .map_err(|e| e.to_string())?;
@@ -242,19 +328,97 @@ pub async fn build_by_segments(
         let _ = std::fs::remove_file(out);
         return whole(
             format!("building from segments: {why}"),
-            spent + plan.fetch_bytes,
+            spent + delta_bytes + range_bytes,
         );
     }
+    let _ = delta_note;
     Ok(SegmentFetch::Built {
         stats: SegmentStats {
             index_bytes: spent,
-            fetched_bytes: plan.fetch_bytes,
+            fetched_bytes: delta_bytes + range_bytes,
             reused_bytes: plan.reused_bytes,
-            requests: plan.fetch.len() as u64 + 1,
+            requests: ranges.fetch.len() as u64 + 1 + u64::from(delta_bytes > 0),
             bundle_size: new.bundle_size(),
+            delta_bytes,
+            rebuilt_bytes,
         },
         index: Box::new(new),
     })
+}
+
+/// GETs the delta at `url` into a temp file in `dir`, giving up past `cap` bytes (the
+/// ranges it would save): `Ok(None)` when there is none (404); `Err(why)` when it cannot
+/// be had.
+async fn fetch_delta(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    url: &str,
+    cap: u64,
+    dir: &Path,
+) -> Result<Option<(std::fs::File, u64)>, String> {
+    let response = endpoint
+        .authorize(client.get(url))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    match response.status() {
+        StatusCode::NOT_FOUND => return Ok(None),
+        s if s.is_success() => {}
+        s => return Err(format!("{url}: {s}")),
+    }
+    let file = tempfile::tempfile_in(dir).map_err(|e| e.to_string())?;
+    let mut out = tokio::fs::File::from_std(file);
+    let mut got = 0u64;
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("{url}: {e}"))?;
+        got += chunk.len() as u64;
+        if got > cap {
+            return Err(format!(
+                "{url}: the delta is larger than the segments it replaces"
+            ));
+        }
+        out.write_all(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    out.flush().await.map_err(|e| e.to_string())?;
+    let mut file = out.into_std().await;
+    file.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(Some((file, got)))
+}
+
+/// Applies a delta (blocking): the segments it rebuilds are appended to `spool` from
+/// `start`; their numbers and offsets, and where the spool ends. `Err(why)` when the delta
+/// is not for these bundles or is malformed (the ranges then fetch everything).
+#[allow(clippy::type_complexity)]
+fn apply_delta(
+    delta_file: std::fs::File,
+    held_path: &Path,
+    old: &SegmentIndex,
+    new: &SegmentIndex,
+    mut spool: std::fs::File,
+    start: u64,
+) -> Result<(Vec<(usize, u64)>, u64), String> {
+    use std::io::Write;
+    let delta = Delta::read(BufReader::new(delta_file), old, new).map_err(|e| e.to_string())?;
+    let mut held = BufReader::new(
+        std::fs::File::open(held_path).map_err(|e| format!("{}: {e}", held_path.display()))?,
+    );
+    spool
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| e.to_string())?;
+    let mut writer = BufWriter::new(&mut spool);
+    let mut at = start;
+    let mut placed = Vec::new();
+    delta
+        .apply(&mut held, old, new, |i, bytes| {
+            writer.write_all(bytes)?;
+            placed.push((i, at));
+            at += bytes.len() as u64;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    writer.flush().map_err(|e| e.to_string())?;
+    Ok((placed, at))
 }
 
 /// Fetches held segments again where they sit between two fetched ranges and are small,

@@ -69,6 +69,10 @@ pub enum Via {
         bundle_bytes: u64,
         reused_bytes: u64,
         requests: u64,
+        /// Of `bytes`, a delta's (the changed segments as edits), and the bytes of the
+        /// segments it rebuilt.
+        delta_bytes: u64,
+        rebuilt_bytes: u64,
     },
 }
 
@@ -207,10 +211,12 @@ async fn check_upstream(
     {
         let out = ctx.work_dir.join(format!("segments-{}", doc.bundle.sha256));
         let index_url = format!("{bundle_url}/index");
+        let delta_url = format!("{bundle_url}/delta/{}", h.index.bundle_sha256);
         let remote = Remote {
             endpoint,
             client,
             bundle_url: &bundle_url,
+            delta_url: Some(&delta_url),
         };
         let built = fetch_by_segments(
             remote,
@@ -319,6 +325,8 @@ async fn by_segments_verified(
                 bundle_bytes: stats.bundle_size,
                 reused_bytes: stats.reused_bytes,
                 requests: stats.requests,
+                delta_bytes: stats.delta_bytes,
+                rebuilt_bytes: stats.rebuilt_bytes,
             },
             index: Some(index),
         }),
@@ -359,10 +367,12 @@ async fn check_custom(
                     path: &h.path,
                     index: &h.index,
                 };
+                let delta_url = crate::bundle::delta::sidecar_url(&url, &held_now.sha256);
                 let remote = Remote {
                     endpoint,
                     client,
                     bundle_url: &url,
+                    delta_url: Some(&delta_url),
                 };
                 let built =
                     build_by_segments(remote, new, spent, held_file, &out, ctx.fetch).await?;

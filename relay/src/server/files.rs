@@ -108,6 +108,38 @@ pub async fn held_index(State(relay): State<Arc<Relay>>, Path(sha256): Path<Stri
     index_response(&relay, sha256).await
 }
 
+/// `GET /api/v1/bundles/{sha256}/delta/{from}`: the delta that builds held bundle
+/// `sha256` from held bundle `from` (`relay/FORMAT.md`, "Segments and deltas"), made on
+/// first use; 404 when either is not held or has no segments.
+pub async fn held_delta(
+    State(relay): State<Arc<Relay>>,
+    Path((sha256, from)): Path<(String, String)>,
+) -> Response {
+    let (Ok(to), Ok(from)) = (sha256.parse::<Sha256>(), from.parse::<Sha256>()) else {
+        return problem(StatusCode::BAD_REQUEST, "not a sha256 digest");
+    };
+    match lookup(&relay, move |store| store.delta(&to, &from)).await {
+        Ok(Some(bytes)) => {
+            let mut r = Response::new(Body::from(bytes));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/gzip"),
+            );
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
+            r
+        }
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            "no delta between these bundles (one is not held, or has no segments)",
+        ),
+        Err(response) => response,
+    }
+}
+
 /// `GET <custom location>.idx`: the current bundle's segment index, beside the current
 /// bundle where a plain custom-location client looks for it.
 pub async fn current_index(State(relay): State<Arc<Relay>>) -> Response {

@@ -30,6 +30,10 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route("/api/v1/feeds/watch", get(watch::watch))
         .route("/api/v1/bundles/{sha256}", get(files::held_bundle))
         .route("/api/v1/bundles/{sha256}/index", get(files::held_index))
+        .route(
+            "/api/v1/bundles/{sha256}/delta/{from}",
+            get(files::held_delta),
+        )
         .route("/api/v1/status", get(status::json))
         .route("/", get(status::html))
         .route(

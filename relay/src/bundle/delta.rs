@@ -1,0 +1,434 @@
+//! Segment deltas: the changed segments of a new bundle written as edits of the old
+//! bundle's segments (`relay/FORMAT.md`, "Segments and deltas"). A day's churn scattered
+//! over a sorted list (a few names added and removed in every 32 KiB) changes nearly every
+//! segment, yet each by a few lines: fetching those segments whole would cost most of the
+//! file, their edits a few bytes each.
+//!
+//! For each segment of the new bundle whose SHA-256 the old one does not have, the delta
+//! names a base (one to [`MAX_BASE`] consecutive segments of the old bundle, found by the
+//! new segment's first line) and a list of operations on the base's uncompressed bytes:
+//! copy a range, or insert bytes. A client rebuilds the segment's content, compresses it
+//! as the builder does, and keeps it only if it hashes as the new index says; a segment
+//! that does not (a wrong delta, or a compressor that differs) is fetched by range
+//! instead. Nothing in a delta is trusted.
+//!
+//! Layout (all integers little-endian), gzip-compressed as a whole:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 16 | magic `relay-deltas-v1\n` |
+//! | 32, 32 | SHA-256 of the old bundle file, of the new one |
+//! | 4 | entries |
+//! | each | new segment number (u32), first base segment (u32), base segments (u8, 1 to 3), operations (u32), then each operation: `0`, offset in the base and length (u32 each), or `1`, length (u32) and the bytes |
+
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use flate2::read::DeflateDecoder;
+
+use super::index::SegmentIndex;
+use super::segments::{MAX, compress_segment};
+use super::types::Sha256;
+
+pub const MAGIC: &[u8; 16] = b"relay-deltas-v1\n";
+/// Most old segments one new segment is edited from.
+pub const MAX_BASE: u8 = 3;
+/// The largest delta a client reads (inflated): more than any real one.
+pub const MAX_DELTA_BYTES: u64 = 256 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("not a delta (bad magic)")]
+    Magic,
+    #[error("the delta is for another pair of bundles")]
+    OtherBundles,
+    #[error("delta: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+enum Op {
+    Copy { offset: u32, len: u32 },
+    Insert(Vec<u8>),
+}
+
+/// The uncompressed content of old segment `i`: inflates its bytes from the file.
+fn inflate_segment(
+    file: &mut (impl Read + Seek),
+    index: &SegmentIndex,
+    offsets: &[u64],
+    i: usize,
+) -> io::Result<Vec<u8>> {
+    let s = &index.segments[i];
+    file.seek(SeekFrom::Start(offsets[i]))?;
+    let mut compressed = vec![0u8; s.size as usize];
+    file.read_exact(&mut compressed)?;
+    if Sha256::of(&compressed) != s.sha256 {
+        return Err(io::Error::other(format!(
+            "old segment {i} does not hash as its index says"
+        )));
+    }
+    let mut raw = Vec::with_capacity(s.raw_size as usize);
+    // A segment ends with a full flush, not a final block: read what it inflates to.
+    let mut decoder = DeflateDecoder::new(&compressed[..]);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if raw.len() > MAX {
+                    return Err(io::Error::other("a segment inflates past its cap"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if raw.len() != s.raw_size as usize {
+        return Err(io::Error::other(format!(
+            "old segment {i} inflates to {} bytes, not {}",
+            raw.len(),
+            s.raw_size
+        )));
+    }
+    Ok(raw)
+}
+
+fn offsets(index: &SegmentIndex) -> Vec<u64> {
+    index.placed().map(|(at, _)| at).collect()
+}
+
+fn first_line(raw: &[u8]) -> &[u8] {
+    let end = memchr(raw).map_or(raw.len(), |i| i + 1);
+    &raw[..end]
+}
+
+fn memchr(raw: &[u8]) -> Option<usize> {
+    raw.iter().position(|&b| b == b'\n')
+}
+
+fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+    raw.split_inclusive(|&b| b == b'\n')
+}
+
+/// Writes the delta that rebuilds `new` from `old` (both files with their indexes).
+/// Deterministic. Returns the number of segments it covers.
+pub fn make(
+    old_file: &mut (impl Read + Seek),
+    old: &SegmentIndex,
+    new_file: &mut (impl Read + Seek),
+    new: &SegmentIndex,
+    out: impl Write,
+) -> Result<usize, DeltaError> {
+    let old_offsets = offsets(old);
+    let new_offsets = offsets(new);
+    // Old segments by their SHA-256 (the first one wins).
+    let mut held: HashMap<Sha256, usize> = HashMap::new();
+    for (i, s) in old.segments.iter().enumerate() {
+        held.entry(s.sha256).or_insert(i);
+    }
+    // Old segments by the hash of their first line (the first one wins).
+    let mut by_first_line: HashMap<Sha256, usize> = HashMap::new();
+    for i in 0..old.segments.len() {
+        let raw = inflate_segment(old_file, old, &old_offsets, i)?;
+        by_first_line
+            .entry(Sha256::of(first_line(&raw)))
+            .or_insert(i);
+    }
+    let mut body = Vec::new();
+    let mut entries = 0u32;
+    // The old segment the previous new one came from: the next is likely its neighbour's.
+    let mut previous: Option<usize> = None;
+    for (i, s) in new.segments.iter().enumerate() {
+        if let Some(&j) = held.get(&s.sha256) {
+            previous = Some(j);
+            continue;
+        }
+        let raw = inflate_segment(new_file, new, &new_offsets, i)?;
+        // Its first line opened an old segment (the cut before it survived), or else it
+        // follows the old segment the previous one came from.
+        let start = by_first_line
+            .get(&Sha256::of(first_line(&raw)))
+            .copied()
+            .or_else(|| previous.map(|p| p + 1).filter(|&p| p < old.segments.len()));
+        let Some(start) = start else {
+            continue; // nothing to edit from: fetched by range
+        };
+        previous = Some(start);
+        let count = (old.segments.len() - start).min(usize::from(MAX_BASE));
+        let mut base = Vec::new();
+        for j in start..start + count {
+            base.extend(inflate_segment(old_file, old, &old_offsets, j)?);
+        }
+        let ops = diff(&base, &raw);
+        let inserted: usize = ops
+            .iter()
+            .map(|o| match o {
+                Op::Insert(b) => b.len(),
+                Op::Copy { .. } => 0,
+            })
+            .sum();
+        // Not worth it when most of the segment is new: fetched by range.
+        if inserted * 2 > raw.len() {
+            continue;
+        }
+        entries += 1;
+        body.extend_from_slice(&u32::try_from(i).map_err(io::Error::other)?.to_le_bytes());
+        body.extend_from_slice(
+            &u32::try_from(start)
+                .map_err(io::Error::other)?
+                .to_le_bytes(),
+        );
+        body.push(u8::try_from(count).map_err(io::Error::other)?);
+        body.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+        for op in ops {
+            match op {
+                Op::Copy { offset, len } => {
+                    body.push(0);
+                    body.extend_from_slice(&offset.to_le_bytes());
+                    body.extend_from_slice(&len.to_le_bytes());
+                }
+                Op::Insert(bytes) => {
+                    body.push(1);
+                    body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    body.extend_from_slice(&bytes);
+                }
+            }
+        }
+    }
+    let mut gz = flate2::GzBuilder::new().write(out, flate2::Compression::default());
+    gz.write_all(MAGIC)?;
+    gz.write_all(&old.bundle_sha256.0)?;
+    gz.write_all(&new.bundle_sha256.0)?;
+    gz.write_all(&entries.to_le_bytes())?;
+    gz.write_all(&body)?;
+    gz.finish()?.flush()?;
+    Ok(entries as usize)
+}
+
+/// Line-wise edits turning `base` into `target`: runs of lines found in the base are
+/// copies, the rest inserts.
+fn diff(base: &[u8], target: &[u8]) -> Vec<Op> {
+    let mut at: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    let mut starts = Vec::new();
+    let mut pos = 0;
+    for line in lines(base) {
+        at.entry(line).or_default().push(starts.len());
+        starts.push(pos);
+        pos += line.len();
+    }
+    starts.push(pos);
+    let base_lines: Vec<&[u8]> = lines(base).collect();
+    let mut ops: Vec<Op> = Vec::new();
+    // The base line after the last copied one: where a run continues.
+    let mut next: Option<usize> = None;
+    for line in lines(target) {
+        let continues = next.filter(|&n| base_lines.get(n) == Some(&line));
+        let found = continues.or_else(|| at.get(line).and_then(|v| v.first().copied()));
+        match found {
+            Some(n) => {
+                let (offset, len) = (starts[n] as u32, line.len() as u32);
+                match ops.last_mut() {
+                    Some(Op::Copy { offset: o, len: l }) if continues.is_some() => {
+                        debug_assert_eq!(*o + *l, offset);
+                        *l += len;
+                    }
+                    _ => ops.push(Op::Copy { offset, len }),
+                }
+                next = Some(n + 1);
+            }
+            None => {
+                match ops.last_mut() {
+                    Some(Op::Insert(bytes)) => bytes.extend_from_slice(line),
+                    _ => ops.push(Op::Insert(line.to_vec())),
+                }
+                next = None;
+            }
+        }
+    }
+    ops
+}
+
+/// A delta read and checked against the bundles it claims to join.
+pub struct Delta {
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    segment: usize,
+    base_start: usize,
+    base_count: usize,
+    ops: Vec<Op>,
+}
+
+impl Delta {
+    /// Reads a delta (gzip) from anyone: it must join `old` to `new`, and every number in
+    /// it must fit them.
+    pub fn read(
+        input: impl Read,
+        old: &SegmentIndex,
+        new: &SegmentIndex,
+    ) -> Result<Delta, DeltaError> {
+        let mut r = flate2::read::GzDecoder::new(input).take(MAX_DELTA_BYTES);
+        let mut magic = [0u8; 16];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(DeltaError::Magic);
+        }
+        let mut sha = [0u8; 32];
+        r.read_exact(&mut sha)?;
+        let from = Sha256(sha);
+        r.read_exact(&mut sha)?;
+        if from != old.bundle_sha256 || Sha256(sha) != new.bundle_sha256 {
+            return Err(DeltaError::OtherBundles);
+        }
+        let count = read_u32(&mut r)? as usize;
+        if count > new.segments.len() {
+            return Err(DeltaError::Invalid(format!("{count} entries")));
+        }
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let segment = read_u32(&mut r)? as usize;
+            let base_start = read_u32(&mut r)? as usize;
+            let mut b = [0u8; 1];
+            r.read_exact(&mut b)?;
+            let base_count = usize::from(b[0]);
+            if segment >= new.segments.len()
+                || base_count == 0
+                || base_count > usize::from(MAX_BASE)
+                || base_start + base_count > old.segments.len()
+            {
+                return Err(DeltaError::Invalid(format!(
+                    "an entry for segment {segment} from {base_count} at {base_start}: out of range"
+                )));
+            }
+            let base_len: u64 = old.segments[base_start..base_start + base_count]
+                .iter()
+                .map(|s| u64::from(s.raw_size))
+                .sum();
+            let target = u64::from(new.segments[segment].raw_size);
+            let n_ops = read_u32(&mut r)? as usize;
+            if n_ops as u64 > target {
+                return Err(DeltaError::Invalid(format!(
+                    "segment {segment}: {n_ops} operations"
+                )));
+            }
+            let mut ops = Vec::with_capacity(n_ops);
+            let mut built = 0u64;
+            for _ in 0..n_ops {
+                r.read_exact(&mut b)?;
+                let op = match b[0] {
+                    0 => {
+                        let (offset, len) = (read_u32(&mut r)?, read_u32(&mut r)?);
+                        if u64::from(offset) + u64::from(len) > base_len {
+                            return Err(DeltaError::Invalid(format!(
+                                "segment {segment}: a copy past its base"
+                            )));
+                        }
+                        built += u64::from(len);
+                        Op::Copy { offset, len }
+                    }
+                    1 => {
+                        let len = read_u32(&mut r)?;
+                        built += u64::from(len);
+                        if built > target {
+                            return Err(DeltaError::Invalid(format!(
+                                "segment {segment}: longer than the index says"
+                            )));
+                        }
+                        let mut bytes = vec![0u8; len as usize];
+                        r.read_exact(&mut bytes)?;
+                        Op::Insert(bytes)
+                    }
+                    t => return Err(DeltaError::Invalid(format!("operation type {t}"))),
+                };
+                if built > target {
+                    return Err(DeltaError::Invalid(format!(
+                        "segment {segment}: longer than the index says"
+                    )));
+                }
+                ops.push(op);
+            }
+            if built != target {
+                return Err(DeltaError::Invalid(format!(
+                    "segment {segment}: {built} bytes, the index says {target}"
+                )));
+            }
+            entries.push(Entry {
+                segment,
+                base_start,
+                base_count,
+                ops,
+            });
+        }
+        let mut rest = [0u8; 1];
+        if r.read(&mut rest)? != 0 {
+            return Err(DeltaError::Invalid("bytes after the last entry".into()));
+        }
+        Ok(Delta { entries })
+    }
+
+    /// The segments of the new bundle this delta covers.
+    pub fn segments(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries.iter().map(|e| e.segment)
+    }
+
+    /// Rebuilds the segments the delta covers from the old file: each entry's content,
+    /// compressed as the builder does; `found(segment, bytes)` gets those whose compressed
+    /// bytes hash as the new index says. Returns the segments that did not (to fetch by
+    /// range).
+    pub fn apply(
+        &self,
+        old_file: &mut (impl Read + Seek),
+        old: &SegmentIndex,
+        new: &SegmentIndex,
+        mut found: impl FnMut(usize, &[u8]) -> io::Result<()>,
+    ) -> Result<Vec<usize>, DeltaError> {
+        let old_offsets = offsets(old);
+        let mut failed = Vec::new();
+        let mut cache: Option<(usize, usize, Vec<u8>)> = None;
+        for e in &self.entries {
+            let base = match &cache {
+                Some((s, c, b)) if *s == e.base_start && *c == e.base_count => b,
+                _ => {
+                    let mut b = Vec::new();
+                    for j in e.base_start..e.base_start + e.base_count {
+                        b.extend(inflate_segment(old_file, old, &old_offsets, j)?);
+                    }
+                    &cache.insert((e.base_start, e.base_count, b)).2
+                }
+            };
+            let mut raw = Vec::with_capacity(new.segments[e.segment].raw_size as usize);
+            for op in &e.ops {
+                match op {
+                    Op::Copy { offset, len } => {
+                        let (a, n) = (*offset as usize, *len as usize);
+                        raw.extend_from_slice(&base[a..a + n]);
+                    }
+                    Op::Insert(bytes) => raw.extend_from_slice(bytes),
+                }
+            }
+            let compressed = compress_segment(&raw)?;
+            if Sha256::of(&compressed) == new.segments[e.segment].sha256 {
+                found(e.segment, &compressed)?;
+            } else {
+                failed.push(e.segment);
+            }
+        }
+        Ok(failed)
+    }
+}
+
+/// Where a delta from the bundle `from` is published beside a bundle at `bundle`:
+/// `<bundle>.delta-<the first 16 hex digits of from's SHA-256>`.
+pub fn sidecar_url(bundle: &str, from: &Sha256) -> String {
+    format!("{bundle}.delta-{}", &from.to_hex()[..16])
+}
+
+fn read_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
