@@ -132,7 +132,7 @@ fuzz_target!(init: fuzz::seeds(seeds), |data: &[u8]| {
                 w.finish().unwrap();
             }
             if let Ok(d) = Delta::read(&gz[..], &p.old, &p.new) {
-                let _ = d.apply(&mut Cursor::new(&p.old_file), &p.old, &p.new, |i, bytes| {
+                let _ = d.apply(|| Ok(Cursor::new(&p.old_file)), &p.old, &p.new, |i, bytes| {
                     assert_eq!(Sha256::of(bytes), p.new.segments[i].sha256);
                     Ok(())
                 });

@@ -342,10 +342,15 @@ fn scattered_churn_costs_a_delta_of_its_own_size() {
     let delta = Delta::read(&d[..], &old_idx, &new_idx).unwrap();
     let mut rebuilt = std::collections::HashMap::new();
     let failed = delta
-        .apply(&mut Cursor::new(&old), &old_idx, &new_idx, |i, bytes| {
-            rebuilt.insert(i, bytes.to_vec());
-            Ok(())
-        })
+        .apply(
+            || Ok(Cursor::new(&old)),
+            &old_idx,
+            &new_idx,
+            |i, bytes| {
+                rebuilt.insert(i, bytes.to_vec());
+                Ok(())
+            },
+        )
         .unwrap();
     assert!(failed.is_empty(), "{failed:?}");
     for (at, s) in new_idx.placed() {

@@ -375,50 +375,98 @@ impl Delta {
         self.entries.iter().map(|e| e.segment)
     }
 
-    /// Rebuilds the segments the delta covers from the old file: each entry's content,
-    /// compressed as the builder does; `found(segment, bytes)` gets those whose compressed
-    /// bytes hash as the new index says. Returns the segments that did not (to fetch by
-    /// range).
-    pub fn apply(
+    /// Rebuilds the segments the delta covers from the old file (`open_old` opens it once
+    /// per worker: the segments are rebuilt and compressed on every core, a batch at a
+    /// time): each entry's content, compressed as the builder does; `found(segment,
+    /// bytes)` gets, in order, those whose compressed bytes hash as the new index says.
+    /// Returns the segments that did not (to fetch by range).
+    pub fn apply<R: Read + Seek>(
         &self,
-        old_file: &mut (impl Read + Seek),
+        open_old: impl Fn() -> io::Result<R> + Sync,
         old: &SegmentIndex,
         new: &SegmentIndex,
         mut found: impl FnMut(usize, &[u8]) -> io::Result<()>,
     ) -> Result<Vec<usize>, DeltaError> {
         let old_offsets = offsets(old);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let mut failed = Vec::new();
-        let mut cache: Option<(usize, usize, Vec<u8>)> = None;
-        for e in &self.entries {
-            let base = match &cache {
-                Some((s, c, b)) if *s == e.base_start && *c == e.base_count => b,
-                _ => {
-                    let mut b = Vec::new();
-                    for j in e.base_start..e.base_start + e.base_count {
-                        b.extend(inflate_segment(old_file, old, &old_offsets, j)?);
+        // A batch bounds the memory: at most BATCH rebuilt segments held at once.
+        const BATCH: usize = 64;
+        for batch in self.entries.chunks(BATCH) {
+            let part = batch.len().div_ceil(workers);
+            let results: Vec<Result<Rebuilt, DeltaError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .chunks(part)
+                    .map(|entries| {
+                        let (open_old, old_offsets) = (&open_old, &old_offsets);
+                        scope.spawn(move || {
+                            let mut file = open_old()?;
+                            rebuild(entries, &mut file, old, old_offsets, new)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(DeltaError::Invalid("a rebuilding thread failed".into()))
+                        })
+                    })
+                    .collect()
+            });
+            for result in results {
+                for (segment, bytes) in result? {
+                    match bytes {
+                        Some(bytes) => found(segment, &bytes)?,
+                        None => failed.push(segment),
                     }
-                    &cache.insert((e.base_start, e.base_count, b)).2
                 }
-            };
-            let mut raw = Vec::with_capacity(new.segments[e.segment].raw_size as usize);
-            for op in &e.ops {
-                match op {
-                    Op::Copy { offset, len } => {
-                        let (a, n) = (*offset as usize, *len as usize);
-                        raw.extend_from_slice(&base[a..a + n]);
-                    }
-                    Op::Insert(bytes) => raw.extend_from_slice(bytes),
-                }
-            }
-            let compressed = compress_segment(&raw)?;
-            if Sha256::of(&compressed) == new.segments[e.segment].sha256 {
-                found(e.segment, &compressed)?;
-            } else {
-                failed.push(e.segment);
             }
         }
         Ok(failed)
     }
+}
+
+/// Per segment rebuilt: its number, and its compressed bytes if they hash as they must.
+type Rebuilt = Vec<(usize, Option<Vec<u8>>)>;
+
+/// Rebuilds `entries` (one worker's share): each segment's compressed bytes, or `None`
+/// when they do not hash as the new index says.
+fn rebuild(
+    entries: &[Entry],
+    old_file: &mut (impl Read + Seek),
+    old: &SegmentIndex,
+    old_offsets: &[u64],
+    new: &SegmentIndex,
+) -> Result<Rebuilt, DeltaError> {
+    let mut out = Vec::with_capacity(entries.len());
+    let mut cache: Option<(usize, usize, Vec<u8>)> = None;
+    for e in entries {
+        let base = match &cache {
+            Some((s, c, b)) if *s == e.base_start && *c == e.base_count => b,
+            _ => {
+                let mut b = Vec::new();
+                for j in e.base_start..e.base_start + e.base_count {
+                    b.extend(inflate_segment(old_file, old, old_offsets, j)?);
+                }
+                &cache.insert((e.base_start, e.base_count, b)).2
+            }
+        };
+        let mut raw = Vec::with_capacity(new.segments[e.segment].raw_size as usize);
+        for op in &e.ops {
+            match op {
+                Op::Copy { offset, len } => {
+                    let (a, n) = (*offset as usize, *len as usize);
+                    raw.extend_from_slice(&base[a..a + n]);
+                }
+                Op::Insert(bytes) => raw.extend_from_slice(bytes),
+            }
+        }
+        let compressed = compress_segment(&raw)?;
+        let ok = Sha256::of(&compressed) == new.segments[e.segment].sha256;
+        out.push((e.segment, ok.then_some(compressed)));
+    }
+    Ok(out)
 }
 
 /// Where a delta from the bundle `from` is published beside a bundle at `bundle`:

@@ -400,9 +400,9 @@ fn apply_delta(
 ) -> Result<(Vec<(usize, u64)>, u64), String> {
     use std::io::Write;
     let delta = Delta::read(BufReader::new(delta_file), old, new).map_err(|e| e.to_string())?;
-    let mut held = BufReader::new(
-        std::fs::File::open(held_path).map_err(|e| format!("{}: {e}", held_path.display()))?,
-    );
+    // Checked once here, so a missing file is said plainly; each worker opens its own.
+    std::fs::metadata(held_path).map_err(|e| format!("{}: {e}", held_path.display()))?;
+    let open_held = || std::fs::File::open(held_path).map(BufReader::new);
     spool
         .seek(SeekFrom::Start(start))
         .map_err(|e| e.to_string())?;
@@ -410,7 +410,7 @@ fn apply_delta(
     let mut at = start;
     let mut placed = Vec::new();
     delta
-        .apply(&mut held, old, new, |i, bytes| {
+        .apply(open_held, old, new, |i, bytes| {
             writer.write_all(bytes)?;
             placed.push((i, at));
             at += bytes.len() as u64;
