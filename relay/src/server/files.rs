@@ -118,6 +118,9 @@ pub async fn held_delta(
     let (Ok(to), Ok(from)) = (sha256.parse::<Sha256>(), from.parse::<Sha256>()) else {
         return problem(StatusCode::BAD_REQUEST, "not a sha256 digest");
     };
+    let Ok(_slot) = DERIVING.acquire().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
     match lookup(&relay, move |store| store.delta(&to, &from)).await {
         Ok(Some(bytes)) => {
             let mut r = Response::new(Body::from(bytes));
@@ -149,7 +152,15 @@ pub async fn current_index(State(relay): State<Arc<Relay>>) -> Response {
     }
 }
 
+/// Deriving an index or making a delta reads a whole bundle: at most two at a time, and
+/// the askers beyond wait here, not on blocking threads (a reader asking for every pair of
+/// held bundles at once cannot take the blocking pool).
+static DERIVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
 async fn index_response(relay: &Arc<Relay>, sha256: Sha256) -> Response {
+    let Ok(_slot) = DERIVING.acquire().await else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
     match lookup(relay, move |store| store.segment_index(&sha256)).await {
         Ok(Some(bytes)) => {
             let mut r = Response::new(Body::from(bytes));
