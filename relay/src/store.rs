@@ -626,10 +626,7 @@ impl Store {
             Some(index) if &index.bundle_sha256 == sha256 => (&cached, index.encode()),
             _ => (&none, Vec::new()),
         };
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(&self.indexes).map_err(|e| io_err(&self.indexes, e))?;
-        io::Write::write_all(&mut tmp, &bytes).map_err(|e| io_err(target, e))?;
-        tmp.persist(target).map_err(|e| io_err(target, e.error))?;
+        self.cache(target, &bytes)?;
         Ok((!bytes.is_empty()).then_some(bytes))
     }
 
@@ -639,12 +636,10 @@ impl Store {
         &self,
         index: &bundle::index::SegmentIndex,
     ) -> Result<(), StoreError> {
-        let target = self.indexes.join(index.bundle_sha256.to_hex());
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(&self.indexes).map_err(|e| io_err(&self.indexes, e))?;
-        io::Write::write_all(&mut tmp, &index.encode()).map_err(|e| io_err(&target, e))?;
-        tmp.persist(&target).map_err(|e| io_err(&target, e.error))?;
-        Ok(())
+        self.cache(
+            &self.indexes.join(index.bundle_sha256.to_hex()),
+            &index.encode(),
+        )
     }
 
     fn forget_index(&self, sha256: &Sha256) {
@@ -700,11 +695,17 @@ impl Store {
             &mut bytes,
         )
         .map_err(|e| io_err(&new_path, io::Error::other(e)))?;
+        self.cache(&cached, &bytes)?;
+        Ok(Some(bytes))
+    }
+
+    /// Writes a file of `indexes/` whole or not at all (a temp file renamed over it).
+    fn cache(&self, target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
         let mut tmp =
             tempfile::NamedTempFile::new_in(&self.indexes).map_err(|e| io_err(&self.indexes, e))?;
-        io::Write::write_all(&mut tmp, &bytes).map_err(|e| io_err(&cached, e))?;
-        tmp.persist(&cached).map_err(|e| io_err(&cached, e.error))?;
-        Ok(Some(bytes))
+        io::Write::write_all(&mut tmp, bytes).map_err(|e| io_err(target, e))?;
+        tmp.persist(target).map_err(|e| io_err(target, e.error))?;
+        Ok(())
     }
 
     fn blob_path(&self, sha256: &Sha256) -> PathBuf {

@@ -281,43 +281,35 @@ pub enum RebuildError {
 }
 
 /// Writes the new bundle file: the index's head, the gzip header, each segment from the
-/// held file or from `fetched` (the plan's ranges, concatenated in order), checked against
-/// its SHA-256, and the tail. The result still has to be verified as a bundle.
+/// held file or from `fetched` (the plan's segments, concatenated in order from where it
+/// stands), checked against its SHA-256, and the tail (see [`assemble_pieces`]). The
+/// result still has to be verified as a bundle.
 pub fn assemble(
     new: &SegmentIndex,
     plan: &Plan,
-    mut held: Option<&mut (impl Read + Seek)>,
-    fetched: &mut impl Read,
+    held: Option<&mut (impl Read + Seek)>,
+    fetched: &mut (impl Read + Seek),
     out: &mut impl Write,
 ) -> Result<(), RebuildError> {
-    out.write_all(&new.head)?;
-    out.write_all(&CANONICAL_GZIP_HEADER)?;
-    let mut buf = Vec::new();
-    for (index, (s, source)) in new.segments.iter().zip(&plan.sources).enumerate() {
-        buf.resize(s.size as usize, 0);
-        let origin = match (source, held.as_deref_mut()) {
-            (Some(at), Some(file)) => {
-                file.seek(SeekFrom::Start(*at))?;
-                file.read_exact(&mut buf)?;
-                "held"
+    let mut at = fetched.stream_position()?;
+    let pieces: Vec<Piece> = new
+        .segments
+        .iter()
+        .zip(&plan.sources)
+        .map(|(s, source)| match source {
+            Some(held_at) => Piece::Held(*held_at),
+            None => {
+                let here = at;
+                at += u64::from(s.size);
+                Piece::Spool(here)
             }
-            (Some(_), None) => return Err(RebuildError::Missing { index }),
-            (None, _) => {
-                fetched.read_exact(&mut buf).map_err(|e| match e.kind() {
-                    io::ErrorKind::UnexpectedEof => RebuildError::Missing { index },
-                    _ => RebuildError::Io(e),
-                })?;
-                "fetched"
-            }
-        };
-        if Sha256::of(&buf) != s.sha256 {
-            return Err(RebuildError::BadSegment { index, origin });
-        }
-        out.write_all(&buf)?;
+        })
+        .collect();
+    match held {
+        Some(held) => assemble_pieces(new, &pieces, held, fetched, out),
+        // Nothing held: a held piece reads as missing.
+        None => assemble_pieces(new, &pieces, &mut io::Cursor::new(&[][..]), fetched, out),
     }
-    out.write_all(&new.tail)?;
-    out.flush()?;
-    Ok(())
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -341,6 +333,19 @@ impl<'a> Cursor<'a> {
     fn u32(&mut self) -> Result<u32, IndexError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
+}
+
+/// The index of the bundle file at `path`: its sidecar (`<bundle>.idx`) when that
+/// describes the file exactly, else derived from the file; `None` when it has no segments.
+pub fn of_file(path: &std::path::Path) -> Result<Option<SegmentIndex>, IndexError> {
+    let mut file = io::BufReader::new(std::fs::File::open(path)?);
+    if let Ok(bytes) = std::fs::read(sidecar_path(path))
+        && let Ok(index) = SegmentIndex::decode(&bytes)
+        && index.check_against(&mut file).is_ok()
+    {
+        return Ok(Some(index));
+    }
+    derive(&mut file)
 }
 
 /// Where a bundle's index lives beside it: `<bundle>.idx`.
@@ -376,13 +381,18 @@ pub fn derive_until(
     let mut head = vec![0u8; usize::try_from(head_len).map_err(io::Error::other)?];
     file.seek(SeekFrom::Start(0))?;
     file.read_exact(&mut head)?;
+    // One pass: the payload's bytes feed its own digest and the whole file's.
     let mut payload = sha2::Sha256::default();
-    let derived = {
-        let tee = TeeReader {
-            inner: &mut *file,
-            hasher: &mut payload,
-        };
-        let mut gz = flate2::read::GzDecoder::new(tee);
+    let mut whole = {
+        use sha2::Digest;
+        sha2::Sha256::new_with_prefix(&head)
+    };
+    let mut tee = TeeReader {
+        inner: &mut *file,
+        hashers: [&mut payload, &mut whole],
+    };
+    let (sink, segments, tail) = {
+        let mut gz = flate2::read::GzDecoder::new(&mut tee);
         let writer = super::segments::SegmentWriter::new(super::types::HashingSink::default())?;
         let mut cutter = TarCutter {
             cancel,
@@ -392,37 +402,20 @@ pub fn derive_until(
             ended: false,
             joined: false,
         };
-        if let Err(e) = io::copy(&mut gz, &mut cutter) {
+        if io::copy(&mut gz, &mut cutter).is_err() {
             if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                 return Err(IndexError::Io(io::Error::other("cancelled")));
             }
             // Not a payload this builder reads: no segments to offer.
-            let _ = e;
             return Ok(None);
         }
         cutter.segments.finish()?
     };
-    let (sink, segments, tail) = derived;
     // Whatever follows the payload member (nothing, in a bundle) is read too.
-    io::copy(
-        &mut TeeReader {
-            inner: &mut *file,
-            hasher: &mut payload,
-        },
-        &mut io::sink(),
-    )?;
+    io::copy(&mut tee, &mut io::sink())?;
     if sink.finish() != Sha256::from_hasher(payload) {
         return Ok(None);
     }
-    let mut whole = sha2::Sha256::default();
-    file.seek(SeekFrom::Start(0))?;
-    io::copy(
-        &mut TeeReader {
-            inner: &mut *file,
-            hasher: &mut whole,
-        },
-        &mut io::sink(),
-    )?;
     Ok(Some(SegmentIndex {
         bundle_sha256: Sha256::from_hasher(whole),
         head,
@@ -446,14 +439,16 @@ impl<R: Read> Read for CountingReader<R> {
 
 struct TeeReader<'a, R> {
     inner: R,
-    hasher: &'a mut sha2::Sha256,
+    hashers: [&'a mut sha2::Sha256; 2],
 }
 
 impl<R: Read> Read for TeeReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use sha2::Digest;
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        for h in &mut self.hashers {
+            h.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

@@ -120,18 +120,11 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
         }
         BundleCommand::Delta { from, to, output } => {
             let index = |path: &Path| -> anyhow::Result<bundle::index::SegmentIndex> {
-                let mut file = File::open(path).with_context(|| path.display().to_string())?;
-                if let Ok(bytes) = std::fs::read(bundle::index::sidecar_path(path))
-                    && let Ok(index) = bundle::index::SegmentIndex::decode(&bytes)
-                    && index
-                        .check_against(&mut io::BufReader::new(&mut file))
-                        .is_ok()
-                {
-                    return Ok(index);
-                }
-                bundle::index::derive(&mut io::BufReader::new(file))?.with_context(|| {
-                    format!("{}: no segments (not made by this builder)", path.display())
-                })
+                bundle::index::of_file(path)
+                    .with_context(|| path.display().to_string())?
+                    .with_context(|| {
+                        format!("{}: no segments (not made by this builder)", path.display())
+                    })
             };
             let (old, new) = (index(&from)?, index(&to)?);
             let output = output.unwrap_or_else(|| {

@@ -278,8 +278,10 @@ async fn by_segments(
     limits: FetchLimits,
 ) -> anyhow::Result<Option<(crate::client::Fetched, bundle::index::SegmentIndex)>> {
     let held_index = {
-        let previous = previous.to_owned();
-        tokio::task::spawn_blocking(move || held_index(&previous)).await??
+        let path = previous.to_owned();
+        tokio::task::spawn_blocking(move || bundle::index::of_file(&path))
+            .await?
+            .with_context(|| format!("--from {}", previous.display()))?
     };
     let Some(held_index) = held_index else {
         eprintln!(
@@ -351,23 +353,6 @@ async fn by_segments(
             Ok(None)
         }
     }
-}
-
-/// PREVIOUS's index: PREVIOUS.idx if it describes PREVIOUS exactly, else derived from the
-/// file; `None` if it has no segments.
-fn held_index(previous: &std::path::Path) -> anyhow::Result<Option<bundle::index::SegmentIndex>> {
-    let mut file =
-        std::fs::File::open(previous).with_context(|| format!("--from {}", previous.display()))?;
-    if let Ok(bytes) = std::fs::read(bundle::index::sidecar_path(previous))
-        && let Ok(index) = bundle::index::SegmentIndex::decode(&bytes)
-        && index
-            .check_against(&mut std::io::BufReader::new(&mut file))
-            .is_ok()
-    {
-        return Ok(Some(index));
-    }
-    bundle::index::derive(&mut std::io::BufReader::new(file))
-        .with_context(|| format!("--from {}", previous.display()))
 }
 
 pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {

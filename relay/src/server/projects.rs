@@ -347,41 +347,23 @@ async fn push_package(
     package: &std::path::Path,
     size: u64,
 ) -> Result<PackageOutcome, SyncError> {
-    let url = format!("{}/api/v1/feeds/bundle", endpoint.base());
-    let file = tokio::fs::File::open(package)
-        .await
-        .map_err(|e| SyncError::new(FailureKind::Local, format!("{}: {e}", package.display())))?;
-    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
-        file,
-        256 * 1024,
-    ));
-    let response = endpoint
-        .authorize(client.put(&url))
-        .header(
-            reqwest::header::CONTENT_TYPE,
-            crate::bundle::index::PACKAGE_CONTENT_TYPE,
-        )
-        .header(reqwest::header::CONTENT_LENGTH, size)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| SyncError::transport(&url, &e))?;
+    let (url, response) = put_file(
+        client,
+        endpoint,
+        package,
+        size,
+        crate::bundle::index::PACKAGE_CONTENT_TYPE,
+    )
+    .await?;
     match response.status().as_u16() {
         201 => Ok(PackageOutcome::Delivered(true)),
         409 => Ok(PackageOutcome::Delivered(false)),
         // An older supervisor takes the package for a bundle and refuses it (422), or it
         // lost the base (412), or the package did not build (422): the whole file, then.
-        status @ (412 | 415 | 422) => {
-            let reason = response
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "no reason given".to_owned());
-            Ok(PackageOutcome::Refused(format!(
-                "the segment package was refused ({status}): {reason}"
-            )))
-        }
+        status @ (412 | 415 | 422) => Ok(PackageOutcome::Refused(format!(
+            "the segment package was refused ({status}): {}",
+            refusal(response).await
+        ))),
         _ => Err(SyncError::status(&url, &response)),
     }
 }
@@ -393,43 +375,64 @@ async fn push(
     endpoint: &crate::client::Endpoint,
     bundle: &Current,
 ) -> Result<bool, SyncError> {
+    let (url, response) = put_file(
+        client,
+        endpoint,
+        &bundle.path,
+        bundle.record.size,
+        "application/gzip",
+    )
+    .await?;
+    match response.status().as_u16() {
+        201 => Ok(true),
+        409 => Ok(false),
+        413 | 422 => {
+            let status = response.status();
+            Err(SyncError::new(
+                FailureKind::Verification,
+                format!("{url}: refused ({status}): {}", refusal(response).await),
+            ))
+        }
+        _ => Err(SyncError::status(&url, &response)),
+    }
+}
+
+/// PUTs the file at `path` (`size` bytes, streamed) to the supervisor's upload route; the
+/// URL and the answer.
+async fn put_file(
+    client: &reqwest::Client,
+    endpoint: &crate::client::Endpoint,
+    path: &std::path::Path,
+    size: u64,
+    content_type: &'static str,
+) -> Result<(String, reqwest::Response), SyncError> {
     let url = format!("{}/api/v1/feeds/bundle", endpoint.base());
-    let file = tokio::fs::File::open(&bundle.path).await.map_err(|e| {
-        SyncError::new(
-            FailureKind::Local,
-            format!("{}: {e}", bundle.path.display()),
-        )
-    })?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| SyncError::new(FailureKind::Local, format!("{}: {e}", path.display())))?;
     let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
         file,
         256 * 1024,
     ));
     let response = endpoint
         .authorize(client.put(&url))
-        .header(reqwest::header::CONTENT_TYPE, "application/gzip")
-        .header(reqwest::header::CONTENT_LENGTH, bundle.record.size)
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .header(reqwest::header::CONTENT_LENGTH, size)
         .body(body)
         .send()
         .await
         .map_err(|e| SyncError::transport(&url, &e))?;
-    match response.status().as_u16() {
-        201 => Ok(true),
-        409 => Ok(false),
-        413 | 422 => {
-            let status = response.status();
-            let reason = response
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| "no reason given".to_owned());
-            Err(SyncError::new(
-                FailureKind::Verification,
-                format!("{url}: refused ({status}): {reason}"),
-            ))
-        }
-        _ => Err(SyncError::status(&url, &response)),
-    }
+    Ok((url, response))
+}
+
+/// The reason a refusal gives (its JSON `error`).
+async fn refusal(response: reqwest::Response) -> String {
+    response
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "no reason given".to_owned())
 }
 
 /// The operator's words for a failure.

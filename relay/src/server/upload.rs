@@ -3,7 +3,7 @@
 //! manifest; 409 not newer; 413 too large; 422 invalid, naming the rule broken. Every
 //! refusal leaves the current bundle as it was.
 
-use std::io::BufReader;
+use std::io::{BufReader, Seek};
 use std::sync::Arc;
 
 use axum::Json;
@@ -304,9 +304,13 @@ async fn build_from_package(
         let mut base_file =
             BufReader::new(std::fs::File::open(&base_path).map_err(|e| unprocessable(&e))?);
         let mut writer = std::io::BufWriter::new(out_file);
+        let segments_start = input.stream_position().map_err(|e| unprocessable(&e))?;
         bundle::index::assemble(&new, &plan, Some(&mut base_file), &mut input, &mut writer)
             .map_err(|e| unprocessable(&e))?;
         // Nothing may follow the segments the plan asks for.
+        input
+            .seek(std::io::SeekFrom::Start(segments_start + plan.fetch_bytes))
+            .map_err(|e| unprocessable(&e))?;
         let mut rest = [0u8; 1];
         if std::io::Read::read(&mut input, &mut rest).map_err(|e| unprocessable(&e))? != 0 {
             return Err(unprocessable(&"bytes after the last segment"));
