@@ -253,6 +253,35 @@ fn run_on_network(engine: &Engine, name: &str) -> String {
 const VICTIM: &str = "defender-lite-test-victim";
 const ATTACKER: &str = "defender-lite-test-attacker";
 
+/// The victim and the attacker, running on the network: their ids, the victim's address
+/// and the attacker's main process (whose network namespace the forged packets leave).
+struct Pair {
+    victim: String,
+    attacker: String,
+    victim_ip: String,
+    attacker_pid: String,
+}
+
+fn victim_and_attacker(engine: &Engine) -> Pair {
+    let victim = run_on_network(engine, VICTIM);
+    let attacker = run_on_network(engine, ATTACKER);
+    engine.wait_until_running(&victim, Duration::from_secs(10));
+    engine.wait_until_running(&attacker, Duration::from_secs(10));
+    let victim_ip = engine.docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
+        &victim,
+    ]);
+    let attacker_pid = engine.docker(&["inspect", "-f", "{{.State.Pid}}", &attacker]);
+    Pair {
+        victim,
+        attacker,
+        victim_ip,
+        attacker_pid,
+    }
+}
+
 /// Sent from the attacker's network namespace (`nsenter --net`): a DNS question for a
 /// known-bad name and SYNs to ten ports, all with the victim's source address, crafted
 /// on a raw socket as anyone with NET_RAW (Docker's default) can.
@@ -288,17 +317,12 @@ async fn a_container_cannot_get_its_neighbour_blocked_by_forging_its_address() {
     let engine = Engine::start();
     let _cleanup = engine.fresh(IMAGE, &[VICTIM, ATTACKER], &[NETWORK]);
     let bridge = create_network(&engine);
-    let victim = run_on_network(&engine, VICTIM);
-    let attacker = run_on_network(&engine, ATTACKER);
-    engine.wait_until_running(&victim, Duration::from_secs(10));
-    engine.wait_until_running(&attacker, Duration::from_secs(10));
-    let victim_ip = engine.docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
-        &victim,
-    ]);
-    let attacker_pid = engine.docker(&["inspect", "-f", "{{.State.Pid}}", &attacker]);
+    let Pair {
+        victim,
+        attacker,
+        victim_ip,
+        attacker_pid,
+    } = victim_and_attacker(&engine);
 
     let monitor = MonitorProcess::start(
         &engine,
@@ -377,17 +401,12 @@ async fn a_packet_is_placed_by_the_veth_it_came_in_on_so_the_forger_is_the_one_b
          port_scan_ports = 5\nport_scan_hosts = 5\nport_scan_window = \"10s\"",
     );
     monitor.wait_for_stderr("monitoring (capture on");
-    let victim = run_on_network(&engine, VICTIM);
-    let attacker = run_on_network(&engine, ATTACKER);
-    engine.wait_until_running(&victim, Duration::from_secs(10));
-    engine.wait_until_running(&attacker, Duration::from_secs(10));
-    let victim_ip = engine.docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
-        &victim,
-    ]);
-    let attacker_pid = engine.docker(&["inspect", "-f", "{{.State.Pid}}", &attacker]);
+    let Pair {
+        victim,
+        attacker,
+        victim_ip,
+        attacker_pid,
+    } = victim_and_attacker(&engine);
 
     let attacker_said = format!("container {ATTACKER} ({IMAGE})");
     let deadline = Instant::now() + Duration::from_secs(30);

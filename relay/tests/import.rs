@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -481,25 +483,12 @@ fn hostile_inputs_are_capped_and_a_broken_input_changes_nothing() {
     assert!(err.contains("output name"), "{err}");
 }
 
-/// The real advisory data the project keeps beside it (see `../shared/data/README.md`).
-fn shared_data(rel: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(rel);
-    assert!(
-        path.is_file(),
-        "{} is missing: the real advisory data lives in shared/data beside the repository",
-        path.display()
-    );
-    path
-}
-
 #[test]
 fn the_real_go_and_rust_databases_import_build_and_verify() {
     let dir = tempfile::tempdir().unwrap();
     let feeds = dir.path().join("feeds");
-    let go = shared_data("osv/go/2026-08-21/all.zip");
-    let rust = shared_data("osv/rust/2026-08-21/all.zip");
+    let go = support::shared_data("osv/go/2026-08-21/all.zip");
+    let rust = support::shared_data("osv/rust/2026-08-21/all.zip");
     let out = ok(&["feeds", "import", "osv", &s(&go), "-o", &s(&feeds)]);
     // 4,291 records in that snapshot (shared/data/README.md); every one is accounted for.
     let counts = |out: &str, name: &str| -> Vec<u64> {

@@ -8,7 +8,7 @@
 mod support;
 
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use relay::bundle::index::{self, IndexError, RebuildError, SegmentIndex};
 use relay::bundle::{self, BuildOptions, Sequence};
@@ -30,22 +30,10 @@ fn build(dir: &Path, sequence: u64) -> (Vec<u8>, SegmentIndex) {
     (out, index)
 }
 
-fn shared_data(rel: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data")
-        .join(rel);
-    assert!(
-        path.is_file(),
-        "{} is missing: the real advisory data lives in shared/data beside the repository",
-        path.display()
-    );
-    path
-}
-
 /// The real Go database of `date`, imported into a feeds directory.
 fn go_feeds(date: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let zip = shared_data(&format!("osv/go/{date}/all.zip"));
+    let zip = support::shared_data(&format!("osv/go/{date}/all.zip"));
     import::osv::import(
         &[Input::local(&zip)],
         dir.path(),

@@ -524,10 +524,7 @@ async fn an_https_proxy_with_a_ca_of_its_own() {
 /// A bundle of the real Go database of `date` (`../shared/data`), built with its index.
 fn go_bundle(date: &str, sequence: u64) -> (Vec<u8>, Vec<u8>) {
     let feeds = tempfile::tempdir().unwrap();
-    let zip = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/osv/go")
-        .join(date)
-        .join("all.zip");
+    let zip = support::shared_data(&format!("osv/go/{date}/all.zip"));
     relay::import::osv::import(
         &[relay::import::Input::local(&zip)],
         feeds.path(),

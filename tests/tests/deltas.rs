@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -73,15 +73,36 @@ fn agent_sync(config: &Path) -> (String, String) {
     (stdout, stderr)
 }
 
+/// The origin's key, and the Go database of two days three days apart as feeds and as
+/// bundles (sequence 1 and 2), in `dir`.
+struct Days {
+    secret: PathBuf,
+    public: PathBuf,
+    day2: PathBuf,
+    b1: Vec<u8>,
+    b2: Vec<u8>,
+}
+
+fn two_days(dir: &Path) -> Days {
+    let (secret, public) = generate_key(dir, "origin");
+    let (day1, day2) = (dir.join("feeds-1"), dir.join("feeds-2"));
+    import_go("2026-08-18", &day1);
+    import_go("2026-08-21", &day2);
+    let b1 = build_bundle(&day1, &secret, 1, &dir.join("b1.tar.gz"));
+    let b2 = build_bundle(&day2, &secret, 2, &dir.join("b2.tar.gz"));
+    Days {
+        secret,
+        public,
+        day2,
+        b1,
+        b2,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
     let tmp = tempfile::tempdir().unwrap();
-    let (secret, public) = generate_key(tmp.path(), "origin");
-    let (day1, day2) = (tmp.path().join("feeds-1"), tmp.path().join("feeds-2"));
-    import_go("2026-08-18", &day1);
-    import_go("2026-08-21", &day2);
-    let b1 = build_bundle(&day1, &secret, 1, &tmp.path().join("b1.tar.gz"));
-    let b2 = build_bundle(&day2, &secret, 2, &tmp.path().join("b2.tar.gz"));
+    let Days { public, b1, b2, .. } = two_days(tmp.path());
 
     let a = RelayProcess::start(
         "a",
@@ -196,12 +217,13 @@ async fn supervisor_holds(central: &RelayProcess, sequence: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn central_pushes_only_the_changed_segments_and_the_whole_file_when_the_base_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
-    let (secret, public) = generate_key(tmp.path(), "origin");
-    let (day1, day2) = (tmp.path().join("feeds-1"), tmp.path().join("feeds-2"));
-    import_go("2026-08-18", &day1);
-    import_go("2026-08-21", &day2);
-    let b1 = build_bundle(&day1, &secret, 1, &tmp.path().join("b1.tar.gz"));
-    let b2 = build_bundle(&day2, &secret, 2, &tmp.path().join("b2.tar.gz"));
+    let Days {
+        secret,
+        public,
+        day2,
+        b1,
+        b2,
+    } = two_days(tmp.path());
     let b3 = build_bundle(&day2, &secret, 3, &tmp.path().join("b3.tar.gz"));
 
     let mut supervisor = RelayProcess::start(

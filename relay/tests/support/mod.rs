@@ -16,6 +16,19 @@ use relay::bundle::{
 };
 use serde_json::{Value, json};
 
+/// The real advisory data the project keeps beside it (see `../shared/data/README.md`).
+pub fn shared_data(rel: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data")
+        .join(rel);
+    assert!(
+        path.is_file(),
+        "{} is missing: the real advisory data lives in shared/data beside the repository",
+        path.display()
+    );
+    path
+}
+
 pub const CREATED: &str = "2026-01-01T00:00:00Z";
 pub const EXPIRES: &str = "2027-01-01T00:00:00Z";
 
