@@ -827,6 +827,119 @@ processes = { effect = "prevent", deny = ["containerd", "tini-static", "docker-i
     runtime.wait().unwrap();
 }
 
+/// The ancestry branch of the runtime's exemption: a host process that the OCI runtime
+/// started (a `createRuntime` hook of a container that `runc run` is setting up, Debian's
+/// runc, as root) is the runtime's, although its executable is a plain `sleep`; the same
+/// `sleep` started by anyone else is killed.
+#[test]
+fn a_host_child_of_the_oci_runtime_is_never_killed() {
+    let env = Env::new(
+        r#"
+[[rules]]
+name = "host"
+processes = { effect = "prevent", deny = ["sleep"] }
+"#,
+        "",
+    );
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("runc (Debian's runc, with docker.io; tests/run installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(bundle.join("rootfs/bin")).unwrap();
+    std::fs::copy("/bin/busybox", bundle.join("rootfs/bin/busybox"))
+        .expect("/bin/busybox (Debian's busybox-static; tests/run installs it)");
+    let spec = Command::new(runc)
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(spec.status.success(), "runc spec: {}", stderr(&spec));
+    let hook_pid = dir.path().join("hook.pid");
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    config["process"]["terminal"] = Value::Bool(false);
+    config["process"]["args"] = serde_json::json!(["/bin/busybox", "true"]);
+    // The hook runs on the host, as a child of runc, until the test ends it.
+    config["hooks"] = serde_json::json!({
+        "createRuntime": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo $$ > {}; exec sleep 60", hook_pid.display())],
+        }]
+    });
+    std::fs::write(bundle.join("config.json"), config.to_string()).unwrap();
+    let state = dir.path().join("state");
+    let container = format!("defender-lite-test-hook-{}", std::process::id());
+    let mut run = Command::new(runc)
+        .arg("--root")
+        .arg(&state)
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(&container)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("runc.log")).unwrap())
+        .spawn()
+        .unwrap();
+    // The hook's pid, once it is the sleep (its executable no longer the shell's).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let hook: u32 = loop {
+        let pid = std::fs::read_to_string(&hook_pid)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if let Some(pid) = pid
+            && std::fs::read_link(format!("/proc/{pid}/exe"))
+                .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "sleep"))
+        {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline && run.try_wait().unwrap().is_none(),
+            "runc's hook did not start:\n{}",
+            std::fs::read_to_string(dir.path().join("runc.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let hook_exe = std::fs::read_link(format!("/proc/{hook}/exe"))
+        .unwrap()
+        .display()
+        .to_string();
+    let (mut other, other_exe) = sleeper();
+
+    let lines = vec![
+        exec(now_secs(0), hook, &hook_exe, None),
+        exec(now_secs(0), other.id(), &other_exe, None),
+    ];
+    let out = env.monitor(&lines, &["--act-on-this-host"]);
+    let hook_alive = Path::new(&format!("/proc/{hook}")).exists();
+    // End the hook: runc then gives the container up.
+    let _ = Command::new("kill").arg(hook.to_string()).status();
+    let _ = run.wait();
+    let _ = Command::new(runc)
+        .arg("--root")
+        .arg(&state)
+        .args(["delete", "--force", &container])
+        .output();
+
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let a = audits(&out);
+    let actions: Vec<&str> = a.iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions.len(), 2, "{a:?}");
+    assert!(
+        actions[0].starts_with(&format!(
+            "not killed: pid {hook} is the container runtime (started by runc, pid "
+        )),
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions[1],
+        format!("killed process {} (SIGKILL)", other.id())
+    );
+    assert!(hook_alive, "the runtime's hook was killed");
+    assert!(wait_gone(&mut other).is_some(), "the other sleep is gone");
+}
+
 #[test]
 fn packets_never_stop_a_container_its_neighbour_can_forge_them() {
     // The victim's address on a DNS query for a known-bad name and on a port scan's

@@ -30,6 +30,7 @@ const APPS_BASE: &str = "defender-lite-test/busybox:apps-base";
 const APPS_MANY: &str = "defender-lite-test/busybox:apps-many";
 const APPS_MAKER: &str = "defender-lite-test-apps-maker";
 const APPS: &str = "defender-lite-test-apps";
+const APPS_HUNG: &str = "defender-lite-test-apps-hung";
 
 /// One test at a time talks to the engine: one of them restarts it.
 static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -345,4 +346,152 @@ async fn an_image_that_cannot_be_read_is_judged_meanwhile_and_read_again_later()
         engine.docker(&["exec", "-d", APPS, "/bin/busybox", "sleep", "5"]);
     }
     eprintln!("{}", monitor.output("stderr"));
+}
+
+/// Hardening item 6 with a read that hangs: the container's root holds a FUSE directory
+/// (`docker_engine/slowfs.py`) that answers the agent only when the test says so. While
+/// the agent's first read of the image hangs there, the container's execs are judged
+/// and audited; once released, the read ends. Were the read made before judging, no
+/// audit could come while it hangs.
+#[tokio::test]
+async fn an_image_whose_read_hangs_is_judged_while_it_hangs() {
+    let _engine = ENGINE.lock().await;
+    let engine = Engine::start();
+    let _cleanup = engine.fresh(APPS_BASE, &[APPS_HUNG], &[]);
+    let monitor = MonitorProcess::start(
+        &engine,
+        &format!(
+            "[[rules]]\nname = \"apps\"\nscope = {{ images = [\"{APPS_BASE}\"] }}\n\
+             processes = {{ effect = \"alert\", deny = [\"*/busybox\"] }}\n"
+        ),
+        "learning = \"1h\"\nscan_every = \"500ms\"\napp_read_retry = \"1s\"",
+    );
+    monitor.wait_for_stderr("learning period");
+    // Made after the monitor, so dropped before it: a process waiting on a FUSE answer
+    // cannot die until the filesystem answers or goes.
+    let slow = SlowFs::mount();
+    let id = engine.docker(&[
+        "run",
+        "-d",
+        "--name",
+        APPS_HUNG,
+        "-v",
+        &format!("{}:/slow", slow.mountpoint.display()),
+        APPS_BASE,
+        "/bin/busybox",
+        "sleep",
+        "3600",
+    ]);
+    engine.wait_until_running(&id, Duration::from_secs(10));
+
+    // A read of the image reaches /slow and hangs there (the first may fail on a
+    // process gone before its root is opened: retried a second later on an event).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !slow.held() {
+        assert!(
+            Instant::now() < deadline,
+            "no read of the container's root reached /slow within 30 s\nstderr:\n{}",
+            monitor.output("stderr")
+        );
+        engine.docker(&["exec", "-d", APPS_HUNG, "/bin/busybox", "sleep", "5"]);
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+
+    // While it hangs, new execs of the container are judged and audited.
+    let judged = format!("container {APPS_HUNG} ({APPS_BASE})");
+    let before = monitor.output("stdout").matches(&judged).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while monitor.output("stdout").matches(&judged).count() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no exec judged within 30 s while the image's read hangs\nstdout:\n{}\nstderr:\n{}",
+            monitor.output("stdout"),
+            monitor.output("stderr")
+        );
+        engine.docker(&["exec", "-d", APPS_HUNG, "/bin/busybox", "sleep", "5"]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let read = format!("defender-lite: app knowledge for {APPS_BASE}: ");
+    assert!(
+        !monitor.output("stderr").contains(&read),
+        "the read ended while /slow still hangs?\n{}",
+        monitor.output("stderr")
+    );
+
+    // Released, the hung read ends and says what it found.
+    slow.release();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !monitor.output("stderr").contains(&read) {
+        assert!(
+            Instant::now() < deadline,
+            "the read did not end within 30 s of its release\nstderr:\n{}",
+            monitor.output("stderr")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `docker_engine/slowfs.py` mounted on a directory of its own; unmounted when dropped
+/// (released first, so nothing stays hung).
+struct SlowFs {
+    dir: tempfile::TempDir,
+    mountpoint: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl SlowFs {
+    fn mount() -> SlowFs {
+        let dir = tempfile::tempdir().unwrap();
+        let mountpoint = dir.path().join("mnt");
+        let state = dir.path().join("state");
+        std::fs::create_dir(&mountpoint).unwrap();
+        std::fs::create_dir(&state).unwrap();
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker_engine/slowfs.py");
+        // Debian's python, where python3-fusepy is (tests/run installs it).
+        let child = Command::new("/usr/bin/python3")
+            .arg(&script)
+            .arg(&mountpoint)
+            .arg(&state)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("/usr/bin/python3 (tests/run installs python3 and python3-fusepy)");
+        let slow = SlowFs {
+            dir,
+            mountpoint,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !slow.dir.path().join("state/ready").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "slowfs.py did not mount within 20 s (it needs /dev/fuse and root):\n{}",
+                std::fs::read_to_string(slow.dir.path().join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        slow
+    }
+
+    /// True once a defender-lite process waits on it.
+    fn held(&self) -> bool {
+        self.dir.path().join("state/held").exists()
+    }
+
+    fn release(&self) {
+        std::fs::write(self.dir.path().join("state/release"), "").unwrap();
+    }
+}
+
+impl Drop for SlowFs {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.path().join("state/release"), "");
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
