@@ -5,9 +5,10 @@
 //! file, their edits a few bytes each.
 //!
 //! For each segment of the new bundle whose SHA-256 the old one does not have, the delta
-//! names a base (one to [`MAX_BASE`] consecutive segments of the old bundle, found by the
-//! new segment's first line) and a list of operations on the base's uncompressed bytes:
-//! copy a range, or insert bytes. A client rebuilds the segment's content, compresses it
+//! names a base (one to [`MAX_BASE`] consecutive segments of the old bundle: those that
+//! hold the most of a sample of its lines) and a list of operations on the base's
+//! uncompressed bytes: copy a range, or insert bytes (the lines that are not in the base,
+//! narrowed token by token to what changed in the lines they replaced). A client rebuilds the segment's content, compresses it
 //! as the builder does, and keeps it only if it hashes as the new index says; a segment
 //! that does not (a wrong delta, or a compressor that differs) is fetched by range
 //! instead. Nothing in a delta is trusted.
@@ -100,15 +101,6 @@ fn offsets(index: &SegmentIndex) -> Vec<u64> {
     index.placed().map(|(at, _)| at).collect()
 }
 
-fn first_line(raw: &[u8]) -> &[u8] {
-    let end = memchr(raw).map_or(raw.len(), |i| i + 1);
-    &raw[..end]
-}
-
-fn memchr(raw: &[u8]) -> Option<usize> {
-    raw.iter().position(|&b| b == b'\n')
-}
-
 fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
     raw.split_inclusive(|&b| b == b'\n')
 }
@@ -129,13 +121,15 @@ pub fn make(
     for (i, s) in old.segments.iter().enumerate() {
         held.entry(s.sha256).or_insert(i);
     }
-    // Old segments by the hash of their first line (the first one wins).
-    let mut by_first_line: HashMap<Sha256, usize> = HashMap::new();
+    // Old segments by their lines: a sample of them (one in SAMPLE, by hash), enough to
+    // place a new segment among the old ones, at a fraction of the memory.
+    let mut by_line: HashMap<u64, u32> = HashMap::new();
     for i in 0..old.segments.len() {
         let raw = inflate_segment(old_file, old, &old_offsets, i)?;
-        by_first_line
-            .entry(Sha256::of(first_line(&raw)))
-            .or_insert(i);
+        let i = u32::try_from(i).map_err(io::Error::other)?;
+        for line in lines(&raw).filter_map(sampled) {
+            by_line.entry(line).or_insert(i);
+        }
     }
     let mut body = Vec::new();
     let mut entries = 0u32;
@@ -147,13 +141,13 @@ pub fn make(
             continue;
         }
         let raw = inflate_segment(new_file, new, &new_offsets, i)?;
-        // Its first line opened an old segment (the cut before it survived), or else it
-        // follows the old segment the previous one came from.
-        let start = by_first_line
-            .get(&Sha256::of(first_line(&raw)))
-            .copied()
+        // The old segments that hold most of its (sampled) lines, or else the one after
+        // the old segment the previous one came from.
+        let start = placed(&raw, &by_line, old.segments.len())
             .or_else(|| previous.map(|p| p + 1).filter(|&p| p < old.segments.len()));
-        let Some(start) = start else {
+        // Else (records past the old bundle's end) the last old segment: what it shares
+        // with the new one is copied, the rest inserted.
+        let Some(start) = start.or(old.segments.len().checked_sub(1)) else {
             continue; // nothing to edit from: fetched by range
         };
         previous = Some(start);
@@ -170,8 +164,13 @@ pub fn make(
                 Op::Copy { .. } => 0,
             })
             .sum();
-        // Not worth it when most of the segment is new: fetched by range.
-        if inserted * 2 > raw.len() {
+        // Worth it when what it inserts and its operations cost less than the segment:
+        // inserts compressed a tenth better than the segment is (the delta is one gzip
+        // -9 stream over every insert, a segment is compressed on its own), operations
+        // 9 bytes each. Else fetched by range.
+        let estimate = inserted as u64 * u64::from(s.size) * 9 / (raw.len().max(1) as u64 * 10)
+            + 9 * ops.len() as u64;
+        if estimate > u64::from(s.size) {
             continue;
         }
         entries += 1;
@@ -198,7 +197,7 @@ pub fn make(
             }
         }
     }
-    let mut gz = flate2::GzBuilder::new().write(out, flate2::Compression::default());
+    let mut gz = flate2::GzBuilder::new().write(out, flate2::Compression::best());
     gz.write_all(MAGIC)?;
     gz.write_all(&old.bundle_sha256.0)?;
     gz.write_all(&new.bundle_sha256.0)?;
@@ -208,9 +207,51 @@ pub fn make(
     Ok(entries as usize)
 }
 
+/// One line in SAMPLE is kept to place segments (the lines whose hash it divides).
+const SAMPLE: u64 = 4;
+
+/// The line's hash when it is one of the sample (and long enough to say something).
+fn sampled(line: &[u8]) -> Option<u64> {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    if line.len() < 16 {
+        return None;
+    }
+    // SipHash with fixed keys: the same on every run, as the delta must be.
+    let h = BuildHasherDefault::<DefaultHasher>::default().hash_one(line);
+    (h % SAMPLE == 0).then_some(h)
+}
+
+/// The first of the [`MAX_BASE`] consecutive old segments that hold the most of `raw`'s
+/// sampled lines (the earliest on a tie); `None` when none holds any.
+fn placed(raw: &[u8], by_line: &HashMap<u64, u32>, old_segments: usize) -> Option<usize> {
+    let mut hits: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
+    for h in lines(raw).filter_map(sampled) {
+        if let Some(&j) = by_line.get(&h) {
+            *hits.entry(j as usize).or_default() += 1;
+        }
+    }
+    let window = usize::from(MAX_BASE);
+    let mut best: Option<(usize, usize)> = None;
+    for &j in hits.keys() {
+        // Windows that start at a hit (any best window can be moved to start at one).
+        let start = j.min(old_segments.saturating_sub(window));
+        let count: usize = hits.range(start..start + window).map(|(_, n)| n).sum();
+        if best.is_none_or(|(_, c)| count > c) {
+            best = Some((start, count));
+        }
+    }
+    best.map(|(start, _)| start)
+}
+
+/// Edits turning `base` into `target`: runs of lines found in the base are copies; the
+/// lines between are edits of the base lines they replaced ([`refine`]).
+fn diff(base: &[u8], target: &[u8]) -> Vec<Op> {
+    refine(base, diff_lines(base, target))
+}
+
 /// Line-wise edits turning `base` into `target`: runs of lines found in the base are
 /// copies, the rest inserts.
-fn diff(base: &[u8], target: &[u8]) -> Vec<Op> {
+fn diff_lines(base: &[u8], target: &[u8]) -> Vec<Op> {
     let mut at: HashMap<&[u8], Vec<usize>> = HashMap::new();
     let mut starts = Vec::new();
     let mut pos = 0;
@@ -249,6 +290,111 @@ fn diff(base: &[u8], target: &[u8]) -> Vec<Op> {
         }
     }
     ops
+}
+
+/// Most tokens on either side of one refined gap: Myers' diff costs (N + M) x D, and this
+/// keeps the worst gap to a few milliseconds. Larger gaps stay whole lines.
+const REFINE_MAX_TOKENS: usize = 2048;
+/// The shortest copy worth its operation (9 bytes) over inserting the bytes (which the
+/// delta's gzip compresses).
+const MIN_COPY: usize = 24;
+
+/// A record that changed is mostly the record it was (a date, a range, a reference
+/// more): each inserted run of lines is diffed, token by token, against the base bytes
+/// it took the place of (between the copies around it), and becomes copies of what
+/// stayed and inserts of what is new. Deterministic: no deadline, a token cap instead.
+fn refine(base: &[u8], ops: Vec<Op>) -> Vec<Op> {
+    let mut out: Vec<Op> = Vec::with_capacity(ops.len());
+    // Where the base continues after the last copy.
+    let mut after_copy = 0usize;
+    let mut ops = ops.into_iter().peekable();
+    while let Some(op) = ops.next() {
+        match op {
+            Op::Copy { offset, len } => {
+                after_copy = (offset + len) as usize;
+                push(&mut out, Op::Copy { offset, len });
+            }
+            Op::Insert(bytes) => {
+                let until = match ops.peek() {
+                    Some(Op::Copy { offset, .. }) => *offset as usize,
+                    _ => base.len(),
+                };
+                if after_copy >= until {
+                    push(&mut out, Op::Insert(bytes));
+                    continue;
+                }
+                for op in diff_tokens(base, after_copy..until, &bytes) {
+                    push(&mut out, op);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Edits turning `base[gap]` into `target`, token by token (a token ends after any of
+/// `,:{}[]"` or a space): copies carry offsets in the whole base.
+fn diff_tokens(base: &[u8], gap: std::ops::Range<usize>, target: &[u8]) -> Vec<Op> {
+    let old = tokens(&base[gap.clone()]);
+    let new = tokens(target);
+    if old.len() > REFINE_MAX_TOKENS || new.len() > REFINE_MAX_TOKENS {
+        return vec![Op::Insert(target.to_vec())];
+    }
+    // Byte offset where each token starts, and one past the last.
+    let starts = |toks: &[&[u8]]| {
+        let mut at = Vec::with_capacity(toks.len() + 1);
+        let mut pos = 0usize;
+        for t in toks {
+            at.push(pos);
+            pos += t.len();
+        }
+        at.push(pos);
+        at
+    };
+    let (old_at, new_at) = (starts(&old), starts(&new));
+    let mut ops = Vec::new();
+    for d in similar::capture_diff_slices(similar::Algorithm::Myers, &old, &new) {
+        let (new_range, copy_from) = match d {
+            similar::DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => (new_index..new_index + len, Some(old_index)),
+            similar::DiffOp::Delete { .. } => continue,
+            similar::DiffOp::Insert {
+                new_index, new_len, ..
+            }
+            | similar::DiffOp::Replace {
+                new_index, new_len, ..
+            } => (new_index..new_index + new_len, None),
+        };
+        let bytes = &target[new_at[new_range.start]..new_at[new_range.end]];
+        match copy_from {
+            Some(o) if bytes.len() >= MIN_COPY => ops.push(Op::Copy {
+                offset: (gap.start + old_at[o]) as u32,
+                len: bytes.len() as u32,
+            }),
+            _ => ops.push(Op::Insert(bytes.to_vec())),
+        }
+    }
+    ops
+}
+
+fn tokens(bytes: &[u8]) -> Vec<&[u8]> {
+    bytes
+        .split_inclusive(|b| matches!(b, b',' | b':' | b'{' | b'}' | b'[' | b']' | b'"' | b' '))
+        .collect()
+}
+
+/// Appends `op`, joining it to the last one when they continue each other.
+fn push(ops: &mut Vec<Op>, op: Op) {
+    match (ops.last_mut(), op) {
+        (Some(Op::Insert(last)), Op::Insert(bytes)) => last.extend_from_slice(&bytes),
+        (Some(Op::Copy { offset: o, len: l }), Op::Copy { offset, len }) if *o + *l == offset => {
+            *l += len
+        }
+        (_, op) => ops.push(op),
+    }
 }
 
 /// A delta read and checked against the bundles it claims to join.
@@ -440,18 +586,27 @@ fn rebuild(
     new: &SegmentIndex,
 ) -> Result<Rebuilt, DeltaError> {
     let mut out = Vec::with_capacity(entries.len());
-    let mut cache: Option<(usize, usize, Vec<u8>)> = None;
+    // Old segments inflated, by number: neighbouring entries share most of their bases
+    // (segment i from old i..i+3, i+1 from i+1..i+4), each is inflated once.
+    let mut inflated: std::collections::BTreeMap<usize, Vec<u8>> = Default::default();
+    let mut base = Vec::new();
     for e in entries {
-        let base = match &cache {
-            Some((s, c, b)) if *s == e.base_start && *c == e.base_count => b,
-            _ => {
-                let mut b = Vec::new();
-                for j in e.base_start..e.base_start + e.base_count {
-                    b.extend(inflate_segment(old_file, old, old_offsets, j)?);
+        let range = e.base_start..e.base_start + e.base_count;
+        // Bases mostly ascend: what lies before this one is done with.
+        inflated = inflated.split_off(&range.start);
+        if inflated.len() > 2 * usize::from(MAX_BASE) {
+            inflated.retain(|j, _| range.contains(j));
+        }
+        base.clear();
+        for j in range {
+            let raw = match inflated.entry(j) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(inflate_segment(old_file, old, old_offsets, j)?)
                 }
-                &cache.insert((e.base_start, e.base_count, b)).2
-            }
-        };
+            };
+            base.extend_from_slice(raw);
+        }
         let mut raw = Vec::with_capacity(new.segments[e.segment].raw_size as usize);
         for op in &e.ops {
             match op {
@@ -479,4 +634,104 @@ fn read_u32(r: &mut impl Read) -> io::Result<u32> {
     let mut b = [0u8; 4];
     r.read_exact(&mut b)?;
     Ok(u32::from_le_bytes(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replay(base: &[u8], ops: &[Op]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for op in ops {
+            match op {
+                Op::Copy { offset, len } => {
+                    out.extend_from_slice(&base[*offset as usize..(*offset + *len) as usize])
+                }
+                Op::Insert(bytes) => out.extend_from_slice(bytes),
+            }
+        }
+        out
+    }
+
+    fn inserted(ops: &[Op]) -> usize {
+        ops.iter()
+            .map(|o| match o {
+                Op::Insert(b) => b.len(),
+                Op::Copy { .. } => 0,
+            })
+            .sum()
+    }
+
+    fn record(id: u32, modified: &str, extra: &str) -> String {
+        format!(
+            "{{\"id\":\"GO-2024-{id:04}\",\"modified\":\"{modified}\",\"summary\":\"A flaw in \
+             the parser of package example.com/pkg{id} lets a crafted input exhaust memory\",\
+             \"affected\":[{{\"package\":{{\"ecosystem\":\"Go\",\"name\":\"example.com/pkg{id}\"}},\
+             \"ranges\":[{{\"type\":\"SEMVER\",\"events\":[{{\"introduced\":\"0\"}},\
+             {{\"fixed\":\"1.{id}.3\"}}]}}]}}],\"references\":[{{\"type\":\"FIX\",\
+             \"url\":\"https://example.com/pkg{id}/commit/{id}\"}}{extra}]}}\n"
+        )
+    }
+
+    #[test]
+    fn a_changed_record_costs_what_changed_in_it() {
+        let base: String = (1..=8)
+            .map(|i| record(i, "2024-01-01T00:00:00Z", ""))
+            .collect();
+        let mut target = String::new();
+        for i in 1..=8 {
+            target += &if i == 4 {
+                record(
+                    i,
+                    "2024-02-03T04:05:06Z",
+                    ",{\"type\":\"WEB\",\"url\":\"https://example.com/advisory/4\"}",
+                )
+            } else {
+                record(i, "2024-01-01T00:00:00Z", "")
+            };
+        }
+        let lines = diff_lines(base.as_bytes(), target.as_bytes());
+        let refined = diff(base.as_bytes(), target.as_bytes());
+        assert_eq!(replay(base.as_bytes(), &lines), target.as_bytes());
+        assert_eq!(replay(base.as_bytes(), &refined), target.as_bytes());
+        // Line by line the whole record is new; refined, the date and the reference.
+        assert_eq!(
+            inserted(&lines),
+            record(
+                4,
+                "2024-02-03T04:05:06Z",
+                ",{\"type\":\"WEB\",\"url\":\"https://example.com/advisory/4\"}"
+            )
+            .len()
+        );
+        assert!(
+            inserted(&refined) < 120,
+            "{} bytes inserted",
+            inserted(&refined)
+        );
+    }
+
+    #[test]
+    fn refining_keeps_any_edit_exact() {
+        // Inserts at the start and the end, a removed record, repeated tokens, no
+        // newline at the end: whatever the edits, replaying them gives the target.
+        let base = format!(
+            "{}{}{}",
+            record(1, "a", ""),
+            record(2, "b", ""),
+            record(3, "c", "")
+        );
+        let cases = [
+            format!("{}{}", record(0, "z", ""), base),
+            format!("{}{}", base, record(9, "z", ",{}")),
+            format!("{}{}", record(1, "a", ""), record(3, "c", ",[]")),
+            "{\"a\":\"b\",\"a\":\"b\"}".to_owned(),
+            String::new(),
+            format!("{}tail without a newline", record(2, "b", "")),
+        ];
+        for target in cases {
+            let ops = diff(base.as_bytes(), target.as_bytes());
+            assert_eq!(replay(base.as_bytes(), &ops), target.as_bytes(), "{target}");
+        }
+    }
 }
