@@ -4,7 +4,8 @@
 //! the old one's file.
 //!
 //! Input: the first byte picks the reader. 0: `SegmentIndex::decode` (an index that reads
-//! must encode to the same bytes, and plan against itself). 1: `read_package_header`.
+//! must encode to the same bytes, and plan against itself). 1: `package::read_header`, and
+//! the delta a version 2 package carries read against the old index.
 //! 2: `Delta::read` of the rest as a delta's entries (magic, bundle digests and gzip are
 //! added here, so the fuzzer spends its time on the entries), then `apply`.
 #![no_main]
@@ -15,6 +16,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use relay::bundle::delta::{self, Delta};
 use relay::bundle::index::{self, SegmentIndex};
+use relay::bundle::package;
 use relay::bundle::segments::{Segment, compress_segment};
 use relay::bundle::{CANONICAL_GZIP_HEADER, Sha256};
 
@@ -80,10 +82,11 @@ fn seeds() -> Vec<fuzz::Seed> {
     index.extend(p.old.encode());
     out.push(("index".to_owned(), index));
     let mut package = vec![1u8];
-    index::write_package(
+    package::write(
         &p.old,
         &p.new,
         &mut Cursor::new(vec![0u8; 4096]),
+        None,
         &mut package,
     )
     .ok();
@@ -118,7 +121,11 @@ fuzz_target!(init: fuzz::seeds(seeds), |data: &[u8]| {
             }
         }
         1 => {
-            let _ = index::read_package_header(&mut Cursor::new(rest));
+            if let Ok(header) = package::read_header(&mut Cursor::new(rest))
+                && let Some(bytes) = &header.delta
+            {
+                let _ = Delta::read(&bytes[..], &pair().old, &header.new);
+            }
         }
         _ => {
             let p = pair();

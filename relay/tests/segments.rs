@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::Cursor;
+use std::io::{Cursor, Read, Write};
 use std::path::Path;
 
 use relay::bundle::index::{self, IndexError, RebuildError, SegmentIndex};
@@ -215,19 +215,22 @@ fn an_index_is_derived_from_the_bundle_alone_and_only_from_this_builders_bundles
 }
 
 /// The receiving side of a central relay's push by segments: a package builds the new
-/// bundle from the held one; a flipped byte or bytes after the last segment are refused
+/// bundle from the held one, with a delta for the changed segments (version 2) or with
+/// them whole (version 1, what an older central sends); a flipped byte, a delta that
+/// rebuilds a segment wrong, bytes after the last segment or a cut package are refused
 /// (422), a package built on a bundle this relay does not hold asks for the whole file
 /// (412), and none of them touches what is held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_package_builds_the_bundle_and_a_bad_one_changes_nothing() {
+    use relay::bundle::{delta, package};
     use support::server::TestRelay;
     let (old, old_idx) = build(go_feeds("2026-08-18").path(), 1);
     let (new, new_idx) = build(go_feeds("2026-08-21").path(), 2);
     let relay = TestRelay::start().await;
     assert_eq!(relay.upload(old.clone()).await.status(), 201);
-    let package = |base: &SegmentIndex| {
+    let package = |base: &SegmentIndex, delta: Option<&[u8]>| {
         let mut out = Vec::new();
-        index::write_package(base, &new_idx, &mut Cursor::new(&new), &mut out).unwrap();
+        package::write(base, &new_idx, &mut Cursor::new(&new), delta, &mut out).unwrap();
         out
     };
     let put = async |body: Vec<u8>| {
@@ -235,15 +238,33 @@ async fn a_segment_package_builds_the_bundle_and_a_bad_one_changes_nothing() {
             .client()
             .put(format!("{}/api/v1/feeds/bundle", relay.url))
             .basic_auth("uploader", Some("uploader-pw"))
-            .header(reqwest::header::CONTENT_TYPE, index::PACKAGE_CONTENT_TYPE)
+            .header(reqwest::header::CONTENT_TYPE, package::CONTENT_TYPE)
             .body(body)
             .send()
             .await
             .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     };
-    let good = package(&old_idx);
+    let good = package(&old_idx, None);
+    assert_eq!(&good[..16], package::MAGIC_V1);
     assert!(good.len() * 5 < new.len(), "{} bytes", good.len());
+    let mut made = Vec::new();
+    delta::make(
+        &mut Cursor::new(&old),
+        &old_idx,
+        &mut Cursor::new(&new),
+        &new_idx,
+        &mut made,
+    )
+    .unwrap();
+    let with_delta = package(&old_idx, Some(&made));
+    assert_eq!(&with_delta[..16], package::MAGIC);
+    assert!(
+        with_delta.len() * 2 < good.len(),
+        "with its delta {} bytes, the segments whole {}",
+        with_delta.len(),
+        good.len()
+    );
 
     let mut flipped = good.clone();
     let last = flipped.len() - 20;
@@ -252,13 +273,33 @@ async fn a_segment_package_builds_the_bundle_and_a_bad_one_changes_nothing() {
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("does not hash"), "{body}");
 
-    let mut trailing = good.clone();
+    // A delta that parses but inserts a wrong byte: the segment it rebuilds does not hash.
+    let wrong_delta = {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&made[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        // A changed record's new date is inserted bytes: a digit of it, changed.
+        let at = raw
+            .windows(11)
+            .position(|w| w == b"\"modified\":")
+            .expect("an inserted date in the delta");
+        raw[at + 13] ^= 1;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).unwrap();
+        gz.finish().unwrap()
+    };
+    let (status, body) = put(package(&old_idx, Some(&wrong_delta))).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("rebuilds 1 segment(s) wrong"), "{body}");
+
+    let mut trailing = with_delta.clone();
     trailing.extend_from_slice(b"more");
     let (status, body) = put(trailing).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.contains("after the last segment"), "{body}");
 
-    let (status, body) = put(package(&new_idx)).await;
+    let (status, body) = put(package(&new_idx, None)).await;
     assert_eq!(status, 412, "{body}");
     assert!(body.contains("not held here"), "{body}");
 
@@ -266,7 +307,24 @@ async fn a_segment_package_builds_the_bundle_and_a_bad_one_changes_nothing() {
     assert_eq!(status, 422, "a cut package: {body}");
     assert_eq!(relay.current_bytes().await, old, "nothing changed");
 
-    let (status, body) = put(good).await;
+    // Version 1 builds the same file (checked here; one of them can be uploaded).
+    let held = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(held.path(), &old).unwrap();
+    let mut input = Cursor::new(&good);
+    let header = package::read_header(&mut input).unwrap();
+    let mut built = Vec::new();
+    package::build(
+        &header,
+        &old_idx,
+        held.path(),
+        &mut input,
+        &mut tempfile::tempfile().unwrap(),
+        &mut built,
+    )
+    .unwrap();
+    assert_eq!(built, new);
+
+    let (status, body) = put(with_delta).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(relay.current_bytes().await, new);
     relay.stop().await;

@@ -243,7 +243,7 @@ async fn central_pushes_only_the_changed_segments_and_the_whole_file_when_the_ba
             ..RelayConfig::ordinary(&[&public])
         },
     );
-    assert_eq!(central.upload("uploader", b1).await.0, 201);
+    assert_eq!(central.upload("uploader", b1.clone()).await.0, 201);
     let first = supervisor_holds(&central, 1).await;
     assert!(
         first["last_transfer"]
@@ -265,6 +265,17 @@ async fn central_pushes_only_the_changed_segments_and_the_whole_file_when_the_ba
         .parse()
         .unwrap();
     assert!(sent * 10 < b2.len() as u64, "{how}");
+    // The changed segments went as a delta: well under what they weigh whole.
+    let index = |b: &[u8]| {
+        relay::bundle::index::derive(&mut std::io::Cursor::new(b))
+            .unwrap()
+            .unwrap()
+    };
+    let changed = relay::bundle::index::plan(&index(&b2), Some(&index(&b1))).fetch_bytes;
+    assert!(
+        how.ends_with("(the changed segments as a delta)") && sent * 2 < changed,
+        "{how}; the changed segments whole: {changed} bytes"
+    );
     let held = supervisor.status().await.unwrap();
     assert_eq!(
         held["current"]["sha256"],

@@ -14,6 +14,7 @@ pub mod index;
 mod keys;
 pub mod lines;
 mod manifest;
+pub mod package;
 pub mod segments;
 mod types;
 mod unpack;

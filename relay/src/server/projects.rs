@@ -271,16 +271,26 @@ async fn push_cheapest(
     let mut why_whole = "no earlier push to build on".to_owned();
     if let Some(base) = base {
         match package(relay, bundle, base).await {
-            Ok((package, size)) => match push_package(client, endpoint, &package, size).await {
-                Ok(PackageOutcome::Delivered(accepted)) => {
-                    return Ok((
-                        accepted,
-                        format!("segments: {size} of {} bytes sent", bundle.record.size),
-                    ));
+            Ok((package, size, delta)) => {
+                match push_package(client, endpoint, &package, size).await {
+                    Ok(PackageOutcome::Delivered(accepted)) => {
+                        return Ok((
+                            accepted,
+                            format!(
+                                "segments: {size} of {} bytes sent ({})",
+                                bundle.record.size,
+                                if delta {
+                                    "the changed segments as a delta"
+                                } else {
+                                    "the changed segments whole"
+                                }
+                            ),
+                        ));
+                    }
+                    Ok(PackageOutcome::Refused(why)) => why_whole = why,
+                    Err(e) => return Err(e),
                 }
-                Ok(PackageOutcome::Refused(why)) => why_whole = why,
-                Err(e) => return Err(e),
-            },
+            }
             Err(why) => why_whole = why,
         }
     }
@@ -291,13 +301,14 @@ async fn push_cheapest(
     ))
 }
 
-/// A segment package for a holder of `base` to build `bundle`, in a temp file; or why
-/// there is none (central no longer holds the base, no index, not cheaper).
+/// A segment package for a holder of `base` to build `bundle`, in a temp file, its size
+/// and whether it carries a delta; or why there is none (central no longer holds the
+/// base, no index, not cheaper).
 async fn package(
     relay: &Arc<Relay>,
     bundle: &Current,
     base: crate::bundle::Sha256,
-) -> Result<(tempfile::TempPath, u64), String> {
+) -> Result<(tempfile::TempPath, u64, bool), String> {
     let store = Arc::clone(&relay.store);
     let (new_sha, new_path, size) = (
         bundle.record.sha256,
@@ -315,20 +326,45 @@ async fn package(
         };
         let base_index = index(&base, "supervisor's")?;
         let new_index = index(&new_sha, "new")?;
-        let plan = crate::bundle::index::plan(&new_index, Some(&base_index));
-        if plan.fetch_bytes >= size {
+        // The changed segments as edits of the supervisor's (made once, cached beside the
+        // indexes, as for a downstream's request); without one, the segments whole.
+        let delta = match store.delta(&new_sha, &base) {
+            Ok(delta) => delta,
+            Err(e) => {
+                tracing::warn!(error = %e, "no delta for a segment package; segments whole");
+                None
+            }
+        };
+        let write = |delta: Option<&[u8]>| {
+            let temp = store.incoming_file().map_err(|e| e.to_string())?;
+            let (file, path) = temp.into_parts();
+            let mut out = std::io::BufWriter::new(file);
+            let mut new_file =
+                std::io::BufReader::new(std::fs::File::open(&new_path).map_err(|e| e.to_string())?);
+            let written = crate::bundle::package::write(
+                &base_index,
+                &new_index,
+                &mut new_file,
+                delta,
+                &mut out,
+            )
+            .map_err(|e| e.to_string())?;
+            out.into_inner().map_err(|e| e.to_string())?;
+            Ok::<_, String>((path, written))
+        };
+        let (path, written, with_delta) = match write(delta.as_deref()) {
+            Ok((path, written)) => (path, written, delta.is_some()),
+            Err(e) if delta.is_some() => {
+                tracing::warn!(error = %e, "a segment package with its delta; segments whole");
+                let (path, written) = write(None)?;
+                (path, written, false)
+            }
+            Err(e) => return Err(e),
+        };
+        if written >= size {
             return Err("the changed segments are as large as the bundle".to_owned());
         }
-        let temp = store.incoming_file().map_err(|e| e.to_string())?;
-        let (file, path) = temp.into_parts();
-        let mut out = std::io::BufWriter::new(file);
-        let mut new_file =
-            std::io::BufReader::new(std::fs::File::open(&new_path).map_err(|e| e.to_string())?);
-        let written =
-            crate::bundle::index::write_package(&base_index, &new_index, &mut new_file, &mut out)
-                .map_err(|e| e.to_string())?;
-        out.into_inner().map_err(|e| e.to_string())?;
-        Ok((path, written))
+        Ok((path, written, with_delta))
     })
     .await
     .map_err(|e| e.to_string())?
@@ -352,7 +388,7 @@ async fn push_package(
         endpoint,
         package,
         size,
-        crate::bundle::index::PACKAGE_CONTENT_TYPE,
+        crate::bundle::package::CONTENT_TYPE,
     )
     .await?;
     match response.status().as_u16() {

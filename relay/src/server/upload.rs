@@ -3,7 +3,7 @@
 //! manifest; 409 not newer; 413 too large; 422 invalid, naming the rule broken. Every
 //! refusal leaves the current bundle as it was.
 
-use std::io::{BufReader, Seek};
+use std::io::BufReader;
 use std::sync::Arc;
 
 use axum::Json;
@@ -101,7 +101,7 @@ async fn receive(
     let package = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with(bundle::index::PACKAGE_CONTENT_TYPE));
+        .is_some_and(|t| t.starts_with(bundle::package::CONTENT_TYPE));
     // A segment package (a central relay's push): the bundle is built here from the
     // bundle it names as its base and the segments it carries, then checked as any upload.
     let path = if package {
@@ -281,8 +281,8 @@ async fn build_from_package(
         };
         let mut input =
             BufReader::new(std::fs::File::open(&package).map_err(|e| unprocessable(&e))?);
-        let (base, new) =
-            bundle::index::read_package_header(&mut input).map_err(|e| unprocessable(&e))?;
+        let header = bundle::package::read_header(&mut input).map_err(|e| unprocessable(&e))?;
+        let base = header.base;
         let precondition = |what: &str| {
             (
                 StatusCode::PRECONDITION_FAILED,
@@ -300,21 +300,26 @@ async fn build_from_package(
             .flatten()
             .and_then(|bytes| bundle::index::SegmentIndex::decode(&bytes).ok())
             .ok_or_else(|| precondition("has no segments here"))?;
-        let plan = bundle::index::plan(&new, Some(&base_index));
-        let mut base_file =
-            BufReader::new(std::fs::File::open(&base_path).map_err(|e| unprocessable(&e))?);
+        // The segments the package carries or its delta rebuilds, until placed.
+        let (mut spool, _spool_path) = store
+            .incoming_file()
+            .map_err(|e| {
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("spooling a segment package: {e}"),
+                )
+            })?
+            .into_parts();
         let mut writer = std::io::BufWriter::new(out_file);
-        let segments_start = input.stream_position().map_err(|e| unprocessable(&e))?;
-        bundle::index::assemble(&new, &plan, Some(&mut base_file), &mut input, &mut writer)
-            .map_err(|e| unprocessable(&e))?;
-        // Nothing may follow the segments the plan asks for.
-        input
-            .seek(std::io::SeekFrom::Start(segments_start + plan.fetch_bytes))
-            .map_err(|e| unprocessable(&e))?;
-        let mut rest = [0u8; 1];
-        if std::io::Read::read(&mut input, &mut rest).map_err(|e| unprocessable(&e))? != 0 {
-            return Err(unprocessable(&"bytes after the last segment"));
-        }
+        bundle::package::build(
+            &header,
+            &base_index,
+            &base_path,
+            &mut input,
+            &mut spool,
+            &mut writer,
+        )
+        .map_err(|e| unprocessable(&e))?;
         let file = writer
             .into_inner()
             .map_err(|e| unprocessable(&e.into_error()))?;
