@@ -182,7 +182,11 @@ async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
     assert!(t["delta_bytes"].as_u64().unwrap() > 0, "{t}");
     assert!(t["rebuilt_bytes"].as_u64().unwrap() > 0, "{t}");
     force_refresh(&c).await;
-    by_segments(&held(&c, 2).await, "c (custom location)");
+    let at_c = held(&c, 2).await;
+    by_segments(&at_c, "c (custom location)");
+    // B serves the delta beside its custom location too (`<location>.delta-<16 hex>`).
+    let t = &at_c["sources"][0]["last_transfer"];
+    assert!(t["delta_bytes"].as_u64().unwrap() > 0, "{t}");
     for (dir, config) in [(&agent_dir, &agent_config), (&custom_dir, &custom_config)] {
         let (_, stderr) = agent_sync(config);
         assert!(stderr.contains("by segments: "), "{stderr}");
@@ -192,6 +196,12 @@ async fn three_tiers_and_an_agent_converge_on_one_file_over_segments() {
         assert_eq!(state["current"]["sha256"], sha, "{}", dir.display());
         let transfer = state["current"]["transfer"].as_str().unwrap();
         assert!(transfer.starts_with("by segments: "), "{transfer}");
+        // Both by a delta: from C's delta route, and beside B's custom location.
+        assert!(
+            !transfer.contains("a delta of 0 rebuilt"),
+            "{}: {transfer}",
+            dir.display()
+        );
     }
 }
 

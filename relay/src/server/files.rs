@@ -118,10 +118,63 @@ pub async fn held_delta(
     let (Ok(to), Ok(from)) = (sha256.parse::<Sha256>(), from.parse::<Sha256>()) else {
         return problem(StatusCode::BAD_REQUEST, "not a sha256 digest");
     };
+    // Both named by digest: the bytes never change.
+    delta_response(&relay, to, from, "public, max-age=31536000, immutable").await
+}
+
+/// `GET <custom location>.delta-<16 hex>`: the delta from the held bundle whose SHA-256
+/// starts with those digits to the current one, where a plain custom-location client looks
+/// for it (`bundle::delta::sidecar_url`). The path stays while the current bundle changes:
+/// not to be cached without asking again.
+pub async fn current_delta(
+    State(relay): State<Arc<Relay>>,
+    Path(prefix): Path<String>,
+) -> Response {
+    if prefix.len() != 16
+        || !prefix
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "a delta is named by the first 16 hex digits of the bundle it starts from",
+        );
+    }
+    let Some(current) = relay.store.current() else {
+        return problem(StatusCode::NOT_FOUND, "no bundle held yet");
+    };
+    let to = current.record.sha256;
+    let from = match lookup(&relay, move |store| {
+        Ok(store
+            .held_all()?
+            .into_iter()
+            .map(|r| r.sha256)
+            .find(|sha| sha != &to && sha.to_hex().starts_with(&prefix)))
+    })
+    .await
+    {
+        Ok(Some(from)) => from,
+        Ok(None) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "no held bundle to make a delta from starts with those digits",
+            );
+        }
+        Err(response) => return response,
+    };
+    delta_response(&relay, to, from, "no-cache").await
+}
+
+async fn delta_response(
+    relay: &Arc<Relay>,
+    to: Sha256,
+    from: Sha256,
+    cache_control: &'static str,
+) -> Response {
     let Ok(_slot) = DERIVING.acquire().await else {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     };
-    match lookup(&relay, move |store| store.delta(&to, &from)).await {
+    match lookup(relay, move |store| store.delta(&to, &from)).await {
         Ok(Some(bytes)) => {
             let mut r = Response::new(Body::from(bytes));
             let h = r.headers_mut();
@@ -131,7 +184,7 @@ pub async fn held_delta(
             );
             h.insert(
                 header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=31536000, immutable"),
+                HeaderValue::from_static(cache_control),
             );
             r
         }

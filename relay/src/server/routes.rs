@@ -43,6 +43,10 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .route(
             &format!("{}.idx", relay.config.routes.custom_location),
             get(files::current_index),
+        )
+        .route(
+            &format!("{}.delta-{{from}}", relay.config.routes.custom_location),
+            get(files::current_delta),
         );
     // Each vendor archive at the path consoles are configured with.
     for archive in &relay.config.archives {
