@@ -742,3 +742,153 @@ async fn a_relay_serves_the_index_of_what_it_holds_and_the_changed_segments() {
     );
     relay.stop().await;
 }
+
+/// A self-signed certificate as operators make one by hand: `openssl req -x509` with its
+/// default extensions (which mark it a CA), naming `san`; key and certificate at
+/// `<stem>.key` and `<stem>.pem`.
+fn openssl_self_signed(stem: &Path, san: &str) {
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-subj", "/CN=custom-location"])
+        .args(["-addext", &format!("subjectAltName={san}")])
+        .arg("-keyout")
+        .arg(stem.with_extension("key"))
+        .arg("-out")
+        .arg(stem.with_extension("pem"))
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success());
+}
+
+/// Issue 15, item 8: a custom location on nginx with that certificate, and its own file
+/// given as the CA. curl downloads from it; so do the relay's source, its client (what
+/// `relay download` and the agent use) and `relay ping`, trusting it as pinned. Another
+/// self-signed certificate given as the CA, or the right one reached by another name, is
+/// still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_custom_location_is_trusted_as_pinned_like_curl_does() {
+    let dir = tempfile::tempdir().unwrap();
+    support::server::prepare_dir(dir.path());
+    openssl_self_signed(&dir.path().join("tls/server"), "IP:127.0.0.1");
+    openssl_self_signed(&dir.path().join("other"), "IP:127.0.0.1");
+    let (cert, other) = (
+        dir.path().join("tls/server.pem"),
+        dir.path().join("other.pem"),
+    );
+    let text = String::from_utf8(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        text.contains("CA:TRUE"),
+        "openssl's defaults mark it a CA:\n{text}"
+    );
+    let port = free_port();
+    let _nginx = nginx(dir.path(), port);
+    let file = dir.path().join("www/intel/bundle.tar.gz");
+    std::fs::write(&file, fresh_bundle(3)).unwrap();
+    wait_for_port(port).await;
+    let url = format!("https://127.0.0.1:{port}/intel/bundle.tar.gz");
+
+    let curl = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-u",
+            "console:console-pw",
+        ])
+        .arg("--cacert")
+        .arg(&cert)
+        .arg(&url)
+        .output()
+        .expect("curl (tests/run installs it)");
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "200",
+        "curl takes it"
+    );
+
+    let get = async |url: &str, ca: &Path| {
+        let mut endpoint = relay::client::Endpoint::new(url);
+        endpoint.ca = Some(ca.to_owned());
+        endpoint.no_env_proxy = true;
+        endpoint.credential = relay::client::Credential::Basic {
+            user: "console".into(),
+            password: Secret::new("console-pw"),
+        };
+        let client = endpoint.client().unwrap();
+        endpoint
+            .authorize(client.get(url))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| relay::client::error_chain(&e))
+    };
+    assert_eq!(get(&url, &cert).await, Ok(200));
+    let refused = get(&url, &other).await.unwrap_err();
+    assert!(refused.contains("CaUsedAsEndEntity"), "{refused}");
+    let by_name = format!("https://localhost:{port}/intel/bundle.tar.gz");
+    let refused = get(&by_name, &cert).await.unwrap_err();
+    assert!(
+        refused.contains("not valid for name \"localhost\""),
+        "{refused}"
+    );
+
+    let (_, stdout) = ping(vec![
+        url.clone(),
+        "--tlscacert".into(),
+        cert.display().to_string(),
+    ])
+    .await;
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("ok") && l.contains("tls")),
+        "{stdout}"
+    );
+    let (_, stdout) = ping(vec![
+        url.clone(),
+        "--tlscacert".into(),
+        other.display().to_string(),
+    ])
+    .await;
+    assert!(
+        stdout.contains("a CA certificate as its own") && stdout.contains("pinned"),
+        "{stdout}"
+    );
+
+    let source = SourceConfig {
+        kind: SourceKind::CustomLocation,
+        url,
+        token: None,
+        user: Some("console".into()),
+        password: Some(Secret::new("console-pw")),
+        ca: Some(cert),
+        proxy: None,
+        no_proxy: true,
+        token_file: None,
+        password_file: None,
+        allow_insecure_credentials: false,
+    };
+    let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
+    b.until("the pull from nginx", |s| sequence(s) == Some(3))
+        .await;
+    assert_eq!(b.current_bytes().await, std::fs::read(&file).unwrap());
+    b.stop().await;
+}

@@ -478,20 +478,25 @@ fn proxy_credentials(url: &str) -> Option<String> {
 }
 
 fn tls_config(ca: Option<&PathBuf>) -> anyhow::Result<rustls::ClientConfig> {
+    if let Some(path) = ca {
+        // As the sources and downloads trust it: the file's certificates, a server
+        // presenting one of them pinned.
+        let certs = CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("parsing {}", path.display()))?;
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "{}: no PEM certificate in it",
+            path.display()
+        );
+        let mut config = crate::client::tls::client_config(certs).map_err(anyhow::Error::msg)?;
+        config.alpn_protocols.clear();
+        return Ok(config);
+    }
     let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("reading {}", path.display()))?
-            {
-                roots.add(cert.with_context(|| format!("parsing {}", path.display()))?)?;
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -523,6 +528,10 @@ fn explain_tls(e: &std::io::Error, host: &str) -> (String, String) {
         | Some(Error::InvalidCertificate(CertificateError::NotValidYetContext { .. })) => (
             "certificate is not valid yet".into(),
             "check the clocks of this host and the relay".into(),
+        ),
+        Some(Error::InvalidCertificate(e)) if crate::client::tls::is_ca_used_as_end_entity(e) => (
+            "the server presents a CA certificate as its own, and not the one --tlscacert gives".into(),
+            "give the server's own certificate file with --tlscacert (a self-signed certificate is then trusted as pinned), or serve a leaf certificate signed by that CA".into(),
         ),
         Some(other) => (format!("TLS: {other}"), "check the relay's certificate and TLS settings".into()),
         None => (format!("TLS: {e}"), "is this port serving TLS? (plain HTTP needs http://)".into()),

@@ -99,19 +99,30 @@ impl Endpoint {
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.request_timeout.max(Duration::from_secs(30)))
             .user_agent(concat!("intelligence-relay/", env!("CARGO_PKG_VERSION")));
-        let mut roots = Vec::new();
+        let proxy_ca = self.proxy.as_ref().and_then(|p| p.ca.as_ref());
         if let Some(ca) = &self.ca {
-            roots.extend(read_certs(ca)?);
-        }
-        if let Some(proxy) = &self.proxy
-            && let Some(ca) = &proxy.ca
-        {
-            roots.extend(read_certs(ca)?);
-        }
-        if self.ca.is_some() {
-            builder = builder.tls_certs_only(roots);
-        } else if !roots.is_empty() {
-            builder = builder.tls_certs_merge(roots);
+            // Only the file's certificates (and the proxy's CA), a server presenting one
+            // of them trusted as pinned (`client::tls`).
+            let mut certs = read_certs(ca)?;
+            if let Some(proxy_ca) = proxy_ca {
+                certs.extend(read_certs(proxy_ca)?);
+            }
+            let config = super::tls::client_config(certs).map_err(|e| {
+                SyncError::new(
+                    FailureKind::Config,
+                    format!("CA file {}: {e}", ca.display()),
+                )
+            })?;
+            builder = builder.use_preconfigured_tls(config);
+        } else if let Some(proxy_ca) = proxy_ca {
+            let pem = read_pem(proxy_ca)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                SyncError::new(
+                    FailureKind::Config,
+                    format!("CA file {}: {e}", proxy_ca.display()),
+                )
+            })?;
+            builder = builder.tls_certs_merge(certs);
         }
         if let Some(p) = &self.proxy {
             let mut proxy = reqwest::Proxy::all(&p.url).map_err(|e| {
@@ -139,17 +150,32 @@ impl Endpoint {
     }
 }
 
-fn read_certs(path: &PathBuf) -> Result<Vec<reqwest::Certificate>, SyncError> {
-    let pem = std::fs::read(path).map_err(|e| {
-        SyncError::new(
-            FailureKind::Config,
-            format!("CA file {}: {e}", path.display()),
-        )
-    })?;
-    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+fn read_pem(path: &PathBuf) -> Result<Vec<u8>, SyncError> {
+    std::fs::read(path).map_err(|e| {
         SyncError::new(
             FailureKind::Config,
             format!("CA file {}: {e}", path.display()),
         )
     })
+}
+
+/// The certificates of a PEM file (at least one).
+pub(crate) fn read_certs(
+    path: &PathBuf,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, SyncError> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: &dyn std::fmt::Display| {
+        SyncError::new(
+            FailureKind::Config,
+            format!("CA file {}: {e}", path.display()),
+        )
+    };
+    let pem = read_pem(path)?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&e))?;
+    if certs.is_empty() {
+        return Err(bad(&"no PEM certificate in it"));
+    }
+    Ok(certs)
 }

@@ -1,9 +1,10 @@
-//! The sync client: how a relay (and, later, defender-lite) gets bundles from a source.
+//! The sync client: how a relay (and defender-lite) gets bundles from a source.
 //!
 //! `endpoint` turns a source's settings (URL, credential, CA, proxy, timeouts) into an HTTP
 //! client; `fetch` downloads with resume, a size cap and a slow-transfer floor; `source`
 //! checks an upstream relay or a custom location for a newer bundle and verifies it;
-//! `error` names every way that can fail, so status and retries can tell them apart.
+//! `error` names every way that can fail, so status and retries can tell them apart; `tls`
+//! trusts a configured CA file (and a self-signed server certificate it holds, pinned).
 //! Storage is the caller's: this module hands back a verified bundle in a file.
 
 mod endpoint;
@@ -12,6 +13,7 @@ mod fetch;
 mod segments;
 pub mod settings;
 mod source;
+pub mod tls;
 mod watch;
 
 pub use endpoint::{Credential, Endpoint, ProxySettings, Secret};
