@@ -469,3 +469,53 @@ fn credentials_never_travel_over_plain_http_unless_allowed() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("sent in clear"), "{warnings:?}");
 }
+
+/// A bundle, its index and a delta are no secrets: 0666 less the umask (0644 under the
+/// usual 022, what a web server running as another user can read from a custom
+/// location); a stricter umask is respected. The key beside them stays 0600.
+#[test]
+fn bundle_files_are_readable_by_others_as_the_umask_allows() {
+    let dir = with_keys();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let (feeds, key) = (samples(), p("k.pem"));
+    let build_under = |umask: &str, sequence: &str, out: &str| {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umask {umask} && exec \"$0\" bundle build --feeds \"$1\" --key \"$2\" --sequence {sequence} --origin cli-test -o \"$3\""
+            ))
+            .arg(env!("CARGO_BIN_EXE_relay"))
+            .args([&feeds, &key, &p(out)])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let mode = |n: &str| {
+        fs::metadata(dir.path().join(n))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    build_under("022", "1", "one.tgz");
+    assert_eq!(mode("one.tgz"), 0o644);
+    assert_eq!(mode("one.tgz.idx"), 0o644);
+    build_under("077", "2", "two.tgz");
+    assert_eq!(mode("two.tgz"), 0o600);
+    assert_eq!(mode("two.tgz.idx"), 0o600);
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("umask 022 && exec \"$0\" bundle delta --from \"$1\" --to \"$2\"")
+        .arg(env!("CARGO_BIN_EXE_relay"))
+        .args([p("one.tgz"), p("two.tgz")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let delta = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("two.tgz.delta-"))
+        .expect("the delta beside the new bundle");
+    assert_eq!(mode(&delta), 0o644);
+    assert_eq!(mode("k.pem"), 0o600);
+}

@@ -243,7 +243,10 @@ fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
 }
 
 /// Writes `path` through a temp file in the same directory, renamed into place only
-/// when `write` succeeds; on failure nothing is left behind.
+/// when `write` succeeds (and made durable: the file and the directory fsynced); on
+/// failure nothing is left behind. A bundle, its index or a delta is no secret: the file
+/// gets 0666 less the umask (0644 as a rule), so a web server running as another user can
+/// serve it from a custom location.
 fn write_atomically<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&mut File>) -> anyhow::Result<T>,
@@ -252,7 +255,9 @@ fn write_atomically<T>(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let mut tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
     let value = {
         let mut out = BufWriter::new(tmp.as_file_mut());
@@ -268,5 +273,6 @@ fn write_atomically<T>(
     tmp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("writing {}", path.display()))?;
+    crate::fsutil::sync_dir(dir).with_context(|| format!("writing {}", path.display()))?;
     Ok(value)
 }
