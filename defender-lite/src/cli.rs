@@ -213,7 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let feeds = match feeds {
                 Some(dir) => crate::feeds::Feeds::open_dir(&dir)?,
                 None => {
-                    let config = crate::config::Config::load(&config)?;
+                    let config = crate::config::Config::load_for_feeds(&config)?;
                     crate::feeds::Feeds::applied(&config.data_dir)?
                 }
             };

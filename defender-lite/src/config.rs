@@ -173,7 +173,8 @@ impl MonitorSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    // The cause is the source, said once by whoever prints the chain.
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -184,7 +185,36 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+impl ConfigError {
+    /// The file is not there at all (a host where nothing was set up yet).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// What a command that reads the applied feeds says when there is no configuration: what
+/// to do next, not only what failed.
+pub fn no_feeds_yet(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "no bundle applied yet (no configuration at {}): run `defender-lite sync --once` with \
+         a configuration that names a relay, or pass `--feeds DIR`",
+        path.display()
+    )
+}
+
 impl Config {
+    /// [`Config::load`] for a command that reads the applied feeds: a missing file is
+    /// [`no_feeds_yet`].
+    pub fn load_for_feeds(path: &Path) -> anyhow::Result<Self> {
+        Config::load(path).map_err(|e| {
+            if e.is_missing() {
+                no_feeds_yet(path)
+            } else {
+                e.into()
+            }
+        })
+    }
+
     /// Sources allowed to send their credential over plain `http://`
     /// (`allow_insecure_credentials = true`): what `sync` warns about at every start.
     pub fn insecure_credential_warnings(&self) -> Vec<String> {

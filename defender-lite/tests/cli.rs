@@ -36,3 +36,43 @@ fn a_missing_file_is_an_error_not_a_failed_check() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
 }
+
+/// On a fresh host (no configuration, nothing synced) a command that reads the feeds says
+/// what to do next, in one line; a command that only needs the configuration names the
+/// cause once.
+#[test]
+fn a_fresh_host_is_told_what_to_do_and_each_cause_is_said_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("defender-lite.toml");
+    let config = config.to_str().unwrap();
+    let image = dir.path().to_str().unwrap();
+    for args in [
+        vec!["scan", image, "--config", config],
+        vec!["apps", image, "--config", config],
+    ] {
+        let out = agent(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.trim_end(),
+            format!(
+                "error: no bundle applied yet (no configuration at {config}): run \
+                 `defender-lite sync --once` with a configuration that names a relay, or \
+                 pass `--feeds DIR`"
+            ),
+            "{args:?}"
+        );
+    }
+    let out = agent(&["status", "--config", config]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!("error: reading {config}: ")),
+        "{stderr}"
+    );
+}

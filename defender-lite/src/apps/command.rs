@@ -77,8 +77,7 @@ pub fn run(args: AppsArgs) -> anyhow::Result<Outcome> {
 /// The app knowledge of the bundle `sync` applied: its index (`index/apps.json`, the
 /// documents parsed and checked once when the bundle was applied).
 pub fn applied(config: &Path) -> anyhow::Result<Knowledge> {
-    let config = crate::config::Config::load(config)
-        .context("reading the agent configuration (or give --feeds DIR)")?;
+    let config = crate::config::Config::load_for_feeds(config)?;
     let feeds = crate::feeds::Feeds::applied(&config.data_dir)?;
     let apps = feeds.apps().with_context(|| {
         format!(
