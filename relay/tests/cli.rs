@@ -519,3 +519,46 @@ fn bundle_files_are_readable_by_others_as_the_umask_allows() {
     assert_eq!(mode(&delta), 0o644);
     assert_eq!(mode("k.pem"), 0o600);
 }
+
+/// `relay serve` for a few seconds (zero-config, in `dir`), run by the shell line `shell`
+/// (`{}` stands for the command); what it wrote, stdout and stderr.
+fn serve_briefly(dir: &Path, shell: &str, env: &[(&str, &str)]) -> String {
+    let data = dir.join("data");
+    let line = format!(
+        "timeout 3 \"{}\" serve --data-dir \"{}\" --listen 127.0.0.1:0",
+        env!("CARGO_BIN_EXE_relay"),
+        data.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(shell.replace("{}", &line));
+    cmd.env_remove("NO_COLOR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Logs in a file or the journal are plain text; a terminal gets colours unless
+/// `NO_COLOR` is set. (`script` gives the relay a terminal.)
+#[test]
+fn logs_have_colours_only_on_a_terminal_that_wants_them() {
+    let esc = "\u{1b}[";
+    let dir = tempfile::tempdir().unwrap();
+    let to_file = serve_briefly(&dir.path().join("a"), "{} 2>&1", &[]);
+    assert!(to_file.contains("INFO"), "{to_file}");
+    assert!(!to_file.contains(esc), "escapes in a file:\n{to_file}");
+    let pty = "script -qec '{}' /dev/null";
+    let terminal = serve_briefly(&dir.path().join("b"), pty, &[]);
+    assert!(
+        terminal.contains(esc),
+        "a terminal gets colours:\n{terminal}"
+    );
+    let no_color = serve_briefly(&dir.path().join("c"), pty, &[("NO_COLOR", "1")]);
+    assert!(no_color.contains("INFO"), "{no_color}");
+    assert!(!no_color.contains(esc), "NO_COLOR:\n{no_color}");
+}
