@@ -558,6 +558,16 @@ fn logs_have_colours_only_on_a_terminal_that_wants_them() {
         terminal.contains(esc),
         "a terminal gets colours:\n{terminal}"
     );
+    // A person at a terminal is shown the generated credentials (kept in a file too).
+    assert!(
+        terminal.contains("generated credentials (stored hashed in")
+            && terminal.lines().any(|l| l.trim().starts_with("reader: ")),
+        "{terminal}"
+    );
+    assert!(
+        !to_file.lines().any(|l| l.trim().starts_with("reader: ")),
+        "{to_file}"
+    );
     let no_color = serve_briefly(&dir.path().join("c"), pty, &[("NO_COLOR", "1")]);
     assert!(no_color.contains("INFO"), "{no_color}");
     assert!(!no_color.contains(esc), "NO_COLOR:\n{no_color}");

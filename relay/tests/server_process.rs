@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -51,20 +52,36 @@ fn zero_config_start_serves_a_verifiable_sample() {
     let cwd = tempfile::tempdir().unwrap();
     let process = RelayProcess::start(cwd.path(), &["--listen", "127.0.0.1:0"], &[]);
     let out = process.output();
-    let password = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("reader: "))
-        .unwrap_or_else(|| panic!("no reader credential printed:\n{out}"))
-        .to_owned();
+    // Its output is no terminal (it may be the journal): the passwords are not in it, but
+    // in a 0600 file of the data directory, which the output names.
+    let file = cwd.path().join("relay-data/generated-credentials");
     assert!(
-        out.lines().any(|l| l.trim().starts_with("admin: ")),
+        out.contains("generated credentials for reader, admin: in relay-data/generated-credentials (mode 0600; not printed"),
         "{out}"
+    );
+    let kept = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let password = kept
+        .lines()
+        .find_map(|l| l.strip_prefix("reader: "))
+        .unwrap_or_else(|| panic!("no reader credential kept:\n{kept}"))
+        .to_owned();
+    let admin = kept
+        .lines()
+        .find_map(|l| l.strip_prefix("admin: "))
+        .unwrap_or_else(|| panic!("no admin credential kept:\n{kept}"));
+    assert!(
+        !out.contains(&password) && !out.contains(admin),
+        "a password in the output:\n{out}"
     );
     let try_line = out
         .lines()
         .find_map(|l| l.strip_prefix("try: "))
         .unwrap()
-        .to_owned();
+        .replace("reader:PASSWORD", &format!("reader:{password}"));
     // Run the printed curl line as printed, in the directory it was printed for.
     let mut words: Vec<String> = try_line.split_whitespace().map(str::to_owned).collect();
     assert_eq!(words.remove(0), "curl");

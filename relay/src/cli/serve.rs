@@ -125,6 +125,9 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
+/// The file of the data directory that keeps the credentials a zero-config start made.
+pub const GENERATED_CREDENTIALS: &str = "generated-credentials";
+
 fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) {
     let scheme = if config.listen.insecure_http {
         "http"
@@ -141,13 +144,56 @@ fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) 
     if let Some(ca) = &prepared.dev_ca {
         println!("development CA (trust it in clients): {}", ca.display());
     }
+    // Shown only to a person at a terminal: under systemd stdout is the journal, which
+    // others may read. Kept in a 0600 file of the data directory either way.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if !prepared.generated_users.is_empty() {
-        println!(
-            "generated credentials (shown once, stored hashed in {}):",
-            config.htpasswd().display()
-        );
-        for (user, password) in &prepared.generated_users {
-            println!("  {user}: {password}");
+        let file = config.data_dir().join(GENERATED_CREDENTIALS);
+        let text: String = prepared
+            .generated_users
+            .iter()
+            .map(|(user, password)| format!("{user}: {password}\n"))
+            .collect();
+        let kept = match crate::fsutil::write_atomic(&file, text.as_bytes(), 0o600) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(file = %file.display(), error = %e, "keeping the generated credentials");
+                false
+            }
+        };
+        if terminal {
+            println!(
+                "generated credentials (stored hashed in {}{}):",
+                config.htpasswd().display(),
+                if kept {
+                    format!(
+                        "; in clear in {}, mode 0600: delete it once noted",
+                        file.display()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            for (user, password) in &prepared.generated_users {
+                println!("  {user}: {password}");
+            }
+        } else if kept {
+            let users: Vec<&str> = prepared
+                .generated_users
+                .iter()
+                .map(|(u, _)| u.as_str())
+                .collect();
+            println!(
+                "generated credentials for {}: in {} (mode 0600; not printed, this output is \
+                 not a terminal and may be a log: read the file, then delete it)",
+                users.join(", "),
+                file.display()
+            );
+        } else {
+            println!(
+                "generated credentials for this start could not be kept (see the log) and are \
+                 not printed here: set new ones with `relay users add`"
+            );
         }
     }
     let cacert = prepared
@@ -155,10 +201,11 @@ fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) 
         .as_ref()
         .map(|ca| format!("--cacert {} ", ca.display()))
         .unwrap_or_default();
-    let user = prepared.generated_users.first().map_or_else(
-        || "-u USER:PASSWORD".to_owned(),
-        |(u, p)| format!("-u {u}:{p}"),
-    );
+    let user = match prepared.generated_users.first() {
+        Some((u, p)) if terminal => format!("-u {u}:{p}"),
+        Some((u, _)) => format!("-u {u}:PASSWORD"),
+        None => "-u USER:PASSWORD".to_owned(),
+    };
     println!("try: curl {cacert}{user} {url}/api/v1/feeds/bundle -o bundle.tar.gz");
     use std::io::Write;
     let _ = std::io::stdout().flush();
