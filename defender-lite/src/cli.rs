@@ -190,15 +190,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             match runtime()?.block_on(crate::sync::check_once(&config))? {
                 Ok(crate::sync::Checked::Applied(seq)) => {
-                    println!("applied bundle sequence {seq}");
+                    crate::cli::outln(format_args!("applied bundle sequence {seq}"))?;
                     Ok(Outcome::Success)
                 }
                 Ok(crate::sync::Checked::UpToDate) => {
-                    println!("up to date");
+                    crate::cli::outln(format_args!("up to date"))?;
                     Ok(Outcome::Success)
                 }
                 Err(e) => {
-                    println!("check failed ({}): {}", kind_name(e.kind), e.message);
+                    crate::cli::outln(format_args!(
+                        "check failed ({}): {}",
+                        kind_name(e.kind),
+                        e.message
+                    ))?;
                     Ok(Outcome::CheckFailed)
                 }
             }
@@ -246,9 +250,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let config = crate::config::Config::load(&config)?;
             let state = crate::sync::State::load(&config.data_dir)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&state)?);
+                crate::cli::outln(format_args!("{}", serde_json::to_string_pretty(&state)?))?;
             } else {
-                print!("{}", describe(&state, Timestamp::now()));
+                crate::cli::out(format_args!("{}", describe(&state, Timestamp::now())))?;
             }
             Ok(if state.current.is_some() && state.last_error.is_none() {
                 Outcome::Success
@@ -271,14 +275,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 held_sequence.map(Sequence),
             ) {
                 Ok(v) => {
-                    println!("OK {}: {}", file.display(), v.summary());
+                    crate::cli::outln(format_args!("OK {}: {}", file.display(), v.summary()))?;
                     Ok(Outcome::Success)
                 }
                 Err(bundle::VerifyError::Read(e)) => {
                     Err(e).with_context(|| format!("reading {}", file.display()))
                 }
                 Err(e) => {
-                    println!("FAILED {}: {e}", file.display());
+                    crate::cli::outln(format_args!("FAILED {}: {e}", file.display()))?;
                     Ok(Outcome::CheckFailed)
                 }
             }
@@ -331,4 +335,29 @@ pub fn describe(state: &crate::sync::State, now: Timestamp) -> String {
         }
     );
     out
+}
+
+/// Writes to stdout and flushes, so that a closed stdout (the reader went away, as with
+/// `| head`) is an error here, `io::ErrorKind::BrokenPipe`, which `main` ends on quietly
+/// ([`closed_stdout`]), not a panic in `println!`.
+pub fn out(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(args)?;
+    stdout.flush()
+}
+
+/// [`out`], then a newline.
+pub fn outln(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    out(format_args!("{args}\n"))
+}
+
+/// True when the command failed because its stdout was closed: it ends quietly then,
+/// with success, as ripgrep does.
+pub fn closed_stdout(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -9,6 +9,8 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
+        // `defender-lite ... | head`: the reader has what it wanted.
+        Err(err) if defender_lite::cli::closed_stdout(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)

@@ -76,3 +76,28 @@ fn a_fresh_host_is_told_what_to_do_and_each_cause_is_said_once() {
         "{stderr}"
     );
 }
+
+/// `defender-lite ... | head`: the reader goes away before the output is written. The
+/// program ends quietly with success (as ripgrep does), not with a panic.
+#[test]
+fn a_closed_stdout_ends_the_program_quietly() {
+    let image = tempfile::tempdir().unwrap();
+    let feeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
+    for format in ["json", "table"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_defender-lite"))
+            .arg("apps")
+            .arg(image.path())
+            .arg("--feeds")
+            .arg(&feeds)
+            .args(["--format", format])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The only read end, closed before the program can write.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{format}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{format}");
+    }
+}

@@ -68,8 +68,10 @@ pub fn run(args: AppsArgs) -> anyhow::Result<Outcome> {
         command,
     );
     match args.format {
-        AppsFormat::Table => print!("{}", table(&report)),
-        AppsFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        AppsFormat::Table => crate::cli::out(format_args!("{}", table(&report)))?,
+        AppsFormat::Json => {
+            crate::cli::outln(format_args!("{}", serde_json::to_string_pretty(&report)?))?
+        }
     }
     Ok(Outcome::Success)
 }

@@ -108,24 +108,26 @@ pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
         ModelCommand::List { json } => {
             let models = store.all()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&models)?);
+                crate::cli::outln(format_args!("{}", serde_json::to_string_pretty(&models)?))?;
             } else {
-                print!("{}", table(&models, now));
+                crate::cli::out(format_args!("{}", table(&models, now)))?;
             }
         }
         ModelCommand::Show { image, json } => {
             let m = get(&image)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&m)?);
+                crate::cli::outln(format_args!("{}", serde_json::to_string_pretty(&m)?))?;
             } else {
-                print!("{}", show(&m, now));
+                crate::cli::out(format_args!("{}", show(&m, now)))?;
             }
         }
         ModelCommand::Promote { image } => {
             let mut m = get(&image)?;
             m.state = ModelState::Active;
             store.save(&m)?;
-            println!("model {image}: active (learning ended by hand)");
+            crate::cli::outln(format_args!(
+                "model {image}: active (learning ended by hand)"
+            ))?;
         }
         ModelCommand::Relearn { image, learning } => {
             let learning = match learning {
@@ -136,11 +138,11 @@ pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
             let mut m = get(&image)?;
             m.relearn(now, secs);
             store.save(&m)?;
-            println!(
+            crate::cli::outln(format_args!(
                 "model {image}: learning again until {} (learned entries forgotten, {} added by hand kept)",
                 time_text(now.saturating_add(secs)),
                 count(&m, Some(Origin::User))
-            );
+            ))?;
         }
         ModelCommand::Add {
             image,
@@ -184,13 +186,16 @@ pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
                 None => {
                     let secs =
                         i64::try_from(config.monitor.learning.0.as_secs()).unwrap_or(i64::MAX);
-                    println!("model {image}: created, learning from now");
+                    crate::cli::outln(format_args!("model {image}: created, learning from now"))?;
                     Model::new(&image, now, secs)
                 }
             };
             for (list, value) in &entries {
                 m.add(*list, value, Origin::User);
-                println!("model {image}: {} {value} (user)", list_name(*list));
+                crate::cli::outln(format_args!(
+                    "model {image}: {} {value} (user)",
+                    list_name(*list)
+                ))?;
             }
             store.save(&m)?;
         }
@@ -215,9 +220,9 @@ pub fn run_audits(args: AuditsArgs) -> anyhow::Result<Outcome> {
         .with_context(|| format!("reading the audits in {}", path.display()))?;
     for a in &audits {
         if args.json {
-            println!("{}", serde_json::to_string(a)?);
+            crate::cli::outln(format_args!("{}", serde_json::to_string(a)?))?;
         } else {
-            println!("{}", a.line());
+            crate::cli::outln(format_args!("{}", a.line()))?;
         }
     }
     if !args.json && audits.is_empty() {

@@ -404,13 +404,17 @@ impl Runner {
             pid: verdict.pid,
             suppressed,
         };
-        if self.json {
-            match serde_json::to_string(&audit) {
-                Ok(line) => println!("{line}"),
-                Err(e) => self.error(format_args!("printing an audit: {e}")),
-            }
+        // A closed stdout never stops enforcement: said on stderr, and the audit is still
+        // recorded and sent below.
+        let printed = if self.json {
+            serde_json::to_string(&audit)
+                .map_err(std::io::Error::other)
+                .and_then(|line| crate::cli::outln(format_args!("{line}")))
         } else {
-            println!("{}", audit.line());
+            crate::cli::outln(format_args!("{}", audit.line()))
+        };
+        if let Err(e) = printed {
+            self.error(format_args!("printing an audit: {e}"));
         }
         if let Err(e) = self.audits.record(&audit) {
             self.error(format_args!("recording an audit: {e}"));
