@@ -117,8 +117,12 @@ pub fn read_header(input: &mut impl Read) -> Result<Header, PackageError> {
         if len > max {
             return Err(PackageError::Invalid(format!("{what} of {len} bytes")));
         }
-        let mut bytes = vec![0u8; len];
-        input.read_exact(&mut bytes).map_err(truncated)?;
+        // Grown as bytes arrive: a length that lies costs what was really sent.
+        let mut bytes = Vec::new();
+        input.take(len as u64).read_to_end(&mut bytes)?;
+        if bytes.len() != len {
+            return Err(IndexError::Truncated.into());
+        }
         Ok(bytes)
     };
     let max_index = INDEX_MAGIC.len() + 32 + 4 + MAX_HEAD + 4 + 40 * MAX_SEGMENTS + 10;
