@@ -19,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Verify a bundle as the agent does before applying it.
+    ///
     /// Verify a bundle exactly as the agent does before applying it: signature by a
     /// trusted key, every file's hash and size, layout, caps and expiry.
     /// Exit 0 with a summary, or 1 with the rule broken.
@@ -37,6 +39,8 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         held_sequence: Option<u64>,
     },
+    /// Follow a relay or a custom location, applying each newer bundle.
+    ///
     /// Follow a relay or a custom location: check the sources in order, apply a newer
     /// bundle atomically (the last good one is kept). Without --once, keep checking:
     /// every sync.check_every (24 h) plus jitter, every sync.retry_every (1 h) while
@@ -59,6 +63,8 @@ pub enum Command {
         #[arg(long, value_name = "TEXT", requires = "reset_sequence")]
         reason: Option<String>,
     },
+    /// Find vulnerable packages in an image.
+    ///
     /// Find vulnerable packages in an image: PATH is a root filesystem directory, a flat
     /// tar (`docker export`, gzip or not) or a `docker save` archive (layers applied in
     /// order, whiteouts honoured). Reads dpkg, apk, rpm (sqlite), Python, npm, Go binaries
@@ -86,26 +92,36 @@ pub enum Command {
         #[arg(long, value_name = "SEVERITY")]
         fail_on: Option<crate::osv::Severity>,
     },
+    /// Print runtime events as they happen, each attributed to its container.
+    ///
     /// Print runtime events as they happen: process exec/exit, listening sockets,
     /// outbound connections, raw/packet sockets, and DNS queries and SYNs captured on
     /// the given interfaces; each attributed to its container. Or read them from a
     /// JSON-lines file (`--events`; schema in EVENTS.md). Exit 1 if input lines were bad.
     Events(crate::monitor::command::EventsArgs),
+    /// Runtime defense: judge events, audit violations and act on them.
+    ///
     /// Runtime defense: judge events from the host (or from --events) against per-image
     /// models, rules and the feed; audit each violation (stdout, the runtime database, the
     /// audit file, the webhook) and act on it: prevent kills the process, block stops the
     /// container and keeps it stopped. Runs until SIGTERM or SIGINT; with --events, to
     /// the end of the input (exit 1 if input lines were bad).
     Monitor(crate::defense::runner::MonitorArgs),
+    /// The runtime models the monitor learned, per image.
+    ///
     /// The runtime models the monitor learned, per image (`host` for host processes):
     /// list, show, promote (enforce now), relearn, add entries by hand.
     Model(crate::defense::commands::ModelArgs),
     /// The audits the monitor recorded, oldest first.
     Audits(crate::defense::commands::AuditsArgs),
+    /// The feed's apps an image holds and the ports each will listen on.
+    ///
     /// The feed's apps an image holds and the ports each will listen on: from its config
     /// files (includes followed), the command line (--cmd, or the image's Entrypoint and
     /// Cmd), defaults and EXPOSE, each port with its evidence. Exit 0; 2 on errors.
     Apps(crate::apps::command::AppsArgs),
+    /// What is applied and how the last check went.
+    ///
     /// What is applied (sequence, age, source) and how the last check went. Exit 1 when
     /// nothing is applied or the last check failed.
     Status {

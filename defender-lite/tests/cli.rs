@@ -101,3 +101,27 @@ fn a_closed_stdout_ends_the_program_quietly() {
         assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{format}");
     }
 }
+
+/// `--help` lists each subcommand on one short line (the details are under
+/// `COMMAND --help`), as cargo and ripgrep do.
+#[test]
+fn help_gives_each_subcommand_one_short_line() {
+    let out = agent(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(commands.len() >= 9, "{help}");
+    for line in commands {
+        assert!(line.len() <= 100, "a long line: {line}");
+    }
+    let verify = agent(&["verify", "--help"]);
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).contains("every file's hash and size"),
+        "the details stay under verify --help"
+    );
+}

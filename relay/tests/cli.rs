@@ -572,3 +572,27 @@ fn logs_have_colours_only_on_a_terminal_that_wants_them() {
     assert!(no_color.contains("INFO"), "{no_color}");
     assert!(!no_color.contains(esc), "NO_COLOR:\n{no_color}");
 }
+
+/// `--help` lists each subcommand on one short line (the details are under
+/// `COMMAND --help`), as cargo and ripgrep do.
+#[test]
+fn help_gives_each_subcommand_one_short_line() {
+    let out = relay(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert!(commands.len() >= 15, "{help}");
+    for line in commands {
+        assert!(line.len() <= 100, "a long line: {line}");
+    }
+    let serve = relay(&["serve", "--help"]);
+    assert!(
+        String::from_utf8_lossy(&serve.stdout).contains("With no configuration"),
+        "the details stay under serve --help"
+    );
+}

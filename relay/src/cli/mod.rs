@@ -47,6 +47,8 @@ pub enum Command {
     /// The origin service: run a cycle of a relay's [origin] now.
     #[command(subcommand)]
     Origin(origin::OriginCommand),
+    /// Run the relay: serve bundles over TLS with basic auth.
+    ///
     /// Run the relay: serve bundles over TLS with basic auth. With no configuration it
     /// makes a data directory, a dev CA and certificate, credentials and a sample bundle.
     Serve(serve::ServeArgs),
@@ -59,17 +61,23 @@ pub enum Command {
     /// Access tokens for upstream-style downloads.
     #[command(subcommand)]
     Tokens(admin::TokensCommand),
+    /// Download a bundle from a relay or a URL.
+    ///
     /// Download the current bundle from a relay, or a bundle file from a URL (resumes a cut
     /// download; verifies with --trust).
     Download(transfer::DownloadArgs),
     /// Upload a bundle to a relay (an uploader's credential).
     Upload(transfer::UploadArgs),
+    /// Troubleshoot the path to a relay, step by step.
+    ///
     /// Troubleshoot the path to a relay: DNS, TCP, proxy, TLS and its certificate, HTTP,
     /// credentials; one line per step, and a hint where one fails.
     Ping(ping::PingArgs),
     /// Ask a running relay to check its sources now (an admin's credential).
     #[command(subcommand)]
     Sync(transfer::SyncCommand),
+    /// A relay's state: its bundle, its checks and its supervisors.
+    ///
     /// A relay's state: its bundle, checks, and its supervisors as a fleet table. Exit
     /// code 1 when the bundle is not fresh or a supervisor is behind.
     Status(fleet::StatusArgs),
