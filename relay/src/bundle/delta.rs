@@ -571,7 +571,31 @@ impl Delta {
         }
         Ok(failed)
     }
+    /// [`apply`](Self::apply) into `out`, whose first byte sits at offset `start` of its
+    /// file: the rebuilt segments written one after another. Returns where each landed
+    /// (segment number, offset), and the segments that did not rebuild.
+    pub fn apply_to<R: Read + Seek>(
+        &self,
+        open_old: impl Fn() -> io::Result<R> + Sync,
+        old: &SegmentIndex,
+        new: &SegmentIndex,
+        out: &mut impl Write,
+        start: u64,
+    ) -> Result<(Placed, Vec<usize>), DeltaError> {
+        let mut at = start;
+        let mut placed = Vec::new();
+        let failed = self.apply(open_old, old, new, |i, bytes| {
+            out.write_all(bytes)?;
+            placed.push((i, at));
+            at += bytes.len() as u64;
+            Ok(())
+        })?;
+        Ok((placed, failed))
+    }
 }
+
+/// Where rebuilt segments landed in a file: (segment number, offset), in order.
+pub type Placed = Vec<(usize, u64)>;
 
 /// Per segment rebuilt: its number, and its compressed bytes if they hash as they must.
 type Rebuilt = Vec<(usize, Option<Vec<u8>>)>;

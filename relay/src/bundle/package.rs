@@ -9,7 +9,6 @@
 //! delta) is still read. Nothing in a package is trusted: every segment is checked against
 //! the index as it is placed, and the file built is verified as any upload.
 
-use std::collections::HashMap;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
@@ -160,14 +159,11 @@ pub fn build(
         let mut writer = io::BufWriter::new(&mut *spool);
         if let Some(bytes) = &header.delta {
             let delta = Delta::read(&bytes[..], base, new)?;
-            let mut rebuilt: HashMap<usize, u64> = HashMap::new();
             let open = || std::fs::File::open(base_path).map(BufReader::new);
-            let failed = delta.apply(open, base, new, |i, bytes| {
-                writer.write_all(bytes)?;
-                rebuilt.insert(i, at);
-                at += bytes.len() as u64;
-                Ok(())
-            })?;
+            let (rebuilt, failed) = delta.apply_to(open, base, new, &mut writer, 0)?;
+            at = rebuilt
+                .last()
+                .map_or(0, |&(i, offset)| offset + u64::from(new.segments[i].size));
             if let Some(i) = failed.first() {
                 return Err(PackageError::Invalid(format!(
                     "the delta rebuilds {} segment(s) wrong (the first: {i})",

@@ -389,7 +389,6 @@ async fn fetch_delta(
 /// Applies a delta (blocking): the segments it rebuilds are appended to `spool` from
 /// `start`; their numbers and offsets, and where the spool ends. `Err(why)` when the delta
 /// is not for these bundles or is malformed (the ranges then fetch everything).
-#[allow(clippy::type_complexity)]
 fn apply_delta(
     delta_file: std::fs::File,
     held_path: &Path,
@@ -397,7 +396,7 @@ fn apply_delta(
     new: &SegmentIndex,
     mut spool: std::fs::File,
     start: u64,
-) -> Result<(Vec<(usize, u64)>, u64), String> {
+) -> Result<(crate::bundle::delta::Placed, u64), String> {
     use std::io::Write;
     let delta = Delta::read(BufReader::new(delta_file), old, new).map_err(|e| e.to_string())?;
     // Checked once here, so a missing file is said plainly; each worker opens its own.
@@ -407,18 +406,15 @@ fn apply_delta(
         .seek(SeekFrom::Start(start))
         .map_err(|e| e.to_string())?;
     let mut writer = BufWriter::new(&mut spool);
-    let mut at = start;
-    let mut placed = Vec::new();
-    delta
-        .apply(open_held, old, new, |i, bytes| {
-            writer.write_all(bytes)?;
-            placed.push((i, at));
-            at += bytes.len() as u64;
-            Ok(())
-        })
+    // Segments that did not rebuild stay missing: fetched by range.
+    let (placed, _) = delta
+        .apply_to(open_held, old, new, &mut writer, start)
         .map_err(|e| e.to_string())?;
     writer.flush().map_err(|e| e.to_string())?;
-    Ok((placed, at))
+    let end = placed
+        .last()
+        .map_or(start, |&(i, at)| at + u64::from(new.segments[i].size));
+    Ok((placed, end))
 }
 
 /// Fetches held segments again where they sit between two fetched ranges and are small,
