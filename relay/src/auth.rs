@@ -299,6 +299,13 @@ impl Authenticator {
                         p.0
                     }
                     Verified::Failed => {
+                        // The name is the peer's: logged as a string (quoted, escaped).
+                        tracing::warn!(
+                            target: "relay::auth",
+                            %client,
+                            user = who.as_str(),
+                            "authentication failed"
+                        );
                         self.record_failure(client, &who, Instant::now());
                         return Decision::Unauthorized;
                     }
@@ -467,6 +474,14 @@ impl Authenticator {
         }
         f.count += 1;
         if f.count >= self.settings.max_failures {
+            tracing::warn!(
+                target: "relay::auth",
+                %client,
+                user = who,
+                failures = f.count,
+                lockout_s = self.settings.lockout.as_secs(),
+                "locked out: too many failed attempts for this user from this address"
+            );
             f.locked_until = Some(now + self.settings.lockout);
             f.count = 0;
             f.window_start = now;
@@ -484,8 +499,9 @@ fn decide(principal: Principal, need: Role) -> Decision {
 }
 
 /// The user a header claims to be, read without verifying anything: the lockout's key.
-/// Tokens share one name (a token names no user until it verifies).
-fn claimed_user(header: &[u8]) -> String {
+/// Tokens share one name (a token names no user until it verifies). Also what the logs
+/// name a refused request by: never its secret.
+pub fn claimed_user(header: &[u8]) -> String {
     let text = std::str::from_utf8(header).unwrap_or("");
     match text.split_once(' ') {
         Some((scheme, value)) if scheme.eq_ignore_ascii_case("basic") => decode_basic(value)

@@ -225,6 +225,9 @@ pub struct Listen {
     pub keep_alive_timeout: HumanDuration,
     /// How long shutdown waits for open requests (downloads, watchers are told to go).
     pub shutdown_grace: HumanDuration,
+    /// One line per request at info (target `relay::access`): client, user, method,
+    /// path, status, bytes, duration, user agent.
+    pub access_log: bool,
 }
 
 impl Default for Listen {
@@ -241,6 +244,7 @@ impl Default for Listen {
             idle_timeout: HumanDuration::secs(120),
             keep_alive_timeout: HumanDuration::secs(20),
             shutdown_grace: HumanDuration::secs(10),
+            access_log: true,
         }
     }
 }

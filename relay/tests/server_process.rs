@@ -948,3 +948,209 @@ fn ping_names_the_failing_step() {
         "expired",
     );
 }
+
+/// A relay started with `config_edit` applied to its config text and `args` after it.
+fn started_with(
+    edit: impl Fn(String) -> String,
+    args: &[&str],
+) -> (tempfile::TempDir, RelayProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    prepare_dir(dir.path());
+    let config = write_config(dir.path(), "");
+    let text = edit(std::fs::read_to_string(&config).unwrap());
+    std::fs::write(&config, text).unwrap();
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let process = RelayProcess::start(dir.path(), &all, &[]);
+    (dir, process)
+}
+
+/// The requests every access-log test makes: a reader's status, a bundle download, a
+/// wrong password, a lean watch channel (curl speaks HTTP/1.1 to it); each with a user agent
+/// of its own. Returns the bundle's length.
+fn requests_for_the_access_log(dir: &Path, url: &str) -> usize {
+    let ca = ca(dir);
+    let bundle = fresh_bundle(3);
+    assert_eq!(upload_with_curl(dir, url, &bundle), 201);
+    let get = |user: &str, agent: &str, path: &str, extra: &[&str]| {
+        let target = format!("{url}{path}");
+        let mut args = vec!["--cacert", &ca, "-u", user, "-A", agent, "-o", "/dev/null"];
+        args.extend_from_slice(extra);
+        args.push(&target);
+        curl(&args)
+    };
+    get(
+        "reader:reader-pw",
+        "status-check/1.0",
+        "/api/v1/status",
+        &[],
+    );
+    get(
+        "reader:reader-pw",
+        "bundle-fetch/2.0",
+        "/api/v1/feeds/bundle",
+        &[],
+    );
+    get(
+        "reader:not-the-password",
+        "guesser/0.1",
+        "/api/v1/status",
+        &[],
+    );
+    get(
+        "reader:reader-pw",
+        "watcher/3.0",
+        "/api/v1/feeds/watch",
+        &["--http1.1", "--max-time", "1"],
+    );
+    bundle.len()
+}
+
+#[test]
+fn the_access_log_has_a_line_per_request_and_names_failed_logins() {
+    let (dir, mut process) = started_with(
+        |text| text.replace("[auth]\n", "[auth]\nmax_failures = 2\n"),
+        &[],
+    );
+    let url = process.url.clone();
+    let bundle_len = requests_for_the_access_log(dir.path(), &url);
+    // A second wrong password for the same user from the same address: locked out.
+    curl(&[
+        "--cacert",
+        &ca(dir.path()),
+        "-u",
+        "reader:not-it-either",
+        "-o",
+        "/dev/null",
+        &format!("{url}/api/v1/status"),
+    ]);
+    process.signal("TERM");
+    assert!(process.wait_exit(10).is_some());
+    let logs = process.output();
+    let access: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(" relay::access: "))
+        .collect();
+    let line = |agent: &str| {
+        access
+            .iter()
+            .find(|l| l.contains(&format!("user_agent=\"{agent}\"")))
+            .unwrap_or_else(|| panic!("no access line for {agent}:\n{logs}"))
+            .to_string()
+    };
+    let status = line("status-check/1.0");
+    for field in [
+        "client=127.0.0.1:",
+        "user=\"reader\"",
+        "method=\"GET\"",
+        "path=\"/api/v1/status\"",
+        "status=200",
+        "complete=true",
+        "duration_ms=",
+    ] {
+        assert!(status.contains(field), "{field} missing: {status}");
+    }
+    let download = line("bundle-fetch/2.0");
+    assert!(
+        download.contains(&format!(" bytes={bundle_len} ")),
+        "{download}"
+    );
+    assert!(
+        download.contains("path=\"/api/v1/feeds/bundle\""),
+        "{download}"
+    );
+    let refused = line("guesser/0.1");
+    assert!(
+        refused.contains("status=401") && refused.contains("user=\"reader\""),
+        "{refused}"
+    );
+    let watch = line("watcher/3.0");
+    assert!(
+        watch.contains("path=\"/api/v1/feeds/watch\"") && watch.contains("status=200"),
+        "{watch}"
+    );
+    let upload = access
+        .iter()
+        .find(|l| l.contains("method=\"PUT\""))
+        .unwrap_or_else(|| panic!("no line for the upload:\n{logs}"));
+    assert!(
+        upload.contains("user=\"uploader\"") && upload.contains("status=201"),
+        "{upload}"
+    );
+    // The failure and the lockout, with the address and the user, at warn; no password.
+    assert!(
+        logs.lines().any(|l| l.contains("WARN")
+            && l.contains("authentication failed")
+            && l.contains("client=127.0.0.1")
+            && l.contains("user=\"reader\"")),
+        "{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("locked out") && l.contains("user=\"reader\"")),
+        "{logs}"
+    );
+    for secret in [
+        "not-the-password",
+        "not-it-either",
+        "reader-pw",
+        "uploader-pw",
+    ] {
+        assert!(!logs.contains(secret), "{secret} appears in the logs");
+    }
+}
+
+#[test]
+fn the_access_log_in_json_has_the_documented_fields_and_can_be_turned_off() {
+    let (dir, mut process) = started_with(|text| text, &["--log-format", "json"]);
+    let url = process.url.clone();
+    let bundle_len = requests_for_the_access_log(dir.path(), &url);
+    process.signal("TERM");
+    assert!(process.wait_exit(10).is_some());
+    let logs = process.output();
+    let events: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let download = events
+        .iter()
+        .filter(|e| e["target"] == "relay::access")
+        .map(|e| &e["fields"])
+        .find(|f| f["user_agent"] == "bundle-fetch/2.0")
+        .unwrap_or_else(|| panic!("no access event for the download:\n{logs}"));
+    assert_eq!(download["message"], "access");
+    assert_eq!(download["user"], "reader");
+    assert_eq!(download["method"], "GET");
+    assert_eq!(download["path"], "/api/v1/feeds/bundle");
+    assert_eq!(download["status"], 200);
+    assert_eq!(download["bytes"], bundle_len as u64);
+    assert_eq!(download["complete"], true);
+    assert!(download["duration_ms"].as_f64().is_some(), "{download}");
+    assert!(
+        download["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{download}"
+    );
+    assert!(
+        events.iter().any(|e| e["target"] == "relay::auth"
+            && e["fields"]["message"] == "authentication failed"
+            && e["fields"]["user"] == "reader"),
+        "{logs}"
+    );
+
+    // Off: the same requests, no access line; failed logins are still named.
+    let (dir, mut process) = started_with(
+        |text| text.replace("[listen]\n", "[listen]\naccess_log = false\n"),
+        &[],
+    );
+    let url = process.url.clone();
+    requests_for_the_access_log(dir.path(), &url);
+    process.signal("TERM");
+    assert!(process.wait_exit(10).is_some());
+    let logs = process.output();
+    assert!(!logs.contains("relay::access"), "{logs}");
+    assert!(logs.contains("authentication failed"), "{logs}");
+}

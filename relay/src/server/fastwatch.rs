@@ -22,7 +22,7 @@ use axum::body::Body;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use super::{ClientAddr, Relay, routes, watch};
+use super::{ClientAddr, Relay, access, routes, watch};
 use crate::auth::{Decision, Role};
 use crate::store::Current;
 
@@ -90,6 +90,7 @@ where
         None => return Lean::Other(Rewind::new(head, io)),
     };
     drop(head);
+    let started = std::time::Instant::now();
     // The same span and events as TraceLayer gives every routed request.
     let span = tracing::debug_span!(
         "request",
@@ -107,9 +108,29 @@ where
             Role::Reader,
         )
         .await;
+    let access = relay.config.listen.access_log.then(|| {
+        let user = match &decision {
+            Decision::Allowed(principal) => principal.name.clone(),
+            _ => request
+                .authorization
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), crate::auth::claimed_user),
+        };
+        access::Entry::new(
+            started,
+            Some(client),
+            "GET",
+            WATCH_PATH,
+            request.user_agent.as_ref(),
+        )
+        .user(&user)
+    });
     if !matches!(decision, Decision::Allowed(_)) {
         let response = routes::denial(relay, Role::Reader, decision);
         let status = response.status();
+        if let Some(access) = access {
+            access.status(status.as_u16()).write(0, true);
+        }
         // A client that does not read its refusal does not keep the task.
         let _ = tokio::time::timeout(idle, write_response(&mut io, response)).await;
         count(relay, status.as_str());
@@ -118,6 +139,10 @@ where
     }
     count(relay, "200");
     tracing::debug!(parent: &span, status = 200, "watch channel open");
+    // The watch channel's line is written when it opens, as on the routed path.
+    if let Some(access) = access {
+        access.status(200).write(0, true);
+    }
     match Watcher::start(relay, io, request.last_event_id).await {
         Ok(w) => Lean::Watching(Box::new(w)),
         Err(e) => {
@@ -259,6 +284,7 @@ enum Head {
 struct WatchRequest {
     authorization: Option<Vec<u8>>,
     last_event_id: Option<u64>,
+    user_agent: Option<axum::http::HeaderValue>,
 }
 
 /// The request, if it is a plain HTTP/1.1 `GET` of the watch route.
@@ -274,8 +300,11 @@ fn parse(head: &[u8]) -> Option<WatchRequest> {
     }
     let mut authorization = None;
     let mut last_event_id = None;
+    let mut user_agent = None;
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("authorization") {
+        if h.name.eq_ignore_ascii_case("user-agent") {
+            user_agent = axum::http::HeaderValue::from_bytes(h.value).ok();
+        } else if h.name.eq_ignore_ascii_case("authorization") {
             authorization = Some(h.value.to_vec());
         } else if h.name.eq_ignore_ascii_case("last-event-id") {
             last_event_id = std::str::from_utf8(h.value).ok()?.trim().parse().ok();
@@ -290,6 +319,7 @@ fn parse(head: &[u8]) -> Option<WatchRequest> {
     Some(WatchRequest {
         authorization,
         last_event_id,
+        user_agent,
     })
 }
 

@@ -6,6 +6,7 @@
 //! caller bound, until `shutdown` resolves, so tests run relays on `127.0.0.1:0`.
 //! Storage is `store`, credentials `auth`, the format `bundle`.
 
+mod access;
 mod bootstrap;
 mod fastwatch;
 mod files;

@@ -11,10 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use tower_http::trace::TraceLayer;
 
+use super::access::AccessUser;
 use super::{ClientAddr, Relay, files, status, upload, watch};
-use crate::auth::{Decision, Role};
+use crate::auth::{Decision, Role, claimed_user};
 
 /// The route table. Layers, outermost first:
+/// - access: one line per request when its response is over (`access.rs`);
 /// - trace: one span per request (method, path, status, latency; never headers);
 /// - metrics: requests by route and status, bytes served;
 /// - auth (per group): who is asking, and may they.
@@ -131,6 +133,10 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&relay), count))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&relay),
+            super::access::log,
+        ))
         .with_state(relay)
 }
 
@@ -172,10 +178,18 @@ async fn require(
         .map(HeaderValue::as_bytes);
     match relay.auth.check(authorization, client, need).await {
         Decision::Allowed(principal) => {
+            let user = AccessUser(principal.name.clone());
             req.extensions_mut().insert(principal);
-            next.run(req).await
+            let mut response = next.run(req).await;
+            response.extensions_mut().insert(user);
+            response
         }
-        denied => denial(&relay, need, denied),
+        denied => {
+            let user = AccessUser(authorization.map_or_else(|| "-".to_owned(), claimed_user));
+            let mut response = denial(&relay, need, denied);
+            response.extensions_mut().insert(user);
+            response
+        }
     }
 }
 
