@@ -353,27 +353,12 @@ pub fn describe(state: &crate::sync::State, now: Timestamp) -> String {
     out
 }
 
-/// Writes to stdout and flushes, so that a closed stdout (the reader went away, as with
-/// `| head`) is an error here, `io::ErrorKind::BrokenPipe`, which `main` ends on quietly
-/// ([`closed_stdout`]), not a panic in `println!`.
-pub fn out(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_fmt(args)?;
-    stdout.flush()
-}
-
-/// [`out`], then a newline.
-pub fn outln(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-    out(format_args!("{args}\n"))
-}
+/// Output to stdout: a closed stdout (`| head`) is `relay::stdout::StdoutClosed`, which
+/// `main` ends on quietly ([`closed_stdout`]), not a panic in `println!`.
+pub use relay::stdout::{out, outln};
 
 /// True when the command failed because its stdout was closed: it ends quietly then,
-/// with success, as ripgrep does.
+/// with success, as ripgrep does. A broken pipe to a socket is an error as any other.
 pub fn closed_stdout(err: &anyhow::Error) -> bool {
-    err.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
+    err.chain().any(relay::stdout::is_closed)
 }

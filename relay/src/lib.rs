@@ -36,5 +36,6 @@ pub mod import;
 pub mod per_address;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod stdout;
 #[cfg(feature = "server")]
 pub mod store;

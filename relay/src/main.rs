@@ -12,6 +12,8 @@ fn main() -> ExitCode {
     relay::cli::init_tracing(cli.log_format);
     match relay::cli::run(cli) {
         Ok(code) => code.into(),
+        // `relay ... | head`: the reader has what it wanted; end quietly, as ripgrep does.
+        Err(err) if err.chain().any(relay::stdout::is_closed) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)

@@ -176,6 +176,31 @@ fn build_verify_inspect() {
     assert!(text(&out).contains("NOT VERIFIED"), "{}", text(&out));
 }
 
+/// `relay bundle inspect FILE | head -0`: the reader went away; the command ends quietly
+/// with success (ripgrep's behaviour), no panic from `println!`.
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let dir = with_keys();
+    let out = build(dir.path(), "5", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bundle = dir.path().join("b.tgz");
+    for json in [false, true] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["bundle", "inspect"])
+            .arg(&bundle)
+            .args(json.then_some("--json"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The only read end, closed before the command writes.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "json {json}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "json {json}");
+    }
+}
+
 #[test]
 fn verify_with_another_key_fails_with_one_line() {
     let dir = with_keys();

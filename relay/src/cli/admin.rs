@@ -96,13 +96,13 @@ pub fn certs(cmd: CertsCommand) -> anyhow::Result<Outcome> {
         names
     };
     let files = certs::init(&dir, &names, days, force)?;
-    println!("CA certificate:     {}", files.ca_cert.display());
-    println!(
+    crate::outln!("CA certificate:     {}", files.ca_cert.display())?;
+    crate::outln!(
         "server certificate: {} ({})",
         files.server_cert.display(),
         names.join(", ")
-    );
-    println!("server key:         {}", files.server_key.display());
+    )?;
+    crate::outln!("server key:         {}", files.server_key.display())?;
     Ok(Outcome::Success)
 }
 
@@ -132,14 +132,14 @@ pub fn users(cmd: UsersCommand) -> anyhow::Result<Outcome> {
         role,
     )?;
     if password_stdin {
-        println!("user {name} ({role:?}) written to {}", htpasswd.display());
+        crate::outln!("user {name} ({role:?}) written to {}", htpasswd.display())?;
     } else {
-        println!(
+        crate::outln!(
             "user {name} ({role:?}) written to {}; password (shown once): {password}",
             htpasswd.display()
-        );
+        )?;
     }
-    println!("a running relay picks it up on SIGHUP");
+    crate::outln!("a running relay picks it up on SIGHUP")?;
     Ok(Outcome::Success)
 }
 
@@ -147,7 +147,7 @@ pub fn tokens(cmd: TokensCommand) -> anyhow::Result<Outcome> {
     let TokensCommand::Add { name, config } = cmd;
     let config = config.load()?;
     let token = auth::add_token(&config.tokens(), &name)?;
-    println!("{token}");
+    crate::outln!("{token}")?;
     eprintln!(
         "token {name} stored (hashed) in {}; shown once; a running relay picks it up on SIGHUP",
         config.tokens().display()

@@ -107,7 +107,7 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                     .with_context(|| format!("writing {}", index_path.display()))
             })?;
             let records: u64 = manifest.files.iter().map(|f| f.records).sum();
-            println!(
+            crate::outln!(
                 "built {}: sequence {}, {} files, {} records, key {}, expires {}",
                 output.display(),
                 manifest.sequence,
@@ -115,7 +115,7 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 records,
                 manifest.key_id,
                 manifest.expires
-            );
+            )?;
             Ok(Outcome::Success)
         }
         BundleCommand::Delta { from, to, output } => {
@@ -145,11 +145,11 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 )?)
             })?;
             let size = std::fs::metadata(&output)?.len();
-            println!(
+            crate::outln!(
                 "wrote {}: {covered} changed segments as edits, {size} bytes (the new bundle: {} bytes)",
                 output.display(),
                 new.bundle_size()
-            );
+            )?;
             Ok(Outcome::Success)
         }
         BundleCommand::Verify {
@@ -167,14 +167,14 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 held_sequence.map(Sequence),
             ) {
                 Ok(v) => {
-                    println!("OK {}: {}", file.display(), v.summary());
+                    crate::outln!("OK {}: {}", file.display(), v.summary())?;
                     Ok(Outcome::Success)
                 }
                 Err(bundle::VerifyError::Read(e)) => {
                     Err(e).with_context(|| format!("reading {}", file.display()))
                 }
                 Err(e) => {
-                    println!("FAILED {}: {e}", file.display());
+                    crate::outln!("FAILED {}: {e}", file.display())?;
                     Ok(Outcome::CheckFailed)
                 }
             }
@@ -188,32 +188,36 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                     "manifest": manifest,
                     "signature": signature,
                 });
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
             } else {
-                print_manifest(&manifest, &signature);
+                print_manifest(&manifest, &signature)?;
             }
             Ok(Outcome::Success)
         }
     }
 }
 
-fn print_manifest(m: &Manifest, sig: &Signature) {
-    println!("NOT VERIFIED: run `relay bundle verify` to check signature and contents");
-    println!("format    {}", m.format);
-    println!("sequence  {}", m.sequence);
-    println!("origin    {}", m.origin);
-    println!("created   {}", m.created);
-    println!("expires   {}", m.expires);
-    println!("key id    {} (signature names {})", m.key_id, sig.key_id);
-    println!("files     {}", m.files.len());
+fn print_manifest(m: &Manifest, sig: &Signature) -> std::io::Result<()> {
+    crate::outln!("NOT VERIFIED: run `relay bundle verify` to check signature and contents")?;
+    crate::outln!("format    {}", m.format)?;
+    crate::outln!("sequence  {}", m.sequence)?;
+    crate::outln!("origin    {}", m.origin)?;
+    crate::outln!("created   {}", m.created)?;
+    crate::outln!("expires   {}", m.expires)?;
+    crate::outln!("key id    {} (signature names {})", m.key_id, sig.key_id)?;
+    crate::outln!("files     {}", m.files.len())?;
     for f in &m.files {
-        println!(
+        crate::outln!(
             "  {:<8} {:>10} bytes {:>8} records  {}  {}",
-            f.kind, f.size, f.records, f.sha256, f.path
-        );
+            f.kind,
+            f.size,
+            f.records,
+            f.sha256,
+            f.path
+        )?;
         for input in &f.inputs {
             let c = &input.counts;
-            println!(
+            crate::outln!(
                 "           from {} ({}), retrieved {}, sha256 {}, {} bytes{}",
                 input.name,
                 input.location,
@@ -225,13 +229,18 @@ fn print_manifest(m: &Manifest, sig: &Signature) {
                     .as_deref()
                     .map(|l| format!(", license {l}"))
                     .unwrap_or_default()
-            );
-            println!(
+            )?;
+            crate::outln!(
                 "             read {}, kept {}, merged {}, withdrawn {}, refused {}",
-                c.read, c.kept, c.merged, c.withdrawn, c.refused
-            );
+                c.read,
+                c.kept,
+                c.merged,
+                c.withdrawn,
+                c.refused
+            )?;
         }
     }
+    Ok(())
 }
 
 fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {

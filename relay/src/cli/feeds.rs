@@ -118,7 +118,7 @@ fn import_cmd(args: ImportArgs) -> anyhow::Result<Outcome> {
         Job::Ips => import::ips::import(&inputs, &args.output, &name, &limits),
     }
     .with_context(|| format!("importing into {}", args.output.display()))?;
-    print_report(&report);
+    print_report(&report)?;
     Ok(Outcome::Success)
 }
 
@@ -152,14 +152,14 @@ fn default_name(path: &std::path::Path) -> String {
         .unwrap_or_else(|| "imported".to_owned())
 }
 
-fn print_report(report: &ImportReport) {
-    println!(
+fn print_report(report: &ImportReport) -> std::io::Result<()> {
+    crate::outln!(
         "wrote {}: {} records, {} bytes, sha256 {}",
         report.output.display(),
         report.records,
         report.size,
         report.sha256
-    );
+    )?;
     for input in &report.inputs {
         let p = &input.provenance;
         let c = &p.counts;
@@ -170,12 +170,13 @@ fn print_report(report: &ImportReport) {
         if report.kind == crate::bundle::FeedKind::Osv {
             line.push_str(&format!(", withdrawn {}", c.withdrawn));
         }
-        println!("{line}");
+        crate::outln!("{line}")?;
         for (rule, n) in &input.refusals.by_rule {
-            println!("    refused {n} by {rule}");
+            crate::outln!("    refused {n} by {rule}")?;
         }
         for first in &input.refusals.first {
-            println!("    e.g. {first}");
+            crate::outln!("    e.g. {first}")?;
         }
     }
+    Ok(())
 }

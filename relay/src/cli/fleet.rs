@@ -48,9 +48,9 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("{url}: not a status document"))?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&status)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&status)?)?;
         } else {
-            print!("{}", render(&status));
+            crate::out!("{}", render(&status))?;
         }
         let fresh = status["current"]["freshness"] == "ok";
         let fleet_ok = status["supervisors_behind"].as_u64().unwrap_or(0) == 0;
@@ -148,18 +148,18 @@ pub fn projects_cmd(cmd: ProjectsCommand) -> anyhow::Result<Outcome> {
         match response.status().as_u16() {
             202 => {
                 let body: serde_json::Value = response.json().await.unwrap_or_default();
-                println!(
+                crate::outln!(
                     "push requested for {}; see {}/api/v1/status",
                     body["supervisors"],
                     endpoint.base()
-                );
+                )?;
                 Ok(Outcome::Success)
             }
             404 => {
-                println!(
+                crate::outln!(
                     "no supervisor named {}",
                     supervisor.as_deref().unwrap_or("?")
-                );
+                )?;
                 Ok(Outcome::CheckFailed)
             }
             _ => Err(SyncError::status(&url, &response).into()),

@@ -48,12 +48,12 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<Outcome> {
             key.public()
                 .save(&public, force)
                 .with_context(|| format!("writing the public key to {}", public.display()))?;
-            println!(
+            crate::outln!(
                 "key {} written: secret {} (keep it offline), public {}",
                 key.key_id(),
                 secret.display(),
                 public.display()
-            );
+            )?;
             Ok(Outcome::Success)
         }
     }

@@ -39,7 +39,7 @@ pub fn run(cmd: OriginCommand) -> anyhow::Result<Outcome> {
             .json()
             .await
             .with_context(|| format!("{url}: the answer is not a cycle report"))?;
-        print_report(&report);
+        print_report(&report)?;
         Ok(if report["outcome"] == "failed" {
             Outcome::CheckFailed
         } else {
@@ -48,20 +48,20 @@ pub fn run(cmd: OriginCommand) -> anyhow::Result<Outcome> {
     })
 }
 
-fn print_report(report: &serde_json::Value) {
+fn print_report(report: &serde_json::Value) -> std::io::Result<()> {
     let outcome = report["outcome"].as_str().unwrap_or("?");
     match outcome {
-        "published" => println!(
+        "published" => crate::outln!(
             "published sequence {} (sha256 {})",
             report["sequence"],
             report["sha256"].as_str().unwrap_or("?")
         ),
-        "unchanged" => println!("unchanged: no input changed, nothing new published"),
-        _ => println!(
+        "unchanged" => crate::outln!("unchanged: no input changed, nothing new published"),
+        _ => crate::outln!(
             "failed: {}",
             report["error"].as_str().unwrap_or("(no reason given)")
         ),
-    }
+    }?;
     for input in report["inputs"].as_array().into_iter().flatten() {
         let text = |k: &str| input[k].as_str().unwrap_or("-").to_owned();
         let counts = &input["counts"];
@@ -77,15 +77,16 @@ fn print_report(report: &serde_json::Value) {
         } else {
             "no data yet".to_owned()
         };
-        println!(
+        crate::outln!(
             "  {:<16} {:<8} {}  retrieved {}",
             text("name"),
             text("kind"),
             counts,
             text("retrieved")
-        );
+        )?;
         if let Some(error) = input["last_error"].as_str() {
-            println!("    last error: {error}");
+            crate::outln!("    last error: {error}")?;
         }
     }
+    Ok(())
 }

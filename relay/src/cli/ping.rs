@@ -64,16 +64,16 @@ pub fn run(args: PingArgs) -> anyhow::Result<Outcome> {
     let steps = runtime.block_on(walk(&args))?;
     let ok = steps.iter().all(|s| s.ok);
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "steps": steps}))?
-        );
+        )?;
     } else {
         for s in &steps {
             let mark = if s.ok { "ok  " } else { "FAIL" };
-            println!("{mark} {:<6} {} ({} ms)", s.step, s.detail, s.millis);
+            crate::outln!("{mark} {:<6} {} ({} ms)", s.step, s.detail, s.millis)?;
             if let Some(h) = &s.hint {
-                println!("     hint: {h}");
+                crate::outln!("     hint: {h}")?;
             }
         }
     }

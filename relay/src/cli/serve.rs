@@ -84,7 +84,10 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         .await
         .with_context(|| format!("listening on {}", config.listen.address))?;
     let addr = listener.local_addr()?;
-    print_banner(&config, addr, &prepared);
+    // The relay serves whether or not anyone reads its banner (a closed stdout).
+    if let Err(e) = print_banner(&config, addr, &prepared) {
+        tracing::warn!(error = %e, "printing the start banner");
+    }
 
     let reload_relay = std::sync::Arc::clone(&relay);
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
@@ -128,7 +131,11 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
 /// The file of the data directory that keeps the credentials a zero-config start made.
 pub const GENERATED_CREDENTIALS: &str = "generated-credentials";
 
-fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) {
+fn print_banner(
+    config: &Config,
+    addr: SocketAddr,
+    prepared: &server::Prepared,
+) -> std::io::Result<()> {
     let scheme = if config.listen.insecure_http {
         "http"
     } else {
@@ -139,10 +146,10 @@ fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) 
         std::net::IpAddr::V4(ip) => ip.to_string(),
     };
     let url = format!("{scheme}://{host}:{}", addr.port());
-    println!("relay listening on {url}");
-    println!("data directory: {}", config.data_dir().display());
+    crate::outln!("relay listening on {url}")?;
+    crate::outln!("data directory: {}", config.data_dir().display())?;
     if let Some(ca) = &prepared.dev_ca {
-        println!("development CA (trust it in clients): {}", ca.display());
+        crate::outln!("development CA (trust it in clients): {}", ca.display())?;
     }
     // Shown only to a person at a terminal: under systemd stdout is the journal, which
     // others may read. Kept in a 0600 file of the data directory either way.
@@ -162,7 +169,7 @@ fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) 
             }
         };
         if terminal {
-            println!(
+            crate::outln!(
                 "generated credentials (stored hashed in {}{}):",
                 config.htpasswd().display(),
                 if kept {
@@ -173,9 +180,9 @@ fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) 
                 } else {
                     String::new()
                 }
-            );
+            )?;
             for (user, password) in &prepared.generated_users {
-                println!("  {user}: {password}");
+                crate::outln!("  {user}: {password}")?;
             }
         } else if kept {
             let users: Vec<&str> = prepared
@@ -183,17 +190,17 @@ fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) 
                 .iter()
                 .map(|(u, _)| u.as_str())
                 .collect();
-            println!(
+            crate::outln!(
                 "generated credentials for {}: in {} (mode 0600; not printed, this output is \
                  not a terminal and may be a log: read the file, then delete it)",
                 users.join(", "),
                 file.display()
-            );
+            )?;
         } else {
-            println!(
+            crate::outln!(
                 "generated credentials for this start could not be kept (see the log) and are \
                  not printed here: set new ones with `relay users add`"
-            );
+            )?;
         }
     }
     let cacert = prepared
@@ -206,7 +213,8 @@ fn print_banner(config: &Config, addr: SocketAddr, prepared: &server::Prepared) 
         Some((u, _)) => format!("-u {u}:PASSWORD"),
         None => "-u USER:PASSWORD".to_owned(),
     };
-    println!("try: curl {cacert}{user} {url}/api/v1/feeds/bundle -o bundle.tar.gz");
+    crate::outln!("try: curl {cacert}{user} {url}/api/v1/feeds/bundle -o bundle.tar.gz")?;
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    Ok(())
 }

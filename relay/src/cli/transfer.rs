@@ -229,7 +229,7 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
                 Outcome::Success
             }
             Err(e) => {
-                println!("FAILED {}: {e}", url);
+                crate::outln!("FAILED {}: {e}", url)?;
                 let _ = std::fs::remove_file(&fetched.path);
                 let _ = std::fs::remove_file(partial.with_extension("etag"));
                 return Ok(Outcome::CheckFailed);
@@ -255,12 +255,12 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
             let _ = std::fs::remove_file(&index_path);
         }
     }
-    println!(
+    crate::outln!(
         "{} ({} bytes, {} transferred)",
         output.display(),
         fetched.size,
         fetched.transferred
-    );
+    )?;
     Ok(outcome)
 }
 
@@ -408,27 +408,27 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         match status.as_u16() {
             201 if args.archive.is_some() => {
-                println!(
+                crate::outln!(
                     "uploaded archive {} ({}, {} entries; NOT SIGNED: integrity checked only)",
                     body["name"].as_str().unwrap_or("?"),
                     body["sha256"].as_str().unwrap_or("?"),
                     body["entries"]
-                );
+                )?;
                 Ok(Outcome::Success)
             }
             201 => {
-                println!(
+                crate::outln!(
                     "uploaded: sequence {} ({})",
                     body["sequence"],
                     body["bundle"]["sha256"].as_str().unwrap_or("?")
-                );
+                )?;
                 Ok(Outcome::Success)
             }
             409 | 413 | 422 => {
-                println!(
+                crate::outln!(
                     "refused ({status}): {}",
                     body["error"].as_str().unwrap_or("no reason given")
-                );
+                )?;
                 Ok(Outcome::CheckFailed)
             }
             _ => anyhow::bail!(
@@ -463,7 +463,7 @@ pub fn sync_cmd(cmd: SyncCommand) -> anyhow::Result<Outcome> {
         if response.status().as_u16() != 202 {
             return Err(crate::client::SyncError::status(&url, &response).into());
         }
-        println!("check requested; see {}/api/v1/status", endpoint.base());
+        crate::outln!("check requested; see {}/api/v1/status", endpoint.base())?;
         Ok(Outcome::Success)
     })
 }

@@ -50,14 +50,14 @@ pub fn run(cmd: TrustCommand) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("{url}: the answer is not an audit record"))?;
         let demoted = record["demoted"].as_array().map_or(0, Vec::len);
-        println!("reset to {to}: {demoted} line(s) of demotion, recorded in the audit log");
+        crate::outln!("reset to {to}: {demoted} line(s) of demotion, recorded in the audit log")?;
         for line in record["demoted"].as_array().into_iter().flatten() {
-            println!("  {}", line.as_str().unwrap_or(""));
+            crate::outln!("  {}", line.as_str().unwrap_or(""))?;
         }
         match record["current"].as_u64() {
-            Some(seq) => println!("current bundle: sequence {seq}"),
-            None => println!("no bundle is current: upload or sync one"),
-        }
+            Some(seq) => crate::outln!("current bundle: sequence {seq}"),
+            None => crate::outln!("no bundle is current: upload or sync one"),
+        }?;
         Ok(Outcome::Success)
     })
 }
