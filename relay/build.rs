@@ -1,10 +1,15 @@
 //! Embeds the sample feeds (`samples/feeds/<kind>/<file>`) into the binary, so a relay
-//! started with no configuration can build and serve its sample bundle anywhere.
+//! started with no configuration can build and serve its sample bundle anywhere; and sets
+//! `BUILD_COMMIT` for `--version` (`build-support/version.rs`).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+#[path = "../build-support/version.rs"]
+mod version;
+
 fn main() {
+    version::emit_commit();
     let root = Path::new("samples/feeds");
     println!("cargo::rerun-if-changed=samples/feeds");
     let mut files = Vec::new();

@@ -9,9 +9,17 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use relay::bundle::{self, Limits, Sequence, Timestamp, TrustStore};
 
+/// `--version`: the package's version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BUILD_COMMIT"),
+    ")"
+);
+
 /// Lightweight agent that applies intelligence bundles mirrored by a relay.
 #[derive(Debug, Parser)]
-#[command(name = "defender-lite", version, about, long_about = None)]
+#[command(name = "defender-lite", version = VERSION, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -65,12 +73,12 @@ pub enum Command {
     },
     /// Find vulnerable packages in an image.
     ///
-    /// Find vulnerable packages in an image: PATH is a root filesystem directory, a flat
-    /// tar (`docker export`, gzip or not) or a `docker save` archive (layers applied in
-    /// order, whiteouts honoured). Reads dpkg, apk, rpm (sqlite), Python, npm, Go binaries
-    /// and Cargo.lock, and matches them against the feed's OSV records. When no package
-    /// database is found it says so (never a silent zero). Exit 0; 1 when --fail-on is
-    /// given and a finding is at or above it, or nothing could be scanned; 2 on errors.
+    /// PATH is a root filesystem directory, a flat tar (`docker export`, gzip or not) or a
+    /// `docker save` archive (layers applied in order, whiteouts honoured). Reads dpkg, apk,
+    /// rpm (sqlite), Python, npm, Go binaries and Cargo.lock, and matches them against the
+    /// feed's OSV records. When no package database is found it says so (never a silent zero).
+    /// Exit 0; 1 when --fail-on is given and a finding is at or above it, or nothing could be
+    /// scanned; 2 on errors.
     Scan {
         /// Image: directory, .tar, .tar.gz, or `docker save` archive.
         path: PathBuf,
@@ -109,16 +117,16 @@ pub enum Command {
     Monitor(crate::defense::runner::MonitorArgs),
     /// The runtime models the monitor learned, per image.
     ///
-    /// The runtime models the monitor learned, per image (`host` for host processes):
-    /// list, show, promote (enforce now), relearn, add entries by hand.
+    /// An image's model, or `host` for host processes: list, show, promote (enforce now),
+    /// relearn, add entries by hand.
     Model(crate::defense::commands::ModelArgs),
     /// The audits the monitor recorded, oldest first.
     Audits(crate::defense::commands::AuditsArgs),
     /// The feed's apps an image holds and the ports each will listen on.
     ///
-    /// The feed's apps an image holds and the ports each will listen on: from its config
-    /// files (includes followed), the command line (--cmd, or the image's Entrypoint and
-    /// Cmd), defaults and EXPOSE, each port with its evidence. Exit 0; 2 on errors.
+    /// Read from its config files (includes followed), the command line (--cmd, or the
+    /// image's Entrypoint and Cmd), defaults and EXPOSE, each port with its evidence. Exit 0;
+    /// 2 on errors.
     Apps(crate::apps::command::AppsArgs),
     /// What is applied and how the last check went.
     ///
@@ -134,6 +142,25 @@ pub enum Command {
         /// Print the state as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// For bash: `defender-lite completions bash >
+    /// /usr/share/bash-completion/completions/defender-lite` (the Debian package installs
+    /// them).
+    Completions {
+        #[arg(value_enum)]
+        shell: relay::cli_docs::Shell,
+    },
+    /// Print the man page, or write every page into a directory.
+    ///
+    /// Print the man page (`defender-lite man | man -l -`), or with --out-dir write one page
+    /// per command and subcommand there (defender-lite.1, defender-lite-<command>.1, ...)
+    /// and list them.
+    Man {
+        /// Directory to write all the pages into (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -160,6 +187,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
+        Command::Completions { shell } => {
+            relay::cli_docs::completions(<Cli as clap::CommandFactory>::command(), shell)?;
+            Ok(Outcome::Success)
+        }
+        Command::Man { out_dir } => {
+            relay::cli_docs::man(<Cli as clap::CommandFactory>::command(), out_dir.as_deref())?;
+            Ok(Outcome::Success)
+        }
         Command::Apps(args) => crate::apps::command::run(args),
         Command::Events(args) => Ok(if crate::monitor::command::run(args)? {
             Outcome::Success

@@ -24,6 +24,8 @@ pub mod bundle;
 pub mod certs;
 #[cfg(feature = "server")]
 pub mod cli;
+#[cfg(feature = "cli-docs")]
+pub mod cli_docs;
 #[cfg(feature = "client")]
 pub mod client;
 #[cfg(feature = "server")]

@@ -20,16 +20,23 @@ impl std::error::Error for StdoutClosed {}
 /// Writes `args` to stdout and flushes; a closed stdout is [`StdoutClosed`].
 pub fn out(args: std::fmt::Arguments<'_>) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
-    stdout
-        .write_fmt(args)
-        .and_then(|()| stdout.flush())
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::BrokenPipe {
-                io::Error::new(io::ErrorKind::BrokenPipe, StdoutClosed)
-            } else {
-                e
-            }
-        })
+    closed_as_such(stdout.write_fmt(args).and_then(|()| stdout.flush()))
+}
+
+/// Writes `bytes` to stdout and flushes; a closed stdout is [`StdoutClosed`].
+pub fn out_bytes(bytes: &[u8]) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    closed_as_such(stdout.write_all(bytes).and_then(|()| stdout.flush()))
+}
+
+fn closed_as_such(written: io::Result<()>) -> io::Result<()> {
+    written.map_err(|e| {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            io::Error::new(io::ErrorKind::BrokenPipe, StdoutClosed)
+        } else {
+            e
+        }
+    })
 }
 
 /// [`out`], then a newline.

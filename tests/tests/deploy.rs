@@ -801,3 +801,95 @@ fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// `--version` names the commit the binary was built from; `completions bash` is a script
+/// that bash really completes with; `man --out-dir` writes a page per command and
+/// subcommand that groff reads without a warning. For both binaries: these are what the
+/// packages install.
+#[test]
+fn both_binaries_name_their_commit_and_make_completions_and_man_pages() {
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace_root())
+        .output()
+        .unwrap();
+    assert!(head.status.success(), "{}", show(&head));
+    let head = String::from_utf8(head.stdout).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // (binary, a prefix of one subcommand, what it completes to, a subcommand's page)
+    for (bin, prefix, completed, page) in [
+        ("relay", "bun", "bundle", "relay-serve.1"),
+        ("defender-lite", "sy", "sync", "defender-lite-scan.1"),
+    ] {
+        let run = |args: &[&str]| {
+            let out = Command::new(binary(bin)).args(args).output().unwrap();
+            assert!(out.status.success(), "{bin} {args:?}: {}", show(&out));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        assert_eq!(
+            run(&["--version"]),
+            format!(
+                "{bin} {} (commit {})\n",
+                env!("CARGO_PKG_VERSION"),
+                head.trim()
+            )
+        );
+
+        let script = scratch.path().join(format!("{bin}.bash"));
+        fs::write(&script, run(&["completions", "bash"])).unwrap();
+        let completion = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                r#"source "$1"
+function=$(complete -p {bin} | sed -n 's/.* -F \([^ ]*\) .*/\1/p')
+COMP_WORDS=({bin} {prefix}); COMP_CWORD=1; COMP_LINE="{bin} {prefix}"; COMP_POINT=${{#COMP_LINE}}
+"$function" {bin} {prefix} {bin}
+printf '%s\n' "${{COMPREPLY[@]}}""#
+            ))
+            .arg("completion")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&completion.stdout),
+            format!("{completed}\n"),
+            "{}",
+            show(&completion)
+        );
+        assert!(run(&["completions", "zsh"]).starts_with(&format!("#compdef {bin}")));
+        assert!(run(&["completions", "fish"]).contains(&format!("complete -c {bin}")));
+
+        let dir = scratch.path().join(format!("man-{bin}"));
+        let listed = run(&["man", "--out-dir", dir.to_str().unwrap()]);
+        let pages: BTreeSet<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(listed.lines().count(), pages.len(), "{listed}");
+        assert!(
+            pages.contains(&format!("{bin}.1")) && pages.contains(page),
+            "{pages:?}"
+        );
+        for name in &pages {
+            let out = Command::new("groff")
+                .args(["-man", "-Tutf8", "-ww", "-z"])
+                .arg(dir.join(name))
+                .output()
+                .expect("groff (groff-base) is installed by tests/run");
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "{name}: {}",
+                show(&out)
+            );
+        }
+        let rendered = Command::new("groff")
+            .args(["-man", "-Tascii", "-P", "-cbou"])
+            .arg(dir.join(page))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&rendered.stdout);
+        let stem = page.trim_end_matches(".1");
+        assert!(text.contains(&format!("{stem} - ")), "{text}");
+        assert!(run(&["man"]).contains(&format!(".TH {bin} 1")));
+    }
+}

@@ -16,9 +16,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `--version`: the package's version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BUILD_COMMIT"),
+    ")"
+);
+
 /// Moves signed intelligence bundles into networks that cannot reach the internet.
 #[derive(Debug, Parser)]
-#[command(name = "relay", version, about, long_about = None)]
+#[command(name = "relay", version = VERSION, long_about = None)]
 pub struct Cli {
     /// Log output format (logs go to stderr; filter with RUST_LOG).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -49,8 +57,8 @@ pub enum Command {
     Origin(origin::OriginCommand),
     /// Run the relay: serve bundles over TLS with basic auth.
     ///
-    /// Run the relay: serve bundles over TLS with basic auth. With no configuration it
-    /// makes a data directory, a dev CA and certificate, credentials and a sample bundle.
+    /// With no configuration it makes a data directory, a dev CA and certificate, credentials
+    /// and a sample bundle.
     Serve(serve::ServeArgs),
     /// Development certificates.
     #[command(subcommand)]
@@ -87,6 +95,23 @@ pub enum Command {
     /// Central-to-supervisor distribution.
     #[command(subcommand)]
     Projects(fleet::ProjectsCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// For bash: `relay completions bash > /usr/share/bash-completion/completions/relay`
+    /// (the Debian package installs them).
+    Completions {
+        #[arg(value_enum)]
+        shell: crate::cli_docs::Shell,
+    },
+    /// Print the man page, or write every page into a directory.
+    ///
+    /// Print the man page (`relay man | man -l -`), or with --out-dir write one page per
+    /// command and subcommand there (relay.1, relay-<command>.1, ...) and list them.
+    Man {
+        /// Directory to write all the pages into (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// How a command ended, for the exit code: 0 success, 1 a failed check.
@@ -122,6 +147,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Status(args) => fleet::status_cmd(args),
         Command::Projects(cmd) => fleet::projects_cmd(cmd),
         Command::Trust(cmd) => trust::run(cmd),
+        Command::Completions { shell } => {
+            crate::cli_docs::completions(<Cli as clap::CommandFactory>::command(), shell)?;
+            Ok(Outcome::Success)
+        }
+        Command::Man { out_dir } => {
+            crate::cli_docs::man(<Cli as clap::CommandFactory>::command(), out_dir.as_deref())?;
+            Ok(Outcome::Success)
+        }
     }
 }
 
