@@ -893,3 +893,52 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
         assert!(run(&["man"]).contains(&format!(".TH {bin} 1")));
     }
 }
+
+/// The README's "Making and checking bundles" block, run as written, in order, in a fresh
+/// directory: the build line is the one thing left out (the test's own build made the
+/// binaries; `target/release/` is read as this build's directory).
+#[test]
+fn the_readme_bundle_commands_work_in_the_order_written() {
+    let readme = fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Making and checking bundles\n")
+        .nth(1)
+        .expect("the README has the section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the section has a sh block");
+    let bin_dir = binary("relay").parent().unwrap().to_owned();
+    let script: Vec<String> = block
+        .replace("target/release/", &format!("{}/", bin_dir.display()))
+        .lines()
+        .filter(|l| l.trim() != "cargo build --release")
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        script
+            .iter()
+            .filter(|l| l.contains(&*bin_dir.to_string_lossy()))
+            .count()
+            >= 5,
+        "{script:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    // The block's relative paths are the repository's (relay/samples/feeds).
+    std::os::unix::fs::symlink(workspace_root().join("relay"), dir.path().join("relay")).unwrap();
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script.join("\n")])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = show(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("OK ") && text.contains("NOT VERIFIED"),
+        "{text}"
+    );
+}
