@@ -263,11 +263,15 @@ impl Store {
         Ok((store, notes))
     }
 
-    /// A temp file for an incoming bundle, on the same filesystem as the blobs so the
-    /// commit is a rename.
+    /// A temp file for an incoming bundle or archive, on the same filesystem as the blobs
+    /// so the commit is a rename. Created 0666 less the umask (tempfile's default is 0600):
+    /// a bundle is not a secret, and an operator's tools (a backup, a web server serving a
+    /// copy) read it as any other file the umask allows.
     pub fn incoming_file(&self) -> io::Result<tempfile::NamedTempFile> {
+        use std::os::unix::fs::PermissionsExt;
         tempfile::Builder::new()
             .prefix("bundle-")
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(&self.incoming)
     }
 

@@ -1154,3 +1154,124 @@ fn the_access_log_in_json_has_the_documented_fields_and_can_be_turned_off() {
     assert!(!logs.contains("relay::access"), "{logs}");
     assert!(logs.contains("authentication failed"), "{logs}");
 }
+
+/// Bundles and archives are not secrets: every writer of them makes files 0666 less the
+/// umask, as a plain create would (tempfile's 0600 made a web server or a backup running as
+/// another user fail to read them). Under umask 027: the relay's stored bundle (upload) and
+/// archive (upload), `relay download` whole and `--from` a held bundle, `relay feeds
+/// import`'s feed file: all 0640. The server's private key stays 0600.
+#[test]
+fn bundles_and_archives_are_written_as_the_umask_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare_dir(dir.path());
+    let config = write_config(
+        dir.path(),
+        "[[archives]]\nname = \"vendor\"\npath = \"/intelligence/vendor_feed.tar.gz\"\n",
+    );
+    let process = RelayProcess::start_under_umask(
+        "027",
+        dir.path(),
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    let url = process.url.clone();
+    let ca = ca(dir.path());
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+
+    let first = fresh_bundle(1);
+    assert_eq!(upload_with_curl(dir.path(), &url, &first), 201);
+    let archive = dir.path().join("archive.tar.gz");
+    std::fs::write(&archive, fresh_bundle(7)).unwrap();
+    let (code, status) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "uploader:uploader-pw",
+        "-T",
+        archive.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{url}/api/v1/archives/vendor"),
+    ]);
+    assert_eq!(
+        (code, String::from_utf8_lossy(&status).into_owned()),
+        (0, "201".to_owned())
+    );
+    let blobs: Vec<_> = std::fs::read_dir(dir.path().join("store/blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(blobs.len() >= 2, "the bundle and the archive: {blobs:?}");
+    for blob in &blobs {
+        assert_eq!(mode(blob), 0o640, "{}", blob.display());
+    }
+
+    // The operator's commands, under the same umask.
+    let relay_under_umask = |args: &[&str]| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("umask 027 && exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_relay"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("HTTPS_PROXY")
+            .env_remove("https_proxy")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let bundle_url = format!("{url}/intelligence/bundle.tar.gz");
+    let download = |to: &str, from: Option<&str>| {
+        let mut args = vec![
+            "download",
+            "--address",
+            &bundle_url,
+            "--user",
+            "reader",
+            "--password",
+            "reader-pw",
+            "--tlscacert",
+            &ca,
+            "-o",
+            to,
+        ];
+        args.extend(from.iter().flat_map(|f| ["--from", *f]));
+        relay_under_umask(&args);
+    };
+    download("whole.tar.gz", None);
+    assert_eq!(mode(&dir.path().join("whole.tar.gz")), 0o640);
+    assert_eq!(upload_with_curl(dir.path(), &url, &fresh_bundle(2)), 201);
+    download("by-segments.tar.gz", Some("whole.tar.gz"));
+    assert_eq!(mode(&dir.path().join("by-segments.tar.gz")), 0o640);
+
+    let feeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/feeds/domains");
+    let input = std::fs::read_dir(&feeds)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    relay_under_umask(&[
+        "feeds",
+        "import",
+        "domains",
+        "--format",
+        "list",
+        input.to_str().unwrap(),
+        "-o",
+        "imported",
+    ]);
+    let imported: Vec<_> = std::fs::read_dir(dir.path().join("imported/domains"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    assert!(!imported.is_empty());
+    for file in imported {
+        assert_eq!(mode(&file), 0o640, "{}", file.display());
+    }
+    assert_eq!(mode(&dir.path().join("tls/server.key")), 0o600);
+}

@@ -225,8 +225,11 @@ fn write_feed(
     let dir = feeds_dir.join(kind.as_str());
     std::fs::create_dir_all(&dir).map_err(|e| ImportError::io(&dir, e))?;
     let path = dir.join(file_name);
+    // A feed file is not a secret: 0666 less the umask, as a plain create would make it
+    // (tempfile's default is 0600).
     let mut tmp = tempfile::Builder::new()
         .prefix(".import-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(&dir)
         .map_err(|e| ImportError::io(&dir, e))?;
     let (sha256, size) = {
@@ -241,8 +244,6 @@ fn write_feed(
     tmp.as_file()
         .sync_all()
         .map_err(|e| ImportError::io(&path, e))?;
-    // A bundle is not a secret: readable like any file the operator's umask allows.
-    set_public_mode(tmp.as_file(), &path)?;
     tmp.persist(&path)
         .map_err(|e| ImportError::io(&path, e.error))?;
     crate::fsutil::sync_dir(&dir).map_err(|e| ImportError::io(&dir, e))?;
@@ -259,13 +260,6 @@ fn write_feed(
         .map_err(|e| ImportError::io(&prov, io::Error::other(e)))?;
     crate::fsutil::write_atomic(&prov, &json, 0o644).map_err(|e| ImportError::io(&prov, e))?;
     Ok((path, sha256, size))
-}
-
-fn set_public_mode(file: &File, path: &Path) -> Result<(), ImportError> {
-    use std::os::unix::fs::PermissionsExt;
-    // tempfile creates 0600; give the mode a plain create would (0644 under umask 022).
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| ImportError::io(path, e))
 }
 
 /// What one input has given so far: the counts of its records, and its refusals.

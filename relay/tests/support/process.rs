@@ -51,9 +51,30 @@ keys = ["{d}/origin.pub"]
 impl RelayProcess {
     /// Starts `relay serve` with `args`, in `cwd`, with `envs`, and waits for its URL.
     pub fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
-            .arg("serve")
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+        command.arg("serve").args(args);
+        Self::spawn(command, cwd, envs)
+    }
+
+    /// [`RelayProcess::start`] under the file-mode mask `umask` (`027`): the shell sets
+    /// it and execs the relay, which keeps the shell's pid.
+    pub fn start_under_umask(
+        umask: &str,
+        cwd: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" serve \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_relay"))
+            .args(args);
+        Self::spawn(command, cwd, envs)
+    }
+
+    fn spawn(mut command: Command, cwd: &Path, envs: &[(&str, &str)]) -> Self {
+        let mut child = command
             .current_dir(cwd)
             .envs(envs.iter().copied())
             .env_remove("RELAY_CONFIG")
