@@ -886,6 +886,37 @@ async fn a_self_signed_custom_location_is_trusted_as_pinned_like_curl_does() {
         password_file: None,
         allow_insecure_credentials: false,
     };
+    // Status names each refusal as ping does, with the fix in the source's terms.
+    for (wrong, says) in [
+        (
+            SourceConfig {
+                ca: Some(other.clone()),
+                ..source.clone()
+            },
+            "the server presents a CA certificate as its own, and not the one the source's `ca`",
+        ),
+        (
+            SourceConfig {
+                url: by_name.clone(),
+                ..source.clone()
+            },
+            "certificate is not valid for localhost; connect by a name the certificate lists",
+        ),
+    ] {
+        let b = TestRelay::start_with(|c| c.sources = vec![wrong]).await;
+        let s = b
+            .until("the refused handshake", |s| {
+                s["sources"][0]["last_error"].is_string()
+            })
+            .await;
+        assert_eq!(s["sources"][0]["last_error_kind"], "tls", "{s:#}");
+        let error = s["sources"][0]["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("TLS handshake failed: ") && error.contains(says),
+            "{error}"
+        );
+        b.stop().await;
+    }
     let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
     b.until("the pull from nginx", |s| sequence(s) == Some(3))
         .await;

@@ -507,34 +507,12 @@ fn tls_config(ca: Option<&PathBuf>) -> anyhow::Result<rustls::ClientConfig> {
 
 /// Turns a handshake error into what the operator can act on.
 fn explain_tls(e: &std::io::Error, host: &str) -> (String, String) {
-    use rustls::{CertificateError, Error};
-    let inner = e.get_ref().and_then(|i| i.downcast_ref::<Error>());
-    match inner {
-        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => (
-            "certificate signed by an unknown CA".into(),
-            "pass the relay's CA certificate with --tlscacert (a dev relay's is <data_dir>/tls/ca.pem)".into(),
+    match crate::client::tls::rustls_error_in(e) {
+        Some(tls) => crate::client::tls::explain(tls, host, "--tlscacert"),
+        None => (
+            format!("TLS: {e}"),
+            "is this port serving TLS? (plain HTTP needs http://)".into(),
         ),
-        Some(Error::InvalidCertificate(CertificateError::NotValidForName))
-        | Some(Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. })) => (
-            format!("certificate is not valid for {host}"),
-            "connect by a name the certificate lists, or reissue it with this name (relay certs init --name)".into(),
-        ),
-        Some(Error::InvalidCertificate(CertificateError::Expired))
-        | Some(Error::InvalidCertificate(CertificateError::ExpiredContext { .. })) => (
-            "certificate has expired".into(),
-            "renew the relay's certificate, then send it SIGHUP (no restart needed)".into(),
-        ),
-        Some(Error::InvalidCertificate(CertificateError::NotValidYet))
-        | Some(Error::InvalidCertificate(CertificateError::NotValidYetContext { .. })) => (
-            "certificate is not valid yet".into(),
-            "check the clocks of this host and the relay".into(),
-        ),
-        Some(Error::InvalidCertificate(e)) if crate::client::tls::is_ca_used_as_end_entity(e) => (
-            "the server presents a CA certificate as its own, and not the one --tlscacert gives".into(),
-            "give the server's own certificate file with --tlscacert (a self-signed certificate is then trusted as pinned), or serve a leaf certificate signed by that CA".into(),
-        ),
-        Some(other) => (format!("TLS: {other}"), "check the relay's certificate and TLS settings".into()),
-        None => (format!("TLS: {e}"), "is this port serving TLS? (plain HTTP needs http://)".into()),
     }
 }
 

@@ -67,8 +67,24 @@ impl SyncError {
         }
     }
 
-    /// Classifies a transport error from reqwest.
+    /// Classifies a transport error from reqwest. A TLS failure is named in plain words
+    /// with its fix, as `relay ping` names it.
     pub fn transport(url: &str, e: &reqwest::Error) -> Self {
+        if let Some(tls) = super::tls::rustls_error_in(e) {
+            let host = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            let (cause, fix) = super::tls::explain(
+                tls,
+                &host,
+                "the source's `ca` (the proxy's `ca` when the HTTPS proxy's certificate is the one refused)",
+            );
+            return Self::new(
+                FailureKind::Tls,
+                format!("{url}: TLS handshake failed: {cause}; {fix}"),
+            );
+        }
         let chain = error_chain(e);
         let lower = chain.to_ascii_lowercase();
         let kind = if e.is_timeout() {

@@ -43,6 +43,77 @@ pub fn client_config(certs: Vec<CertificateDer<'static>>) -> Result<rustls::Clie
     Ok(config)
 }
 
+/// A TLS failure in plain words, and what fixes it: (cause, fix). `ca_setting` is where
+/// this client is given a CA (`--tlscacert`, "the source's `ca`"). Shared by `relay ping`
+/// and the sources' errors in status, so both say the same.
+pub fn explain(e: &Error, host: &str, ca_setting: &str) -> (String, String) {
+    match e {
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => (
+            "certificate signed by an unknown CA".into(),
+            format!(
+                "give the CA certificate that signed it with {ca_setting} (a dev relay's is \
+                 <data_dir>/tls/ca.pem)"
+            ),
+        ),
+        Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => (
+            format!("certificate is not valid for {host}"),
+            "connect by a name the certificate lists, or reissue it with this name (relay \
+             certs init --name)"
+                .into(),
+        ),
+        Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => (
+            "certificate has expired".into(),
+            "renew the server's certificate (a relay takes a new one on SIGHUP, no restart \
+             needed)"
+                .into(),
+        ),
+        Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => (
+            "certificate is not valid yet".into(),
+            "check the clocks of this host and the server".into(),
+        ),
+        Error::InvalidCertificate(c) if is_ca_used_as_end_entity(c) => (
+            format!(
+                "the server presents a CA certificate as its own, and not the one {ca_setting} gives"
+            ),
+            format!(
+                "give the server's own certificate file with {ca_setting} (a self-signed \
+                 certificate is then trusted as pinned), or serve a leaf certificate signed by \
+                 that CA"
+            ),
+        ),
+        other => (
+            other.to_string(),
+            "check the server's certificate and TLS settings".into(),
+        ),
+    }
+}
+
+/// The rustls error somewhere in an error's chain (reqwest, hyper and `io::Error` wrap
+/// it; an `io::Error` holds it as its payload, which `source()` skips).
+pub fn rustls_error_in<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+    let mut cause = Some(e);
+    while let Some(link) = cause {
+        if let Some(tls) = link.downcast_ref::<Error>() {
+            return Some(tls);
+        }
+        // An io::Error's payload (itself another io::Error, at times) is not its source.
+        cause = match link
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(payload) => Some(payload as &(dyn std::error::Error + 'static)),
+            None => link.source(),
+        };
+    }
+    None
+}
+
 /// webpki's "a CA certificate presented as the server's own" (rustls passes it on as an
 /// `Other` certificate error).
 pub fn is_ca_used_as_end_entity(e: &CertificateError) -> bool {
@@ -120,6 +191,18 @@ impl ServerCertVerifier for PinnedOrWebPki {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rustls_error_is_found_inside_nested_io_errors() {
+        let tls = Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        let inner = std::io::Error::new(std::io::ErrorKind::InvalidData, tls.clone());
+        let outer = std::io::Error::other(inner);
+        assert_eq!(rustls_error_in(&outer), Some(&tls));
+        let (cause, fix) = explain(&tls, "relay.example", "--tlscacert");
+        assert_eq!(cause, "certificate signed by an unknown CA");
+        assert!(fix.starts_with("give the CA certificate that signed it with --tlscacert"));
+        assert_eq!(rustls_error_in(&std::io::Error::other("plain")), None);
+    }
 
     /// A self-signed CA certificate for 127.0.0.1, valid until the start of 2030.
     fn self_signed_ca() -> CertificateDer<'static> {
