@@ -148,6 +148,9 @@ pub struct SupervisorConfig {
     pub password: crate::client::Secret,
     /// CA certificate(s) to trust for this supervisor instead of the system's.
     pub ca: Option<PathBuf>,
+    /// The supervisor's public key, pinned, as a source's `ca_pin`.
+    #[serde(default)]
+    pub ca_pin: Option<crate::client::tls::KeyPins>,
     /// A proxy on the way (otherwise HTTPS_PROXY / NO_PROXY apply).
     pub proxy: Option<ProxyConfig>,
     /// Ignore HTTPS_PROXY / NO_PROXY for this supervisor.
@@ -168,6 +171,7 @@ impl SupervisorConfig {
             user: Some(self.user.clone()),
             password: Some(self.password.clone()),
             ca: self.ca.clone(),
+            ca_pin: self.ca_pin.clone(),
             proxy: self.proxy.clone(),
             no_proxy: self.no_proxy,
             token_file: None,

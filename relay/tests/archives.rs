@@ -49,6 +49,7 @@ fn with_archive(config: &mut Config) {
 /// A custom-location source pulling `a`'s archive as its reader.
 fn pull_from(a: &TestRelay) -> relay::config::SourceConfig {
     relay::config::SourceConfig {
+        ca_pin: None,
         kind: relay::client::SourceKind::CustomLocation,
         url: format!("{}/intelligence/twistlock_feed.tar.gz", a.url),
         token: None,

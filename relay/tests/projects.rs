@@ -13,6 +13,7 @@ use support::server::{TestRelay, fresh_bundle, sequence};
 
 fn supervisor(name: &str, relay: &TestRelay, password: &str) -> SupervisorConfig {
     SupervisorConfig {
+        ca_pin: None,
         name: name.into(),
         url: relay.url.clone(),
         user: "uploader".into(),
@@ -87,6 +88,7 @@ async fn a_supervisor_that_pushes_cannot_reach_catches_up_by_pulling_from_centra
     // (wrong password), so what it gets, it pulls.
     let east = TestRelay::start_with(|c| {
         c.sources = vec![relay::config::SourceConfig {
+            ca_pin: None,
             kind: relay::client::SourceKind::Upstream,
             url: central.url.clone(),
             token: None,

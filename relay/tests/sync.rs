@@ -16,6 +16,7 @@ use support::server::{TestRelay, fresh_bundle, sequence};
 /// An upstream source entry for `upstream`, as its reader.
 fn upstream_source(upstream: &TestRelay) -> SourceConfig {
     SourceConfig {
+        ca_pin: None,
         kind: SourceKind::Upstream,
         url: upstream.url.clone(),
         token: None,
@@ -111,6 +112,7 @@ async fn a_dead_upstream_leaves_the_bundle_served_and_is_caught_up_at_the_retry(
 
 fn upstream_source_placeholder() -> SourceConfig {
     SourceConfig {
+        ca_pin: None,
         kind: SourceKind::Upstream,
         url: String::new(),
         token: None,

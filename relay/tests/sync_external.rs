@@ -115,6 +115,7 @@ async fn a_custom_location_on_nginx_with_tls_and_basic_auth() {
     wait_for_port(port).await;
 
     let source = SourceConfig {
+        ca_pin: None,
         kind: SourceKind::CustomLocation,
         url: format!("https://127.0.0.1:{port}/intel/bundle.tar.gz"),
         token: None,
@@ -170,6 +171,7 @@ fn tinyproxy(dir: &Path, port: u16, target_port: u16, timeout_secs: u32) -> Daem
 
 fn through_proxy(upstream: &TestRelay, proxy_port: u16) -> SourceConfig {
     SourceConfig {
+        ca_pin: None,
         kind: SourceKind::Upstream,
         url: upstream.url.clone(),
         token: None,
@@ -874,6 +876,7 @@ async fn a_self_signed_custom_location_is_trusted_as_pinned_like_curl_does() {
     );
 
     let source = SourceConfig {
+        ca_pin: None,
         kind: SourceKind::CustomLocation,
         url,
         token: None,
@@ -919,6 +922,114 @@ async fn a_self_signed_custom_location_is_trusted_as_pinned_like_curl_does() {
     }
     let b = TestRelay::start_with(|c| c.sources = vec![source]).await;
     b.until("the pull from nginx", |s| sequence(s) == Some(3))
+        .await;
+    assert_eq!(b.current_bytes().await, std::fs::read(&file).unwrap());
+    b.stop().await;
+}
+
+/// A custom location pinned by its key instead of its certificate file: the pin computed
+/// with the command the docs give (openssl, base64), the very string curl's
+/// `--pinnedpubkey` takes. `relay ping`, `relay download` and a relay's source all accept
+/// the self-signed server with it and no CA file; another key's pin is refused and named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_custom_location_pinned_by_its_key_as_curl_pins_it() {
+    let dir = tempfile::tempdir().unwrap();
+    support::server::prepare_dir(dir.path());
+    openssl_self_signed(&dir.path().join("tls/server"), "IP:127.0.0.1");
+    openssl_self_signed(&dir.path().join("other"), "IP:127.0.0.1");
+    let pin_of = |cert: &Path| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der \
+                 | openssl dgst -sha256 -binary | base64",
+            )
+            .arg("pin")
+            .arg(cert)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        format!("sha256//{}", String::from_utf8(out.stdout).unwrap().trim())
+    };
+    let pin = pin_of(&dir.path().join("tls/server.pem"));
+    let other_pin = pin_of(&dir.path().join("other.pem"));
+    let port = free_port();
+    let _nginx = nginx(dir.path(), port);
+    let file = dir.path().join("www/intel/bundle.tar.gz");
+    std::fs::write(&file, fresh_bundle(4)).unwrap();
+    wait_for_port(port).await;
+    let url = format!("https://127.0.0.1:{port}/intel/bundle.tar.gz");
+
+    // curl takes the same string (with -k: it has no CA for a self-signed server).
+    let curl = |pin: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-k", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(["-u", "console:console-pw", "--pinnedpubkey", pin])
+            .arg(&url)
+            .output()
+            .expect("curl (tests/run installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&pin), "200");
+    assert_ne!(curl(&other_pin), "200");
+
+    let (_, stdout) = ping(vec![url.clone(), "--ca-pin".into(), pin.clone()]).await;
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("ok") && l.contains("tls")),
+        "{stdout}"
+    );
+    let (_, stdout) = ping(vec![url.clone(), "--ca-pin".into(), other_pin.clone()]).await;
+    assert!(stdout.contains("not the one ca_pin names"), "{stdout}");
+
+    let out = tokio::task::spawn_blocking({
+        let (url, pin, dir) = (url.clone(), pin.clone(), dir.path().to_owned());
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_relay"))
+                .args(["download", "--address", &url, "--ca-pin", &pin])
+                .args(["--user", "console", "--password", "console-pw", "-o"])
+                .arg(dir.join("pinned.tar.gz"))
+                .env_remove("HTTPS_PROXY")
+                .env_remove("https_proxy")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(dir.path().join("pinned.tar.gz")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+
+    let source = |pin: &str| SourceConfig {
+        kind: SourceKind::CustomLocation,
+        url: url.clone(),
+        token: None,
+        user: Some("console".into()),
+        password: Some(Secret::new("console-pw")),
+        ca: None,
+        ca_pin: Some(pin.parse().unwrap()),
+        proxy: None,
+        no_proxy: true,
+        token_file: None,
+        password_file: None,
+        allow_insecure_credentials: false,
+    };
+    let b = TestRelay::start_with(|c| c.sources = vec![source(&other_pin)]).await;
+    let s = b
+        .until("the refused key", |s| {
+            s["sources"][0]["last_error"].is_string()
+        })
+        .await;
+    let error = s["sources"][0]["last_error"].as_str().unwrap();
+    assert!(error.contains("not the one ca_pin names"), "{error}");
+    assert!(s["current"].is_null(), "{s:#}");
+    b.stop().await;
+    let b = TestRelay::start_with(|c| c.sources = vec![source(&pin)]).await;
+    b.until("the pull pinned by key", |s| sequence(s) == Some(4))
         .await;
     assert_eq!(b.current_bytes().await, std::fs::read(&file).unwrap());
     b.stop().await;

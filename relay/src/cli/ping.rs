@@ -26,6 +26,10 @@ pub struct PingArgs {
     /// CA certificate(s) (PEM) to trust instead of the system's.
     #[arg(long, value_name = "PEM")]
     pub tlscacert: Option<PathBuf>,
+    /// The server's public key, pinned (`sha256//BASE64` or `sha256:HEX`), as a source's
+    /// `ca_pin`.
+    #[arg(long, value_name = "PIN")]
+    pub ca_pin: Option<crate::client::tls::KeyPins>,
     /// Check these credentials too.
     #[arg(long, value_name = "USER", requires = "password")]
     pub user: Option<String>,
@@ -243,7 +247,7 @@ async fn walk(args: &PingArgs) -> anyhow::Result<Vec<Step>> {
         return http_steps(tcp, &target, args, steps).await;
     }
     let started = Instant::now();
-    let config = match tls_config(args.tlscacert.as_ref()) {
+    let config = match tls_config(args.tlscacert.as_ref(), args.ca_pin.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             steps.push(fail(
@@ -477,20 +481,27 @@ fn proxy_credentials(url: &str) -> Option<String> {
     Some(authority.rsplit_once('@')?.0.to_owned())
 }
 
-fn tls_config(ca: Option<&PathBuf>) -> anyhow::Result<rustls::ClientConfig> {
-    if let Some(path) = ca {
+fn tls_config(
+    ca: Option<&PathBuf>,
+    pins: Option<&crate::client::tls::KeyPins>,
+) -> anyhow::Result<rustls::ClientConfig> {
+    if ca.is_some() || pins.is_some() {
         // As the sources and downloads trust it: the file's certificates, a server
-        // presenting one of them pinned.
-        let certs = CertificateDer::pem_file_iter(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("parsing {}", path.display()))?;
-        anyhow::ensure!(
-            !certs.is_empty(),
-            "{}: no PEM certificate in it",
-            path.display()
-        );
-        let mut config = crate::client::tls::client_config(certs).map_err(anyhow::Error::msg)?;
+        // presenting one of them pinned, and the key pins.
+        let mut certs = Vec::new();
+        if let Some(path) = ca {
+            certs = CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("parsing {}", path.display()))?;
+            anyhow::ensure!(
+                !certs.is_empty(),
+                "{}: no PEM certificate in it",
+                path.display()
+            );
+        }
+        let mut config =
+            crate::client::tls::client_config(certs, pins.cloned()).map_err(anyhow::Error::msg)?;
         config.alpn_protocols.clear();
         return Ok(config);
     }

@@ -45,6 +45,11 @@ pub struct Address {
     /// CA certificate(s) (PEM) to trust instead of the system's.
     #[arg(long, value_name = "PEM")]
     pub tlscacert: Option<PathBuf>,
+    /// The server's public key, pinned: `sha256//BASE64` (as curl's --pinnedpubkey) or
+    /// `sha256:HEX`, several separated by `;`. Alone, it trusts a self-signed certificate
+    /// with that key.
+    #[arg(long, value_name = "PIN")]
+    pub ca_pin: Option<crate::client::tls::KeyPins>,
     /// HTTP(S) proxy (default: HTTPS_PROXY / NO_PROXY from the environment).
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
@@ -62,6 +67,7 @@ impl Address {
             _ => Credential::None,
         };
         e.ca = self.tlscacert.clone();
+        e.ca_pin = self.ca_pin.clone();
         e.proxy = self.proxy.as_ref().map(|url| ProxySettings {
             url: url.clone(),
             user: None,

@@ -64,6 +64,8 @@ pub struct Endpoint {
     pub credential: Credential,
     /// CA certificates (PEM) to trust instead of the system's.
     pub ca: Option<PathBuf>,
+    /// Public keys the server's certificate must have (`client::tls::KeyPins`).
+    pub ca_pin: Option<super::tls::KeyPins>,
     pub proxy: Option<ProxySettings>,
     /// Ignore `HTTPS_PROXY`/`NO_PROXY` (for loopback tests and direct links).
     pub no_env_proxy: bool,
@@ -78,6 +80,7 @@ impl Endpoint {
             url: url.into(),
             credential: Credential::None,
             ca: None,
+            ca_pin: None,
             proxy: None,
             no_env_proxy: false,
             connect_timeout: Duration::from_secs(10),
@@ -100,18 +103,36 @@ impl Endpoint {
             .read_timeout(self.request_timeout.max(Duration::from_secs(30)))
             .user_agent(concat!("intelligence-relay/", env!("CARGO_PKG_VERSION")));
         let proxy_ca = self.proxy.as_ref().and_then(|p| p.ca.as_ref());
-        if let Some(ca) = &self.ca {
+        if self.ca_pin.is_some()
+            && self
+                .proxy
+                .as_ref()
+                .is_some_and(|p| p.url.starts_with("https://"))
+        {
+            // One TLS configuration serves both handshakes: the proxy's certificate
+            // would be held to the server's pins.
+            return Err(SyncError::new(
+                FailureKind::Config,
+                "ca_pin cannot be used through an https:// proxy: pin with the CA file \
+                 (`ca`) instead, or reach the proxy over http://",
+            ));
+        }
+        if self.ca.is_some() || self.ca_pin.is_some() {
             // Only the file's certificates (and the proxy's CA), a server presenting one
-            // of them trusted as pinned (`client::tls`).
-            let mut certs = read_certs(ca)?;
+            // of them trusted as pinned, and the key pins (`client::tls`).
+            let mut certs = match &self.ca {
+                Some(ca) => read_certs(ca)?,
+                None => Vec::new(),
+            };
             if let Some(proxy_ca) = proxy_ca {
                 certs.extend(read_certs(proxy_ca)?);
             }
-            let config = super::tls::client_config(certs).map_err(|e| {
-                SyncError::new(
-                    FailureKind::Config,
-                    format!("CA file {}: {e}", ca.display()),
-                )
+            let config = super::tls::client_config(certs, self.ca_pin.clone()).map_err(|e| {
+                let what = self.ca.as_ref().map_or_else(
+                    || "ca_pin".to_owned(),
+                    |ca| format!("CA file {}", ca.display()),
+                );
+                SyncError::new(FailureKind::Config, format!("{what}: {e}"))
             })?;
             builder = builder.use_preconfigured_tls(config);
         } else if let Some(proxy_ca) = proxy_ca {

@@ -27,6 +27,11 @@ pub struct SourceConfig {
     pub password_file: Option<PathBuf>,
     /// CA certificate(s) to trust for this source instead of the system's.
     pub ca: Option<PathBuf>,
+    /// The server's public key, pinned (`sha256//BASE64` as curl's --pinnedpubkey, or
+    /// `sha256:HEX`; several separated by `;`): checked besides `ca`; alone, it trusts a
+    /// self-signed certificate with that key.
+    #[serde(default)]
+    pub ca_pin: Option<crate::client::tls::KeyPins>,
     /// A proxy for this source (otherwise HTTPS_PROXY / NO_PROXY apply).
     pub proxy: Option<ProxyConfig>,
     /// Ignore HTTPS_PROXY / NO_PROXY for this source.
@@ -209,6 +214,7 @@ impl SourceConfig {
             _ => Credential::None,
         };
         e.ca = self.ca.clone();
+        e.ca_pin = self.ca_pin.clone();
         e.no_env_proxy = self.no_proxy;
         e.proxy = self.proxy.as_ref().map(|p| ProxySettings {
             url: p.url.clone(),
