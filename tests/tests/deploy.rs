@@ -289,7 +289,7 @@ fn systemd_units_verify_cleanly() {
         }
         // verify checks that ExecStart's program exists: point it at the built binary.
         let path = dir.path().join(unit);
-        let installed = format!("ExecStart=/usr/local/bin/{bin} ");
+        let installed = format!("ExecStart=/usr/bin/{bin} ");
         let built = format!("ExecStart={} ", binary(&bin).display());
         assert!(text.contains(&installed), "{unit}: {installed}");
         fs::write(&path, text.replacen(&installed, &built, 1)).unwrap();
@@ -311,7 +311,7 @@ fn the_unit_check_catches_an_unknown_key() {
     // warns, so the check must read its output.
     let text = fs::read_to_string(deploy_dir().join("relay.service")).unwrap();
     let built = format!("ExecStart={} ", binary("relay").display());
-    let text = text.replacen("ExecStart=/usr/local/bin/relay ", &built, 1);
+    let text = text.replacen("ExecStart=/usr/bin/relay ", &built, 1);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.service");
     fs::write(
@@ -696,7 +696,7 @@ fn string_map(v: &Value) -> BTreeMap<String, String> {
 
 // --- systemd ---------------------------------------------------------------------------
 
-/// `ExecStart=/usr/local/bin/NAME ARGS...` -> (NAME, ARGS).
+/// `ExecStart=/usr/bin/NAME ARGS...` -> (NAME, ARGS).
 fn exec_start(unit: &str) -> (String, Vec<String>) {
     let line = unit
         .lines()
@@ -705,8 +705,8 @@ fn exec_start(unit: &str) -> (String, Vec<String>) {
     let mut words = line.split_whitespace();
     let program = words.next().unwrap();
     let name = program
-        .strip_prefix("/usr/local/bin/")
-        .unwrap_or_else(|| panic!("ExecStart={program}: expected /usr/local/bin/NAME"));
+        .strip_prefix("/usr/bin/")
+        .unwrap_or_else(|| panic!("ExecStart={program}: expected /usr/bin/NAME"));
     (name.to_owned(), words.map(String::from).collect())
 }
 
@@ -941,4 +941,270 @@ fn the_readme_bundle_commands_work_in_the_order_written() {
         text.contains("OK ") && text.contains("NOT VERIFIED"),
         "{text}"
     );
+}
+
+// --- Debian packages ----------------------------------------------------------------------
+
+/// `deploy/debian/build` packages this build's binaries (`--bin-dir`; cargo-deb, which the
+/// script installs when missing), and the packages install into a clean Debian root made by
+/// debootstrap (bookworm, minbase, plus systemd for `systemd-analyze`), by apt from the
+/// Debian mirror, which brings what they depend on:
+/// both binaries run and name their commit; the units pass `systemd-analyze verify` where
+/// they are installed; man pages and completions are in their Debian places; the relay's
+/// system user, data directory and config (root:relay 0640, a conffile) are made, and an
+/// edited config survives a reinstall; and the relay, started as its user with the packaged
+/// config, serves its ping over TLS with the development CA it made.
+#[test]
+fn debian_packages_install_into_a_clean_debian_root_and_run() {
+    let bin_dir = binary("relay").parent().unwrap().to_owned();
+    let scratch = tempfile::tempdir().unwrap();
+    let out_dir = scratch.path().join("debs");
+    let build = Command::new(workspace_root().join("deploy/debian/build"))
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .env("OUT_DIR", &out_dir)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", show(&build));
+    let mut debs: Vec<PathBuf> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    debs.sort();
+    let names: Vec<String> = debs
+        .iter()
+        .map(|d| d.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.len() == 2
+            && names[0].starts_with("defender-lite_")
+            && names[1].starts_with("relay_"),
+        "{names:?}"
+    );
+
+    let root = DebianRoot::clean(
+        &bin_dir.parent().unwrap().join("debian-rootfs"),
+        scratch.path(),
+    );
+    for deb in &debs {
+        fs::copy(deb, root.path.join("tmp").join(deb.file_name().unwrap())).unwrap();
+    }
+    // As an operator installs a downloaded package: apt resolves what it depends on
+    // (procps, libpcap0.8...) from the Debian mirror debootstrap used.
+    fs::copy("/etc/resolv.conf", root.path.join("etc/resolv.conf")).unwrap();
+    let installed = root.run(&[
+        "sh",
+        "-c",
+        "apt-get update -qq && apt-get install -y -qq /tmp/relay_*.deb /tmp/defender-lite_*.deb",
+    ]);
+    assert!(installed.status.success(), "{}", show(&installed));
+
+    for bin in ["relay", "defender-lite"] {
+        let version = root.run(&[bin, "--version"]);
+        assert!(version.status.success(), "{}", show(&version));
+        assert!(
+            String::from_utf8_lossy(&version.stdout).contains("(commit "),
+            "{}",
+            show(&version)
+        );
+    }
+    for unit in [
+        "relay.service",
+        "defender-lite.service",
+        "defender-lite-monitor.service",
+    ] {
+        let path = format!("/usr/lib/systemd/system/{unit}");
+        assert!(root.path.join(&path[1..]).is_file(), "{unit} is installed");
+        let verify = root.run(&["systemd-analyze", "verify", &path]);
+        assert!(
+            verify.status.success() && verify.stderr.is_empty(),
+            "{unit}: {}",
+            show(&verify)
+        );
+    }
+    let unit = fs::read_to_string(root.path.join("usr/lib/systemd/system/relay.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/relay serve"), "{unit}");
+    for file in [
+        "usr/share/man/man1/relay.1.gz",
+        "usr/share/man/man1/relay-serve.1.gz",
+        "usr/share/man/man1/defender-lite.1.gz",
+        "usr/share/man/man1/defender-lite-scan.1.gz",
+        "usr/share/bash-completion/completions/relay",
+        "usr/share/bash-completion/completions/defender-lite",
+        "usr/share/zsh/vendor-completions/_relay",
+        "usr/share/fish/vendor_completions.d/defender-lite.fish",
+        "usr/share/doc/relay/examples/relay.example.toml",
+        "etc/defender-lite/defender-lite.toml",
+    ] {
+        assert!(root.path.join(file).is_file(), "{file} is installed");
+    }
+
+    // The relay's user, data directory and config.
+    let user = root.run(&["getent", "passwd", "relay"]);
+    assert!(user.status.success(), "{}", show(&user));
+    let stat = root.run(&[
+        "stat",
+        "-c",
+        "%U:%G %a",
+        "/etc/relay/relay.toml",
+        "/var/lib/relay",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&stat.stdout),
+        "root:relay 640\nrelay:relay 750\n",
+        "{}",
+        show(&stat)
+    );
+    let conffiles = root.run(&["dpkg-query", "-W", "-f=${Conffiles}", "relay"]);
+    assert!(
+        String::from_utf8_lossy(&conffiles.stdout).contains("/etc/relay/relay.toml"),
+        "{}",
+        show(&conffiles)
+    );
+    // An operator's edit survives a reinstall (the postinst and dpkg alike).
+    let config = root.path.join("etc/relay/relay.toml");
+    let edited = fs::read_to_string(&config).unwrap() + "# edited by the operator\n";
+    fs::write(&config, &edited).unwrap();
+    let again = root.run(&["sh", "-c", "dpkg -i /tmp/relay_*.deb"]);
+    // (dpkg -i now: its dependencies are in place.)
+    assert!(again.status.success(), "{}", show(&again));
+    assert_eq!(fs::read_to_string(&config).unwrap(), edited);
+
+    // The service's start, as systemd would run it: the relay user, the packaged config.
+    let port = free_port();
+    let mut relay = root.spawn(
+        &[
+            "env",
+            &format!("RELAY_LISTEN_ADDRESS=127.0.0.1:{port}"),
+            "relay",
+            "serve",
+            "--config",
+            "/etc/relay/relay.toml",
+        ],
+        "relay:relay",
+    );
+    let ca = root.path.join("var/lib/relay/tls/ca.pem");
+    let url = format!("https://127.0.0.1:{port}{PING}");
+    let mut answered = None;
+    for _ in 0..300 {
+        if ca.is_file() {
+            let out = Command::new("curl")
+                .args(["-sS", "--noproxy", "*", "--cacert"])
+                .arg(&ca)
+                .arg(&url)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                answered = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = relay.kill();
+    let output = relay.wait_with_output().unwrap();
+    assert_eq!(answered.as_deref(), Some("OK"), "{}", show(&output));
+    let credentials = root.run(&[
+        "stat",
+        "-c",
+        "%U %a",
+        "/var/lib/relay/generated-credentials",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&credentials.stdout), "relay 600\n");
+}
+
+/// A Debian root filesystem to install packages into: a fresh copy of a pristine
+/// debootstrap tree kept as a tar under `cache` (made once, in about a minute), with
+/// /proc mounted while it lives.
+struct DebianRoot {
+    path: PathBuf,
+}
+
+impl DebianRoot {
+    fn clean(cache: &Path, scratch: &Path) -> Self {
+        let tar = cache.join("bookworm-minbase.tar");
+        if !tar.is_file() {
+            fs::create_dir_all(cache).unwrap();
+            let tree = tempfile::tempdir_in(cache).unwrap();
+            let out = Command::new("debootstrap")
+                .args(["--variant=minbase", "--include=systemd", "bookworm"])
+                .arg(tree.path())
+                .arg("http://deb.debian.org/debian")
+                .output()
+                .expect("debootstrap (tests/run installs it)");
+            assert!(out.status.success(), "debootstrap: {}", show(&out));
+            let partial = cache.join("bookworm-minbase.tar.part");
+            let out = Command::new("tar")
+                .arg("-C")
+                .arg(tree.path())
+                .arg("-cf")
+                .arg(&partial)
+                .arg(".")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", show(&out));
+            fs::rename(&partial, &tar).unwrap();
+        }
+        let path = scratch.join("root");
+        fs::create_dir(&path).unwrap();
+        let out = Command::new("tar")
+            .arg("-C")
+            .arg(&path)
+            .arg("-xf")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        let out = Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(path.join("proc"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount /proc: {}", show(&out));
+        Self { path }
+    }
+
+    /// `args` run inside, as root.
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("chroot")
+            .arg(&self.path)
+            .args(args)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .unwrap()
+    }
+
+    /// `args` started inside as `user:group`, its output collected.
+    fn spawn(&self, args: &[&str], user: &str) -> std::process::Child {
+        Command::new("chroot")
+            .arg(format!("--userspec={user}"))
+            .arg(&self.path)
+            .args(args)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env_remove("RELAY_CONFIG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for DebianRoot {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(self.path.join("proc"))
+            .output();
+    }
+}
+
+/// A loopback port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
