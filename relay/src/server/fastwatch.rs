@@ -362,6 +362,7 @@ async fn write_response<I: AsyncWrite + Unpin>(
 }
 
 fn count(relay: &Relay, status: &str) {
+    relay.metrics.request_seen();
     relay
         .metrics
         .requests

@@ -15,7 +15,16 @@ pub struct Metrics {
     pub uploads: IntCounterVec,
     pub supervisors_behind: IntGauge,
     pub supervisor_oldest_bundle_age_seconds: IntGauge,
+    /// Every request answered (routed or on the lean watch path), for the console's rates.
+    pub requests_seen: std::sync::atomic::AtomicU64,
+    /// Samples of `requests_seen`, one per [`RATE_SAMPLE`], the last [`RATE_SAMPLES`].
+    rate_samples: std::sync::Mutex<std::collections::VecDeque<(std::time::Instant, u64)>>,
 }
+
+/// How often the console's request rates are sampled, and how many samples are kept
+/// (five minutes).
+pub const RATE_SAMPLE: std::time::Duration = std::time::Duration::from_secs(10);
+const RATE_SAMPLES: usize = 31;
 
 impl Metrics {
     pub fn new() -> Self {
@@ -77,7 +86,45 @@ impl Metrics {
                 "Age of the oldest bundle a supervisor holds, from its creation",
             ),
             registry,
+            requests_seen: std::sync::atomic::AtomicU64::new(0),
+            rate_samples: std::sync::Mutex::default(),
         }
+    }
+
+    /// Counts one answered request.
+    pub fn request_seen(&self) {
+        self.requests_seen
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records the request count now (every [`RATE_SAMPLE`]).
+    pub fn sample_requests(&self) {
+        let total = self
+            .requests_seen
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut samples = self
+            .rate_samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        samples.push_back((std::time::Instant::now(), total));
+        while samples.len() > RATE_SAMPLES {
+            samples.pop_front();
+        }
+    }
+
+    /// Requests per second over about `window` (up to now), from the samples; `None`
+    /// until there are two samples.
+    pub fn request_rate(&self, window: std::time::Duration) -> Option<f64> {
+        let samples = self
+            .rate_samples
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let &(last_at, last) = samples.back()?;
+        let &(first_at, first) = samples
+            .iter()
+            .find(|(at, _)| last_at.duration_since(*at) <= window)?;
+        let secs = last_at.duration_since(first_at).as_secs_f64();
+        (secs > 0.0).then(|| (last - first) as f64 / secs)
     }
 
     pub fn render(&self) -> String {

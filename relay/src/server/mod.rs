@@ -8,6 +8,7 @@
 
 mod access;
 mod bootstrap;
+mod console;
 mod fastwatch;
 mod files;
 mod idle;
@@ -256,6 +257,7 @@ impl Relay {
         }
         sync_tasks.push(tokio::spawn(index_warmer(Arc::clone(&self))));
         tokio::spawn(keepalive_clock(Arc::clone(&self)));
+        tokio::spawn(rate_sampler(Arc::clone(&self)));
         let router = routes::router(Arc::clone(&self));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(listen.max_connections));
@@ -422,6 +424,18 @@ async fn index_warmer(relay: Arc<Relay>) {
         }
         tokio::select! {
             changed = current.changed() => if changed.is_err() { return },
+            () = relay.stopping.cancelled() => return,
+        }
+    }
+}
+
+/// Samples the request count for the console's request rates until shutdown.
+async fn rate_sampler(relay: Arc<Relay>) {
+    let mut interval = tokio::time::interval(metrics::RATE_SAMPLE);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => relay.metrics.sample_requests(),
             () = relay.stopping.cancelled() => return,
         }
     }

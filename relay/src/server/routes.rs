@@ -12,7 +12,7 @@ use axum::routing::{get, post, put};
 use tower_http::trace::TraceLayer;
 
 use super::access::AccessUser;
-use super::{ClientAddr, Relay, files, status, upload, watch};
+use super::{ClientAddr, Relay, console, files, status, upload, watch};
 use crate::auth::{Decision, Role, claimed_user};
 
 /// The route table. Layers, outermost first:
@@ -37,7 +37,11 @@ pub fn router(relay: Arc<Relay>) -> Router {
             get(files::held_delta),
         )
         .route("/api/v1/status", get(status::json))
-        .route("/", get(status::html))
+        .route("/", get(console::overview))
+        .route("/console/history", get(console::history))
+        .route("/console/fleet", get(console::fleet))
+        .route("/console/style.css", get(console::stylesheet))
+        .route("/console/live.js", get(console::script))
         .route(
             &relay.config.routes.custom_location,
             get(files::current_bundle),
@@ -238,6 +242,7 @@ async fn count(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(req).await;
+    relay.metrics.request_seen();
     relay
         .metrics
         .requests

@@ -1,12 +1,12 @@
-//! `GET /api/v1/status` (JSON), `GET /` (a small HTML page: the "last streams update"
-//! view) and `GET /metrics` (Prometheus text). Freshness: a bundle created more than 24
+//! `GET /api/v1/status` (JSON; the console, `console.rs`, renders the same) and
+//! `GET /metrics` (Prometheus text), and the admin actions. Freshness: a bundle created more than 24
 //! hours ago is a warning, more than 36 hours critical.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::response::{Html, IntoResponse, Json, Response};
+use axum::response::{IntoResponse, Json, Response};
 use serde::Serialize;
 
 use super::Relay;
@@ -170,77 +170,6 @@ pub async fn json(State(relay): State<Arc<Relay>>) -> Json<Status> {
     Json(status(&relay))
 }
 
-pub async fn html(State(relay): State<Arc<Relay>>) -> Html<String> {
-    let s = status(&relay);
-    let row = |k: &str, v: String| format!("<tr><th>{k}</th><td>{}</td></tr>\n", escape(&v));
-    let mut rows = String::new();
-    match &s.current {
-        Some(c) => {
-            rows += &row("Last streams update", c.stored_at.to_string());
-            rows += &row("Source", c.source.clone());
-            rows += &row("Sequence", c.sequence.to_string());
-            rows += &row("Origin", c.origin.clone());
-            rows += &row("Created", c.created.to_string());
-            rows += &row(
-                "Data age",
-                format!(
-                    "{} h {} min",
-                    c.age_seconds / 3600,
-                    (c.age_seconds % 3600) / 60
-                ),
-            );
-            rows += &row("Freshness", c.freshness.to_owned());
-            rows += &row("Expires", c.expires.to_string());
-            rows += &row("SHA-256", c.sha256.to_string());
-            rows += &row("Size", format!("{} bytes", c.size));
-        }
-        None => rows += &row("Current bundle", "none yet".to_owned()),
-    }
-    let or_never = |t: Option<Timestamp>| t.map_or_else(|| "never".to_owned(), |t| t.to_string());
-    rows += &row("Last check", or_never(s.last_check));
-    rows += &row("Next check", or_never(s.next_check));
-    rows += &row(
-        "Last error",
-        s.last_error.clone().unwrap_or_else(|| "none".to_owned()),
-    );
-    rows += &row("Watchers", s.watchers.to_string());
-    for archive in &s.archives {
-        rows += &row(
-            "Archive",
-            format!(
-                "{} at {}: {} ({})",
-                archive.name,
-                archive.path,
-                archive
-                    .held
-                    .as_ref()
-                    .map_or("none held".to_owned(), |h| format!("sha256 {}", h.sha256)),
-                archive.trust
-            ),
-        );
-    }
-    for source in &s.sources {
-        rows += &row(
-            "Source",
-            format!(
-                "{} (watch {}): {}",
-                source.url,
-                source.watch,
-                source.last_error.as_deref().unwrap_or("ok")
-            ),
-        );
-    }
-    let fleet = fleet_table(&s);
-    let class = s.current.as_ref().map_or("critical", |c| c.freshness);
-    Html(format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Intelligence Relay</title>\
-<style>body{{font-family:sans-serif;margin:2em}}th{{text-align:left;padding-right:2em}}\
-.ok{{color:#176117}}.warning{{color:#8a5a00}}.critical{{color:#a11}}</style></head>\n\
-<body><h1>Intelligence Relay</h1><p class=\"{class}\">Freshness: {class}</p>\n<table>\n{rows}</table>\n{fleet}\
-<p><a href=\"/api/v1/status\">status as JSON</a></p></body></html>\n"
-    ))
-}
-
 /// `POST /api/v1/origin/run` (admin): run an origin cycle now and answer what it did:
 /// 200 published or unchanged, 500 failed (the report says why), 404 not an origin.
 pub async fn origin_run(State(relay): State<Arc<Relay>>) -> Response {
@@ -325,7 +254,7 @@ pub async fn force_refresh(State(relay): State<Arc<Relay>>) -> Response {
 
 /// The supervisors as a table (empty when there are none): which holds what, and why one
 /// is behind.
-fn fleet_table(s: &Status) -> String {
+pub(super) fn fleet_table(s: &Status) -> String {
     if s.supervisors.is_empty() {
         return String::new();
     }
@@ -413,7 +342,7 @@ pub async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
     response
 }
 
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
