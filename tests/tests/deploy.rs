@@ -1208,3 +1208,70 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `deploy/musl/build` makes a static relay (musl; it installs the Rust target and
+/// musl-tools when missing): the binary has no interpreter and no library to load, names
+/// its commit, and serves a zero-config start over TLS.
+#[test]
+fn the_musl_build_of_the_relay_is_static_and_serves() {
+    let target_dir = binary("relay")
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("musl");
+    let build = Command::new(workspace_root().join("deploy/musl/build"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", show(&build));
+    let relay = PathBuf::from(
+        String::from_utf8_lossy(&build.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    );
+    let file = Command::new("file").arg(&relay).output().unwrap();
+    let described = String::from_utf8_lossy(&file.stdout).into_owned();
+    assert!(
+        described.contains("static-pie linked") || described.contains("statically linked"),
+        "{described}"
+    );
+    let version = Command::new(&relay).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("(commit "),
+        "{}",
+        show(&version)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut serve = Command::new(&relay)
+        .args(["serve", "--data-dir", "data"])
+        .current_dir(dir.path())
+        .env("RELAY_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
+        .env_remove("RELAY_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ca = dir.path().join("data/tls/ca.pem");
+    let mut answered = None;
+    for _ in 0..300 {
+        if ca.is_file() {
+            let out = Command::new("curl")
+                .args(["-sS", "--noproxy", "*", "--cacert"])
+                .arg(&ca)
+                .arg(format!("https://127.0.0.1:{port}{PING}"))
+                .output()
+                .unwrap();
+            if out.status.success() {
+                answered = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(answered.as_deref(), Some("OK"));
+}
