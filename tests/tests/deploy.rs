@@ -1086,22 +1086,7 @@ fn debian_packages_install_into_a_clean_debian_root_and_run() {
     );
     let ca = root.path.join("var/lib/relay/tls/ca.pem");
     let url = format!("https://127.0.0.1:{port}{PING}");
-    let mut answered = None;
-    for _ in 0..300 {
-        if ca.is_file() {
-            let out = Command::new("curl")
-                .args(["-sS", "--noproxy", "*", "--cacert"])
-                .arg(&ca)
-                .arg(&url)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                answered = Some(String::from_utf8_lossy(&out.stdout).into_owned());
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let answered = ping_once_up(&ca, &url);
     let _ = relay.kill();
     let output = relay.wait_with_output().unwrap();
     assert_eq!(answered.as_deref(), Some("OK"), "{}", show(&output));
@@ -1255,23 +1240,27 @@ fn the_musl_build_of_the_relay_is_static_and_serves() {
         .spawn()
         .unwrap();
     let ca = dir.path().join("data/tls/ca.pem");
-    let mut answered = None;
+    let answered = ping_once_up(&ca, &format!("https://127.0.0.1:{port}{PING}"));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(answered.as_deref(), Some("OK"));
+}
+
+/// `url`'s body by curl with `ca`, once the relay has made `ca` and answers (up to 30 s).
+fn ping_once_up(ca: &Path, url: &str) -> Option<String> {
     for _ in 0..300 {
         if ca.is_file() {
             let out = Command::new("curl")
                 .args(["-sS", "--noproxy", "*", "--cacert"])
-                .arg(&ca)
-                .arg(format!("https://127.0.0.1:{port}{PING}"))
+                .arg(ca)
+                .arg(url)
                 .output()
                 .unwrap();
             if out.status.success() {
-                answered = Some(String::from_utf8_lossy(&out.stdout).into_owned());
-                break;
+                return Some(String::from_utf8_lossy(&out.stdout).into_owned());
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let _ = serve.kill();
-    let _ = serve.wait();
-    assert_eq!(answered.as_deref(), Some("OK"));
+    None
 }
