@@ -992,6 +992,12 @@ fn requests_for_the_access_log(dir: &Path, url: &str) -> usize {
         &[],
     );
     get(
+        "reader:reader-pw",
+        "head-check/1.0",
+        "/api/v1/feeds/bundle",
+        &["--head"],
+    );
+    get(
         "reader:not-the-password",
         "guesser/0.1",
         "/api/v1/status",
@@ -1059,6 +1065,16 @@ fn the_access_log_has_a_line_per_request_and_names_failed_logins() {
         download.contains("path=\"/api/v1/feeds/bundle\""),
         "{download}"
     );
+    // HEAD sends no body, and nothing of it is missing.
+    let head = line("head-check/1.0");
+    for field in [
+        "method=\"HEAD\"",
+        "status=200",
+        " bytes=0 ",
+        "complete=true",
+    ] {
+        assert!(head.contains(field), "{field} missing: {head}");
+    }
     let refused = line("guesser/0.1");
     assert!(
         refused.contains("status=401") && refused.contains("user=\"reader\""),

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -107,6 +107,7 @@ pub async fn log(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> R
     if !relay.config.listen.access_log {
         return next.run(req).await;
     }
+    let head = req.method() == Method::HEAD;
     let entry = Entry::new(
         Instant::now(),
         req.extensions().get::<ClientAddr>().copied(),
@@ -123,7 +124,8 @@ pub async fn log(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> R
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if streaming {
+    // A HEAD response's body is never sent (hyper drops it): all of it is the head.
+    if streaming || head {
         entry.write(0, true);
         return response;
     }
@@ -187,7 +189,7 @@ impl HttpBody for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        // An empty body (304, HEAD, an error) is never polled: it ended, all of it sent.
+        // An empty body (304, an error) is never polled: it ended, all of it sent.
         let complete = self.inner.is_end_stream();
         self.finish(complete);
     }
