@@ -1025,6 +1025,31 @@ fn debian_packages_install_into_a_clean_debian_root_and_run() {
     }
     let unit = fs::read_to_string(root.path.join("usr/lib/systemd/system/relay.service")).unwrap();
     assert!(unit.contains("ExecStart=/usr/bin/relay serve"), "{unit}");
+    // The agent's config holds a relay credential: root's alone, handed to the service's
+    // dynamic user by systemd as a credential (so it need not be world-readable).
+    let agent_unit = fs::read_to_string(
+        root.path
+            .join("usr/lib/systemd/system/defender-lite.service"),
+    )
+    .unwrap();
+    assert!(
+        agent_unit
+            .contains("LoadCredential=defender-lite.toml:/etc/defender-lite/defender-lite.toml")
+            && agent_unit.contains("--config ${CREDENTIALS_DIRECTORY}/defender-lite.toml"),
+        "{agent_unit}"
+    );
+    let agent_config = root.run(&[
+        "stat",
+        "-c",
+        "%U:%G %a",
+        "/etc/defender-lite/defender-lite.toml",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&agent_config.stdout),
+        "root:root 600\n",
+        "{}",
+        show(&agent_config)
+    );
     for file in [
         "usr/share/man/man1/relay.1.gz",
         "usr/share/man/man1/relay-serve.1.gz",
