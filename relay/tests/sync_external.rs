@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use relay::client::{Secret, SourceKind};
 use relay::config::{HumanDuration, ProxyConfig, SourceConfig};
+use support::free_port;
 use support::server::{TestRelay, fresh_bundle, sequence};
 
 /// A child process killed when the test ends.
@@ -23,14 +24,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn wait_for_port(port: u16) {

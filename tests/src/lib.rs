@@ -91,3 +91,13 @@ pub fn workspace_root() -> PathBuf {
         .expect("tests/ sits in the workspace root")
         .to_path_buf()
 }
+
+/// A loopback port free a moment ago, for a program that takes a fixed port (nginx, a proxy,
+/// a relay's config). Another process may take it before it is used: callers that can,
+/// bind port 0 instead.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}

@@ -17,7 +17,7 @@ use end_to_end::relays::{
     RelayConfig, RelayProcess, build_bundle, generate_key, password, poll, projects_section,
     supervisor_config, supervisor_entry, upstream_source,
 };
-use end_to_end::workspace_root;
+use end_to_end::{free_port, workspace_root};
 use fantoccini::{Client, ClientBuilder, Locator};
 use tempfile::TempDir;
 
@@ -183,10 +183,7 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Self {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use clap::Parser;
-use end_to_end::{binary, workspace_root};
+use end_to_end::{binary, free_port, workspace_root};
 use serde::Deserialize;
 use serde_norway::Value;
 
@@ -1208,15 +1208,6 @@ impl Drop for DebianRoot {
             .arg(self.path.join("proc"))
             .output();
     }
-}
-
-/// A loopback port free at the time of asking.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `deploy/musl/build` makes a static relay (musl; it installs the Rust target and

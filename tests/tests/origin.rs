@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use end_to_end::relays::{
     RelayConfig, RelayProcess, generate_key, password, poll, quote, run_relay, upstream_source,
 };
-use end_to_end::{binary, workspace_root};
+use end_to_end::{binary, free_port, workspace_root};
 
 /// A child process killed when the test ends.
 struct Daemon(Child);
@@ -25,14 +25,6 @@ impl Drop for Daemon {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// nginx serving `dir/www/intel/` over TLS (a dev certificate from `relay certs init`)
