@@ -58,7 +58,7 @@ pub async fn overview(State(relay): State<Arc<Relay>>) -> Response {
             },
             s.supervisors_behind
         );
-        main += &super::status::fleet_table(&s);
+        fleet_table(&mut main, &s);
     }
     page("Overview", &main)
 }
@@ -103,8 +103,16 @@ pub async fn fleet(State(relay): State<Arc<Relay>>) -> Response {
     if s.supervisors.is_empty() {
         main += "<section><h2>Fleet</h2><p>This relay pushes to no supervisor \
                  (<code>[[supervisors]]</code> in its config).</p></section>\n";
-        return page("Fleet", &main);
+    } else {
+        fleet_table(&mut main, &s);
     }
+    page("Fleet", &main)
+}
+
+/// The supervisors, one row each: what it holds, how far behind the current bundle, the
+/// last push, the next attempt, how the last transfer went and why one failed. The overview
+/// and the fleet page show this same table.
+fn fleet_table(main: &mut String, s: &Status) {
     let head = s.current.as_ref().map(|c| c.sequence.0);
     let _ = writeln!(
         main,
@@ -143,8 +151,7 @@ pub async fn fleet(State(relay): State<Arc<Relay>>) -> Response {
             escape(sup.last_transfer.as_deref().unwrap_or("-")),
         );
     }
-    main += "</table></section>\n";
-    page("Fleet", &main)
+    main.push_str("</table></section>\n");
 }
 
 /// `GET /console/style.css`.

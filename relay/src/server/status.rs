@@ -252,43 +252,6 @@ pub async fn force_refresh(State(relay): State<Arc<Relay>>) -> Response {
         .into_response()
 }
 
-/// The supervisors as a table (empty when there are none): which holds what, and why one
-/// is behind.
-pub(super) fn fleet_table(s: &Status) -> String {
-    if s.supervisors.is_empty() {
-        return String::new();
-    }
-    let or_dash = |t: Option<Timestamp>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());
-    let mut out = format!(
-        "<h2>Supervisors ({} of {} behind)</h2>\n<table>\n<tr><th>Name</th><th>Sequence</th>\
-<th>State</th><th>Last success</th><th>Last attempt</th><th>Next attempt</th><th>Last error</th></tr>\n",
-        s.supervisors_behind,
-        s.supervisors.len()
-    );
-    for sup in &s.supervisors {
-        let (class, state) = if sup.behind {
-            ("critical", "behind")
-        } else {
-            ("ok", "current")
-        };
-        let error = match (&sup.last_error_kind, &sup.last_error) {
-            (Some(kind), Some(e)) => format!("{kind}: {e}"),
-            _ => "-".to_owned(),
-        };
-        out += &format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape(&sup.name),
-            sup.sequence
-                .map_or_else(|| "none".to_owned(), |q| q.to_string()),
-            or_dash(sup.last_success),
-            or_dash(sup.last_attempt),
-            or_dash(sup.next_attempt),
-            escape(&error),
-        );
-    }
-    out + "</table>\n"
-}
-
 /// `POST /api/v1/projects/push` (admin), optionally `?supervisor=NAME`: "update now".
 /// Checks the sources and pushes to the supervisors at once, cutting retry waits short.
 pub async fn projects_push(State(relay): State<Arc<Relay>>, uri: axum::http::Uri) -> Response {
