@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         // `defender-lite ... | head`: the reader has what it wanted.
         Err(err) if defender_lite::cli::closed_stdout(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", relay::stdout::error_line(err.chain()));
             ExitCode::from(2)
         }
     }

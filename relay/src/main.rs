@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         // `relay ... | head`: the reader has what it wanted; end quietly, as ripgrep does.
         Err(err) if err.chain().any(relay::stdout::is_closed) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", relay::stdout::error_line(err.chain()));
             ExitCode::from(2)
         }
     }

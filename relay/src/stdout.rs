@@ -29,6 +29,27 @@ pub fn out_bytes(bytes: &[u8]) -> io::Result<()> {
     closed_as_such(stdout.write_all(bytes).and_then(|()| stdout.flush()))
 }
 
+/// A command's error as one line for stderr: each cause once. An error that names its
+/// source in its own message (`"{path}: {source}"`) and also reports it as its source would
+/// otherwise print the cause twice (`a.zip: No such file or directory (os error 2): No such
+/// file or directory (os error 2)`); a cause already said is left out.
+pub fn error_line<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut line = String::new();
+    for cause in chain {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn closed_as_such(written: io::Result<()>) -> io::Result<()> {
     written.map_err(|e| {
         if e.kind() == io::ErrorKind::BrokenPipe {
@@ -75,5 +96,29 @@ mod tests {
         assert!(is_closed(&closed));
         let socket = io::Error::from(io::ErrorKind::BrokenPipe);
         assert!(!is_closed(&socket));
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{path}: {source}")]
+    struct Named {
+        path: String,
+        source: io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let named = Named {
+            path: "all.zip".to_owned(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        let chain: Vec<&(dyn std::error::Error + 'static)> = vec![&named, &named.source];
+        assert_eq!(error_line(chain), "all.zip: entity not found");
+        // Causes that add something are all said, outermost first.
+        let outer = io::Error::other("importing into feeds");
+        let chain: Vec<&(dyn std::error::Error + 'static)> = vec![&outer, &named, &named.source];
+        assert_eq!(
+            error_line(chain),
+            "importing into feeds: all.zip: entity not found"
+        );
     }
 }

@@ -227,6 +227,34 @@ fn errors_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
+/// An error names its cause once: an input that is not there is said to be missing, once,
+/// after what was being done and which file (it was said twice before).
+#[test]
+fn an_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let feeds = dir.path().join("feeds");
+    let out = relay(&[
+        "feeds",
+        "import",
+        "osv",
+        "/nonexistent/all.zip",
+        "-o",
+        feeds.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: importing into ") && stderr.contains("/nonexistent/all.zip: "),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_bad_feed_fails_the_build_and_leaves_no_output() {
     let dir = with_keys();

@@ -49,3 +49,111 @@ pub const MANIFEST_PATH: &str = "manifest.json";
 pub const SIGNATURE_PATH: &str = "manifest.sig";
 /// Every feed file lives under this directory, in a subdirectory named after its kind.
 pub const FEEDS_DIR: &str = "feeds";
+
+#[cfg(test)]
+mod boundary {
+    //! The format is the one part everything compiles (the agent, the fuzz targets, the
+    //! importers): it may use the standard library, itself and the crate's non-optional
+    //! dependencies, nothing of the server or the client.
+
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The names code would use for the relay's optional dependencies (`tokio-rustls` is
+    /// `tokio_rustls`), read from its Cargo.toml, and the other crates of the workspace.
+    fn forbidden_roots() -> BTreeSet<String> {
+        let manifest =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+                .unwrap();
+        let manifest: toml::Table = toml::from_str(&manifest).unwrap();
+        let deps = manifest["dependencies"].as_table().unwrap();
+        let mut names: BTreeSet<String> = deps
+            .iter()
+            .filter(|(_, spec)| spec.get("optional").and_then(|o| o.as_bool()) == Some(true))
+            .map(|(name, _)| name.replace('-', "_"))
+            .collect();
+        assert!(
+            names.contains("tokio") && names.contains("sled"),
+            "{names:?}"
+        );
+        names.insert("defender_lite".to_owned());
+        names
+    }
+
+    /// Each path root in `line` (`x` of `x::y` where `x` does not follow another `::`).
+    fn path_roots(line: &str) -> Vec<(&str, &str)> {
+        let mut roots = Vec::new();
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        while let Some(at) = line[i..].find("::") {
+            let end = i + at;
+            let start = line[..end]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(0, |p| p + 1);
+            let follows_path = start >= 2 && &bytes[start - 2..start] == b"::";
+            if start < end && !follows_path {
+                roots.push((&line[start..end], &line[end + 2..]));
+            }
+            i = end + 2;
+        }
+        roots
+    }
+
+    fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn the_format_uses_no_crate_of_the_server_or_the_client() {
+        let forbidden = forbidden_roots();
+        let mut files = Vec::new();
+        rust_files(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bundle"),
+            &mut files,
+        );
+        assert!(files.len() >= 10, "{files:?}");
+        let mut found = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            // Test modules (at the end of a file) may use dev-dependencies: they are not
+            // what the agent compiles.
+            let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                let code = line.trim_start();
+                if code.starts_with("//") {
+                    continue;
+                }
+                let outside = path_roots(code).into_iter().any(|(root, rest)| {
+                    forbidden.contains(root) || (root == "crate" && !rest.starts_with("bundle"))
+                });
+                if outside {
+                    found.push(format!("{}:{}: {line}", file.display(), n + 1));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "the format reaches outside itself:\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn path_roots_are_the_first_segment_only() {
+        assert_eq!(
+            path_roots("use tokio::io::{self, AsyncRead}; let x = crate::server::y;"),
+            vec![
+                ("tokio", "io::{self, AsyncRead}; let x = crate::server::y;"),
+                ("crate", "server::y;")
+            ]
+        );
+        assert_eq!(path_roots("a: <T as std::io::Read>::read").len(), 1);
+    }
+}
