@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use relay::bundle::{self, Limits, Sha256, Timestamp, TrustStore};
 use support::process::{RelayProcess, curl, write_config};
-use support::server::{fresh_bundle, prepare_dir};
+use support::server::{fresh_bundle, fresh_bundle_signed_by, prepare_dir};
 
 fn started(extra: &str) -> (tempfile::TempDir, RelayProcess) {
     let dir = tempfile::tempdir().unwrap();
@@ -749,7 +749,35 @@ fn relay_download_and_upload_as_operators_run_them() {
         &ca,
     ]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("refused (409 Conflict)"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("refused (409 Conflict)"), "{said}");
+    assert!(
+        said.contains("hint: ") && said.contains("higher --sequence"),
+        "{said}"
+    );
+    // Signed by a key the relay does not trust: refused, and the fix named.
+    let stranger = dir.path().join("untrusted.tar.gz");
+    std::fs::write(&stranger, fresh_bundle_signed_by(13, [2; 32])).unwrap();
+    let out = relay(&[
+        "upload",
+        stranger.to_str().unwrap(),
+        "--address",
+        &url,
+        "--user",
+        "uploader",
+        "--password",
+        "uploader-pw",
+        "--tlscacert",
+        &ca,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("refused (422 Unprocessable Entity): signed by key")
+            && said.contains("not trusted")
+            && said.contains("hint: list the signer's public key under [trust] keys"),
+        "{said}"
+    );
     // A reader may not upload: an error, exit 2.
     let out = relay(&[
         "upload",

@@ -431,10 +431,11 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
                 Ok(Outcome::Success)
             }
             409 | 413 | 422 => {
-                crate::outln!(
-                    "refused ({status}): {}",
-                    body["error"].as_str().unwrap_or("no reason given")
-                )?;
+                let reason = body["error"].as_str().unwrap_or("no reason given");
+                crate::outln!("refused ({status}): {reason}")?;
+                if let Some(hint) = refusal_hint(status.as_u16(), reason) {
+                    crate::outln!("  hint: {hint}")?;
+                }
                 Ok(Outcome::CheckFailed)
             }
             _ => anyhow::bail!(
@@ -443,6 +444,22 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
             ),
         }
     })
+}
+
+/// What to do about an upload the relay refused, when there is one thing to do.
+fn refusal_hint(status: u16, reason: &str) -> Option<&'static str> {
+    match status {
+        409 => Some(
+            "the relay holds this sequence or a newer one: build the bundle with a higher \
+             --sequence (after a stolen key: relay trust reset-sequence)",
+        ),
+        413 => Some("larger than the relay's [storage] max_upload_bytes or its [limits] allow"),
+        422 if reason.contains("not trusted") => Some(
+            "list the signer's public key under [trust] keys in the relay's config, then \
+             reload it (kill -HUP)",
+        ),
+        _ => None,
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]

@@ -220,12 +220,19 @@ pub fn sequence(s: &serde_json::Value) -> Option<u64> {
 
 /// A valid bundle with `sequence`, created an hour ago and expiring in 30 days.
 pub fn fresh_bundle(sequence: u64) -> Vec<u8> {
+    fresh_bundle_signed_by(sequence, [1; 32])
+}
+
+/// [`fresh_bundle`] signed by the key of `seed` (`[1; 32]` is the trusted origin's).
+pub fn fresh_bundle_signed_by(sequence: u64, seed: [u8; 32]) -> Vec<u8> {
     let now = Timestamp::now();
     let created = Timestamp::from_unix(now.unix() - 3600).unwrap();
     let expires = now.saturating_add(std::time::Duration::from_secs(30 * 86400));
-    Fixture::new()
+    let mut fixture = Fixture::new()
         .set("sequence", json!(sequence))
         .set("created", json!(created.to_string()))
-        .set("expires", json!(expires.to_string()))
-        .bundle()
+        .set("expires", json!(expires.to_string()));
+    fixture.key = seed;
+    let key_id = fixture.key().key_id().to_string();
+    fixture.set("key_id", json!(key_id)).bundle()
 }
