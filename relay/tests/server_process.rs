@@ -755,6 +755,24 @@ fn relay_download_and_upload_as_operators_run_them() {
         said.contains("hint: ") && said.contains("higher --sequence"),
         "{said}"
     );
+    // Without the relay's CA: one line that names the cause and the option that fixes it.
+    let out = relay(&[
+        "upload",
+        file.to_str().unwrap(),
+        "--address",
+        &url,
+        "--user",
+        "uploader",
+        "--password",
+        "uploader-pw",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("certificate signed by an unknown CA") && stderr.contains("--tlscacert"),
+        "{stderr}"
+    );
     // Signed by a key the relay does not trust: refused, and the fix named.
     let stranger = dir.path().join("untrusted.tar.gz");
     std::fs::write(&stranger, fresh_bundle_signed_by(13, [2; 32])).unwrap();

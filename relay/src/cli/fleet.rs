@@ -39,7 +39,7 @@ pub fn status_cmd(args: StatusArgs) -> anyhow::Result<Outcome> {
             .authorize(client.get(&url))
             .send()
             .await
-            .map_err(|e| SyncError::transport(&url, &e))?;
+            .map_err(|e| SyncError::transport_with(&url, &e, "--tlscacert"))?;
         if !response.status().is_success() {
             return Err(SyncError::status(&url, &response).into());
         }
@@ -144,7 +144,7 @@ pub fn projects_cmd(cmd: ProjectsCommand) -> anyhow::Result<Outcome> {
             .authorize(client.post(&url))
             .send()
             .await
-            .map_err(|e| SyncError::transport(&url, &e))?;
+            .map_err(|e| SyncError::transport_with(&url, &e, "--tlscacert"))?;
         match response.status().as_u16() {
             202 => {
                 let body: serde_json::Value = response.json().await.unwrap_or_default();

@@ -167,12 +167,15 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Colours only on a terminal,
-/// and not when `NO_COLOR` is set (no-color.org): a file or the journal gets plain text.
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`, without the platform verifier's
+/// own error lines: every certificate it refuses is already an error of ours, named with its
+/// fix). Colours only on a terminal, and not when `NO_COLOR` is set (no-color.org): a file or
+/// the journal gets plain text.
 pub fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,rustls_platform_verifier=off")
+    });
     let colour = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()

@@ -30,7 +30,7 @@ pub fn run(cmd: OriginCommand) -> anyhow::Result<Outcome> {
             .authorize(client.post(&url))
             .send()
             .await
-            .map_err(|e| crate::client::SyncError::transport(&url, &e))?;
+            .map_err(|e| crate::client::SyncError::transport_with(&url, &e, "--tlscacert"))?;
         let code = response.status().as_u16();
         if code != 200 && code != 500 {
             return Err(crate::client::SyncError::status(&url, &response).into());

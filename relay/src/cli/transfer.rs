@@ -143,7 +143,7 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
             .authorize(client.get(&url))
             .send()
             .await
-            .map_err(|e| crate::client::SyncError::transport(&url, &e))?;
+            .map_err(|e| crate::client::SyncError::transport_with(&url, &e, "--tlscacert"))?;
         if !response.status().is_success() {
             return Err(crate::client::SyncError::status(&url, &response).into());
         }
@@ -409,7 +409,7 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
             .body(body)
             .send()
             .await
-            .map_err(|e| crate::client::SyncError::transport(&url, &e))?;
+            .map_err(|e| crate::client::SyncError::transport_with(&url, &e, "--tlscacert"))?;
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
         match status.as_u16() {
@@ -482,7 +482,7 @@ pub fn sync_cmd(cmd: SyncCommand) -> anyhow::Result<Outcome> {
             .authorize(client.put(&url))
             .send()
             .await
-            .map_err(|e| crate::client::SyncError::transport(&url, &e))?;
+            .map_err(|e| crate::client::SyncError::transport_with(&url, &e, "--tlscacert"))?;
         if response.status().as_u16() != 202 {
             return Err(crate::client::SyncError::status(&url, &response).into());
         }

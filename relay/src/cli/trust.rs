@@ -41,7 +41,7 @@ pub fn run(cmd: TrustCommand) -> anyhow::Result<Outcome> {
             .json(&serde_json::json!({ "to": to, "reason": reason }))
             .send()
             .await
-            .map_err(|e| crate::client::SyncError::transport(&url, &e))?;
+            .map_err(|e| crate::client::SyncError::transport_with(&url, &e, "--tlscacert"))?;
         if response.status().as_u16() != 200 {
             return Err(crate::client::SyncError::status(&url, &response).into());
         }

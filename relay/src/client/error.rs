@@ -67,19 +67,25 @@ impl SyncError {
         }
     }
 
-    /// Classifies a transport error from reqwest. A TLS failure is named in plain words
-    /// with its fix, as `relay ping` names it.
+    /// Classifies a transport error of a source's request from reqwest. A TLS failure is
+    /// named in plain words with its fix, as `relay ping` names it.
     pub fn transport(url: &str, e: &reqwest::Error) -> Self {
+        Self::transport_with(
+            url,
+            e,
+            "the source's `ca` (the proxy's `ca` when the HTTPS proxy's certificate is the one refused)",
+        )
+    }
+
+    /// [`SyncError::transport`] where the CA is given by `ca_setting` (`--tlscacert` for a
+    /// command, "the supervisor's `ca`").
+    pub fn transport_with(url: &str, e: &reqwest::Error, ca_setting: &str) -> Self {
         if let Some(tls) = super::tls::rustls_error_in(e) {
             let host = reqwest::Url::parse(url)
                 .ok()
                 .and_then(|u| u.host_str().map(str::to_owned))
                 .unwrap_or_default();
-            let (cause, fix) = super::tls::explain(
-                tls,
-                &host,
-                "the source's `ca` (the proxy's `ca` when the HTTPS proxy's certificate is the one refused)",
-            );
+            let (cause, fix) = super::tls::explain(tls, &host, ca_setting);
             return Self::new(
                 FailureKind::Tls,
                 format!("{url}: TLS handshake failed: {cause}; {fix}"),

@@ -457,7 +457,7 @@ async fn put_file(
         .body(body)
         .send()
         .await
-        .map_err(|e| SyncError::transport(&url, &e))?;
+        .map_err(|e| SyncError::transport_with(&url, &e, "the supervisor's `ca`"))?;
     Ok((url, response))
 }
 
