@@ -773,6 +773,26 @@ fn relay_download_and_upload_as_operators_run_them() {
         stderr.contains("certificate signed by an unknown CA") && stderr.contains("--tlscacert"),
         "{stderr}"
     );
+    // The same for a download from a custom location (the sources' fetch code).
+    let out = relay(&[
+        "download",
+        "--address",
+        &format!("{url}/intelligence/bundle.tar.gz"),
+        "--user",
+        "reader",
+        "--password",
+        "reader-pw",
+        "-o",
+        "cut.tar.gz",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("certificate signed by an unknown CA")
+            && stderr.contains("--tlscacert")
+            && !stderr.contains("the source's"),
+        "{stderr}"
+    );
     // Signed by a key the relay does not trust: refused, and the fix named.
     let stranger = dir.path().join("untrusted.tar.gz");
     std::fs::write(&stranger, fresh_bundle_signed_by(13, [2; 32])).unwrap();

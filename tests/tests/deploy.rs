@@ -894,24 +894,61 @@ printf '%s\n' "${{COMPREPLY[@]}}""#
     }
 }
 
+/// The README's section under `## title`, up to the next `## `.
+fn readme_section(title: &str) -> String {
+    let readme = fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    readme
+        .split(&format!("\n## {title}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("the README has the section {title:?}"))
+        .split("\n## ")
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `sh` blocks of a README section, in order.
+fn sh_blocks(section: &str) -> Vec<String> {
+    section
+        .split("```sh\n")
+        .skip(1)
+        .map(|rest| rest.split("\n```").next().unwrap().to_owned())
+        .collect()
+}
+
+/// Runs `script` with bash (-euo pipefail) in `dir`, this build's binaries first on PATH,
+/// and `env`; fails the test, showing the script and its output, unless it succeeds.
+fn run_as_written(script: &str, dir: &Path, env: &[(&str, &Path)]) -> String {
+    let bin_dir = binary("relay").parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("bash");
+    command
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(dir)
+        .env("PATH", path)
+        .env_remove("RELAY_CONFIG")
+        .env_remove("RELAY_PASSWORD")
+        .env_remove("RELAY_TOKEN");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().unwrap();
+    let text = show(&out);
+    assert!(out.status.success(), "{script}\n---\n{text}");
+    text
+}
+
 /// The README's "Making and checking bundles" block, run as written, in order, in a fresh
 /// directory: the build line is the one thing left out (the test's own build made the
 /// binaries; `target/release/` is read as this build's directory).
 #[test]
 fn the_readme_bundle_commands_work_in_the_order_written() {
-    let readme = fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let section = readme
-        .split("\n## Making and checking bundles\n")
-        .nth(1)
-        .expect("the README has the section")
-        .split("\n## ")
-        .next()
-        .unwrap();
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n```").next())
-        .expect("the section has a sh block");
+    let section = readme_section("Making and checking bundles");
+    let block = sh_blocks(&section).into_iter().next().expect("a sh block");
     let bin_dir = binary("relay").parent().unwrap().to_owned();
     let script: Vec<String> = block
         .replace("target/release/", &format!("{}/", bin_dir.display()))
@@ -930,16 +967,222 @@ fn the_readme_bundle_commands_work_in_the_order_written() {
     let dir = tempfile::tempdir().unwrap();
     // The block's relative paths are the repository's (relay/samples/feeds).
     std::os::unix::fs::symlink(workspace_root().join("relay"), dir.path().join("relay")).unwrap();
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script.join("\n")])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = show(&out);
-    assert!(out.status.success(), "{text}");
+    let text = run_as_written(&script.join("\n"), dir.path(), &[]);
     assert!(
         text.contains("OK ") && text.contains("NOT VERIFIED"),
         "{text}"
+    );
+}
+
+/// The README's import transcript is real output: its commands run as written (from a
+/// directory beside which `../shared/data` is the real data, as from the repository), and
+/// every line it shows is printed, `...` standing for what it leaves out.
+#[test]
+fn the_readme_import_transcript_is_real_output() {
+    let section = readme_section("Importing public sources");
+    let transcript = section
+        .split("```\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the section has a transcript");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("repo");
+    fs::create_dir(&work).unwrap();
+    std::os::unix::fs::symlink(
+        workspace_root().join("../shared"),
+        dir.path().join("shared"),
+    )
+    .unwrap();
+    let commands: Vec<&str> = transcript
+        .lines()
+        .filter_map(|l| l.strip_prefix("$ "))
+        .collect();
+    assert_eq!(commands.len(), 5, "{transcript}");
+    let output = run_as_written(&commands.join("\n"), &work, &[]);
+    for shown in transcript.lines().filter(|l| !l.starts_with("$ ")) {
+        let pieces: Vec<&str> = shown.split("...").filter(|p| !p.is_empty()).collect();
+        let printed = output.lines().any(|line| {
+            let mut at = 0;
+            pieces.iter().all(|piece| match line[at..].find(piece) {
+                Some(found) => {
+                    at += found + piece.len();
+                    true
+                }
+                None => false,
+            })
+        });
+        assert!(
+            printed,
+            "the README shows {shown:?}; the commands printed:\n{output}"
+        );
+    }
+}
+
+/// The README's commands for running and operating a relay, as written and in order,
+/// against the zero-config relay of its first command (here on a free port): adding users
+/// and a token and reloading them; completions and the man page; downloading (API, custom
+/// location, from a previous bundle), uploading and pinging; resetting a sequence; status and
+/// "push now". Only the README's placeholders are replaced (example hosts, `...` and the
+/// like, each with what the relay made); the test fails if one is left in a command, so a new
+/// placeholder must be given a value here.
+#[test]
+fn the_readme_operator_commands_work_against_a_zero_config_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    fs::create_dir(&home).unwrap();
+    let port = free_port();
+    let mut serve = Command::new(binary("relay"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("RELAY_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
+        .env_remove("RELAY_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let data = dir.path().join("relay-data");
+    let up = ping_once_up(
+        &data.join("tls/ca.pem"),
+        &format!("https://localhost:{port}/api/v1/_ping"),
+    );
+    let result = std::panic::catch_unwind(|| {
+        assert_eq!(up.as_deref(), Some("OK"), "the relay did not come up");
+        operate_as_the_readme_says(dir.path(), &home, port, serve.id())
+    });
+    let _ = serve.kill();
+    let _ = serve.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn operate_as_the_readme_says(dir: &Path, home: &Path, port: u16, pid: u32) {
+    let data = dir.join("relay-data");
+    let generated = fs::read_to_string(data.join("generated-credentials")).unwrap();
+    let password_of = |user: &str| {
+        generated
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{user}: ")))
+            .unwrap_or_else(|| panic!("no {user} in {generated}"))
+            .to_owned()
+    };
+    let (reader, admin) = (password_of("reader"), password_of("admin"));
+    let env = [("HOME", home)];
+
+    // "Running a relay": users, a token, a reload.
+    fs::write(dir.join("pw.txt"), "a console password of its own\n").unwrap();
+    let running = sh_blocks(&readme_section("Running a relay"));
+    let block = running[0].replace("$(pidof relay)", &pid.to_string());
+    let said = run_as_written(&block, dir, &env);
+    let central = said
+        .split("password (shown once): ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no password for central: {said}"))
+        .to_owned();
+    let token = said
+        .split_whitespace()
+        .find(|w| w.starts_with("rt_"))
+        .unwrap_or_else(|| panic!("no token: {said}"))
+        .to_owned();
+
+    // What the operator has at hand in the examples: the relay's CA and signing key, under
+    // the names the README uses, a previous bundle, and a newer one to upload.
+    fs::copy(data.join("tls/ca.pem"), dir.join("ca.pem")).unwrap();
+    fs::copy(data.join("keys/local.pub"), dir.join("origin.pub")).unwrap();
+    run_as_written(
+        &format!(
+            "curl -sSf --noproxy '*' --cacert ca.pem -u reader:{reader} \
+             https://localhost:{port}/api/v1/feeds/bundle -o yesterday.tar.gz\n\
+             relay bundle build --feeds {} --key relay-data/keys/local.pem --sequence 1 \
+             --origin my-origin --expires-in 30d -o bundle.tar.gz",
+            workspace_root().join("relay/samples/feeds").display()
+        ),
+        dir,
+        &env,
+    );
+
+    let address = format!("https://localhost:{port}");
+    let placeholders = [
+        ("https://relay.example:8083", address.clone()),
+        ("https://central.example:8083", address.clone()),
+        (
+            "https://files.example/intel/bundle.tar.gz",
+            format!("{address}/intelligence/bundle.tar.gz"),
+        ),
+        ("--token rt_...", format!("--token {token}")),
+        (
+            "--user u --password p",
+            format!("--user reader --password {reader}"),
+        ),
+        (
+            "--user central --password ...",
+            format!("--user central --password {central}"),
+        ),
+        (
+            "--user reader --password ...",
+            format!("--user reader --password {reader}"),
+        ),
+        (
+            "--user admin --password ...",
+            format!("--user admin --password {admin}"),
+        ),
+        (" [--supervisor west]", String::new()),
+    ];
+    let as_run = |block: &str| {
+        let mut script = block.to_owned();
+        for (placeholder, value) in &placeholders {
+            script = script.replace(placeholder, value);
+        }
+        for line in script.lines() {
+            let command = line.split(" #").next().unwrap_or_default().trim_start();
+            if command.starts_with('#') {
+                continue;
+            }
+            assert!(
+                !command.contains(".example") && !command.contains("...") && !command.contains('['),
+                "a placeholder this test does not fill: {line}"
+            );
+        }
+        run_as_written(&script, dir, &env)
+    };
+
+    let tools = sh_blocks(&readme_section("Operator tools"));
+    assert_eq!(tools.len(), 2, "{tools:?}");
+    let said = as_run(&tools[0]);
+    assert!(said.contains("defender-lite"), "{said}");
+    let completions =
+        fs::read_to_string(home.join(".local/share/bash-completion/completions/relay")).unwrap();
+    assert!(completions.contains("complete "), "{completions}");
+    let said = as_run(&tools[1]);
+    for step in [
+        "intel_bundle_0.tar.gz",
+        "latest.tar.gz",
+        "built from segments",
+        "uploaded: sequence 1",
+        "ok   auth   reader may read",
+    ] {
+        assert!(said.contains(step), "{step}: {said}");
+    }
+    assert!(dir.join("today.tar.gz").is_file());
+
+    let stolen = sh_blocks(&readme_section("A signing key was stolen: what to do"));
+    let said = as_run(&stolen[0]);
+    assert!(!said.is_empty());
+
+    // Status, then "push now": this relay is no central, so the push is refused (exit 1)
+    // with the reason; relay/tests/projects.rs pushes to real supervisors.
+    let projects = sh_blocks(&readme_section("Projects: central and supervisors"));
+    let (status, push) = projects[0]
+        .split_once("\nrelay projects push")
+        .expect("status, then push");
+    let said = as_run(status);
+    assert!(said.contains("current bundle: sequence 1"), "{said}");
+    let push = format!("relay projects push{push}\ntest $? = 1 || exit 9");
+    let said = as_run(&format!("set +e\n{push}"));
+    assert!(
+        said.contains("this relay pushes to no supervisor ([[supervisors]] in its config)"),
+        "{said}"
     );
 }
 

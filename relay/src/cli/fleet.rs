@@ -156,10 +156,14 @@ pub fn projects_cmd(cmd: ProjectsCommand) -> anyhow::Result<Outcome> {
                 Ok(Outcome::Success)
             }
             404 => {
-                crate::outln!(
-                    "no supervisor named {}",
-                    supervisor.as_deref().unwrap_or("?")
-                )?;
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                match (supervisor.as_deref(), body["error"].as_str()) {
+                    (Some(name), Some("no such supervisor configured") | None) => {
+                        crate::outln!("no supervisor named {name}")?
+                    }
+                    (_, Some(reason)) => crate::outln!("{reason}")?,
+                    (None, None) => crate::outln!("the relay has no supervisor to push to")?,
+                }
                 Ok(Outcome::CheckFailed)
             }
             _ => Err(SyncError::status(&url, &response).into()),

@@ -210,7 +210,8 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
                     bar.set_position(done);
                 },
             )
-            .await?
+            .await
+            .map_err(crate::client::SyncError::for_command)?
             .context("the server answered 304 to an unconditional request")?,
             None,
         ),
@@ -313,7 +314,9 @@ async fn by_segments(
         bundle_url: url,
         delta_url: Some(&delta_url),
     };
-    let built = fetch_by_segments(remote, index_url, expected, Some(held), partial, limits).await?;
+    let built = fetch_by_segments(remote, index_url, expected, Some(held), partial, limits)
+        .await
+        .map_err(crate::client::SyncError::for_command)?;
     match built {
         SegmentFetch::Built { stats, index } => {
             // The file is what the index says, byte for byte, before anything else looks.

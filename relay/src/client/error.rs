@@ -55,6 +55,10 @@ pub struct SyncError {
     pub verify: Option<Box<VerifyError>>,
 }
 
+/// Where a source's CA is set, as a TLS failure's fix names it.
+const SOURCE_CA_SETTING: &str =
+    "the source's `ca` (the proxy's `ca` when the HTTPS proxy's certificate is the one refused)";
+
 impl SyncError {
     /// A failure of `kind`; any `user:password@` of a URL in `message` is redacted, since
     /// the message goes to status, logs and the console.
@@ -70,11 +74,16 @@ impl SyncError {
     /// Classifies a transport error of a source's request from reqwest. A TLS failure is
     /// named in plain words with its fix, as `relay ping` names it.
     pub fn transport(url: &str, e: &reqwest::Error) -> Self {
-        Self::transport_with(
-            url,
-            e,
-            "the source's `ca` (the proxy's `ca` when the HTTPS proxy's certificate is the one refused)",
-        )
+        Self::transport_with(url, e, SOURCE_CA_SETTING)
+    }
+
+    /// The error as a command run by hand says it: a TLS failure's fix names `--tlscacert`
+    /// where a source's names its `ca` setting (the fetch code is the same).
+    pub fn for_command(mut self) -> Self {
+        if self.kind == FailureKind::Tls {
+            self.message = self.message.replace(SOURCE_CA_SETTING, "--tlscacert");
+        }
+        self
     }
 
     /// [`SyncError::transport`] where the CA is given by `ca_setting` (`--tlscacert` for a

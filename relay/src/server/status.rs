@@ -267,6 +267,12 @@ pub async fn projects_push(State(relay): State<Arc<Relay>>, uri: axum::http::Uri
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|pair| pair.strip_prefix("supervisor="));
+    if names.is_empty() {
+        return super::routes::problem(
+            axum::http::StatusCode::NOT_FOUND,
+            "this relay pushes to no supervisor ([[supervisors]] in its config)",
+        );
+    }
     if !relay.projects.push_now(&names, only) {
         return super::routes::problem(
             axum::http::StatusCode::NOT_FOUND,
