@@ -1244,6 +1244,16 @@ fn debian_packages_install_into_a_clean_debian_root_and_run() {
     assert!(installed.status.success(), "{}", show(&installed));
 
     for bin in ["relay", "defender-lite"] {
+        // Installed without debug information (the release profile keeps line tables).
+        let file = Command::new("file")
+            .arg(root.path.join("usr/bin").join(bin))
+            .output()
+            .unwrap();
+        let file = String::from_utf8_lossy(&file.stdout);
+        assert!(
+            file.contains("ELF") && !file.contains("with debug_info"),
+            "{file}"
+        );
         let version = root.run(&[bin, "--version"]);
         assert!(version.status.success(), "{}", show(&version));
         assert!(
