@@ -23,7 +23,6 @@
 //! signed far ahead never blocks the legitimate sequence; `sync --reset-sequence N
 //! --reason TEXT` demotes what is above N. Both are recorded in `state.json`'s `demoted`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -161,14 +160,12 @@ impl State {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let mut tmp = tempfile::NamedTempFile::new_in(data_dir).map_err(io_err(data_dir))?;
-        tmp.write_all(&bytes).map_err(io_err(tmp.path()))?;
-        tmp.as_file().sync_all().map_err(io_err(tmp.path()))?;
-        tmp.persist(&path).map_err(|e| io_err(&path)(e.error))?;
-        if let Ok(dir) = std::fs::File::open(data_dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        relay::bundle::durable::write(
+            &path,
+            &bytes,
+            relay::bundle::durable::Access::Exactly(0o600),
+        )
+        .map_err(io_err(&path))
     }
 }
 

@@ -688,7 +688,12 @@ pub fn random_password() -> Result<String, AuthError> {
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), AuthError> {
-    crate::fsutil::write_atomic(path, text.as_bytes(), mode).map_err(|source| AuthError::Io {
+    crate::bundle::durable::write(
+        path,
+        text.as_bytes(),
+        crate::bundle::durable::Access::Exactly(mode),
+    )
+    .map_err(|source| AuthError::Io {
         path: path.to_owned(),
         source,
     })

@@ -109,7 +109,12 @@ pub fn init(dir: &Path, names: &[String], days: i64, force: bool) -> Result<DevF
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> Result<(), CertError> {
-    crate::fsutil::write_atomic(path, text.as_bytes(), mode).map_err(|source| CertError::Io {
+    crate::bundle::durable::write(
+        path,
+        text.as_bytes(),
+        crate::bundle::durable::Access::Exactly(mode),
+    )
+    .map_err(|source| CertError::Io {
         path: path.to_owned(),
         source,
     })

@@ -31,8 +31,6 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
-mod fsutil;
-#[cfg(feature = "server")]
 pub mod import;
 #[cfg(feature = "server")]
 pub mod per_address;

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use tokio::sync::watch;
 
+use crate::bundle::durable::sync_dir;
 use crate::bundle::{
     self, ExpiryCheck, Limits, Sequence, Sha256, Signature, Timestamp, TrustStore, VerifiedBundle,
 };
-use crate::fsutil::sync_dir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -343,8 +343,12 @@ impl Store {
                     .map_err(|e| io_err(&target, e.error))?;
                 sync_dir(&this.blobs).map_err(|e| io_err(&this.blobs, e))?;
                 let sidecar = this.archive_records.join(format!("{}.json", stored.name));
-                crate::fsutil::write_atomic(&sidecar, &encode(&stored)?, 0o644)
-                    .map_err(|e| io_err(&sidecar, e))?;
+                crate::bundle::durable::write(
+                    &sidecar,
+                    &encode(&stored)?,
+                    crate::bundle::durable::Access::Exactly(0o644),
+                )
+                .map_err(|e| io_err(&sidecar, e))?;
                 let old = this
                     .archives
                     .insert(stored.name.as_bytes(), encode(&stored)?)?

@@ -239,44 +239,34 @@ impl TrustStore {
 /// Writes `bytes` to `path` through a temp file in the same directory: the result is
 /// either the whole new file or (on failure) nothing new.
 fn write_file(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Result<(), KeyError> {
-    use std::os::unix::fs::PermissionsExt;
+    use super::durable::{Access, Existing};
 
-    let io = |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    };
     if !overwrite && path.exists() {
         return Err(KeyError::Exists {
             path: path.to_owned(),
         });
     }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    // tempfile creates the file with mode 0600, so a secret is never readable by others,
-    // not even for an instant.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    if overwrite {
-        tmp.persist(path).map_err(|e| io(e.error))?;
+    let existing = if overwrite {
+        Existing::Replace
     } else {
-        // persist_noclobber fails if another process created the file meanwhile.
-        tmp.persist_noclobber(path).map_err(|e| {
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-                KeyError::Exists {
-                    path: path.to_owned(),
-                }
-            } else {
-                io(e.error)
+        Existing::Keep
+    };
+    super::durable::write_with(path, Access::Exactly(mode), existing, |out| {
+        out.write_all(bytes)
+    })
+    .map_err(|source| {
+        // Keep fails if another process created the file meanwhile.
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            KeyError::Exists {
+                path: path.to_owned(),
             }
-        })?;
-    }
-    Ok(())
+        } else {
+            KeyError::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })
 }
 
 #[cfg(test)]

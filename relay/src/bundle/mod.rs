@@ -8,6 +8,7 @@
 mod apps;
 mod build;
 pub mod delta;
+pub mod durable;
 mod feeds;
 mod framing;
 pub mod index;

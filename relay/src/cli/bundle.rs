@@ -260,28 +260,7 @@ fn write_atomically<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&mut File>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    let value = {
-        let mut out = BufWriter::new(tmp.as_file_mut());
-        let value = write(&mut out)?;
-        out.into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", path.display()))?;
-        value
-    };
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("writing {}", path.display()))?;
-    crate::fsutil::sync_dir(dir).with_context(|| format!("writing {}", path.display()))?;
-    Ok(value)
+    use crate::bundle::durable::{Access, Existing};
+    crate::bundle::durable::write_with(path, Access::Public, Existing::Replace, write)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -161,7 +161,11 @@ fn print_banner(
             .iter()
             .map(|(user, password)| format!("{user}: {password}\n"))
             .collect();
-        let kept = match crate::fsutil::write_atomic(&file, text.as_bytes(), 0o600) {
+        let kept = match crate::bundle::durable::write(
+            &file,
+            text.as_bytes(),
+            crate::bundle::durable::Access::Exactly(0o600),
+        ) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(file = %file.display(), error = %e, "keeping the generated credentials");

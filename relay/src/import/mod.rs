@@ -246,7 +246,7 @@ fn write_feed(
         .map_err(|e| ImportError::io(&path, e))?;
     tmp.persist(&path)
         .map_err(|e| ImportError::io(&path, e.error))?;
-    crate::fsutil::sync_dir(&dir).map_err(|e| ImportError::io(&dir, e))?;
+    crate::bundle::durable::sync_dir(&dir).map_err(|e| ImportError::io(&dir, e))?;
 
     let record = ProvenanceRecord {
         sha256,
@@ -258,7 +258,8 @@ fn write_feed(
     }
     let json = serde_json::to_vec_pretty(&record)
         .map_err(|e| ImportError::io(&prov, io::Error::other(e)))?;
-    crate::fsutil::write_atomic(&prov, &json, 0o644).map_err(|e| ImportError::io(&prov, e))?;
+    crate::bundle::durable::write(&prov, &json, crate::bundle::durable::Access::Exactly(0o644))
+        .map_err(|e| ImportError::io(&prov, e))?;
     Ok((path, sha256, size))
 }
 

@@ -715,7 +715,8 @@ fn load_state(dir: &Path) -> Result<Persisted, String> {
 fn save_state(dir: &Path, state: &Persisted) -> Result<(), String> {
     let path = dir.join("state.json");
     let json = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-    crate::fsutil::write_atomic(&path, &json, 0o644).map_err(|e| format!("{}: {e}", path.display()))
+    crate::bundle::durable::write(&path, &json, crate::bundle::durable::Access::Exactly(0o644))
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
