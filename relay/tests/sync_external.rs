@@ -1027,3 +1027,71 @@ async fn a_self_signed_custom_location_pinned_by_its_key_as_curl_pins_it() {
     assert_eq!(b.current_bytes().await, std::fs::read(&file).unwrap());
     b.stop().await;
 }
+
+/// A server-sent-events server that is not a relay (Python's http.server): it writes its
+/// stream a few bytes at a time with CR line ends (which the standard allows, and a reader
+/// that splits on "\n\n" never sees end), a comment, an event of another type, `retry:`, and
+/// a CRLF event, then closes.
+const SSE_SERVER: &str = r#"
+import http.server, sys, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        stream = (b"\xef\xbb\xbf: a comment\r"
+                  b"retry: 1500\r"
+                  b"id: 1\revent: bundle\rdata: {\"sequence\":1}\r\r"
+                  b"event: note\rdata: first line\rdata: second\r\r"
+                  b"data: crlf\r\n\r\n")
+        for i in range(0, len(stream), 5):
+            self.wfile.write(stream[i:i + 5])
+            self.wfile.flush()
+            time.sleep(0.01)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_client_reads_any_server_sent_events_server_by_the_standard() {
+    let port = free_port();
+    let _server = Daemon(
+        Command::new("python3")
+            .args(["-c", SSE_SERVER, &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 (tests/run installs it)"),
+    );
+    wait_for_port(port).await;
+    let mut endpoint = relay::client::Endpoint::new(format!("http://127.0.0.1:{port}"));
+    endpoint.no_env_proxy = true;
+    let client = endpoint.client().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(async move {
+        relay::client::follow(
+            &endpoint,
+            &client,
+            || None,
+            |s| {
+                let _ = tx.send(s);
+            },
+        )
+        .await;
+    });
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !matches!(seen.last(), Some(relay::client::WatchSignal::Down(_))) {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(signal)) => seen.push(signal),
+            _ => panic!("the stream did not end as expected: {seen:?}"),
+        }
+    }
+    follower.abort();
+    use relay::client::WatchSignal::{Connected, Down, Event};
+    assert_eq!(seen[..4], [Connected, Event, Event, Event], "{seen:?}");
+    assert!(
+        matches!(&seen[4], Down(why) if why.contains("closed by the upstream")),
+        "{seen:?}"
+    );
+}

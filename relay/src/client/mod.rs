@@ -13,6 +13,7 @@ mod fetch;
 mod segments;
 pub mod settings;
 mod source;
+pub mod sse;
 pub mod tls;
 mod watch;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::Endpoint;
+use super::sse::{SseItem, SseParser};
 
 /// What the channel says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,9 +20,11 @@ pub enum WatchSignal {
     Down(String),
 }
 
-/// Follows the channel for ever: reconnects with exponential backoff (1 s doubling to
-/// 60 s, plus up to half again at random), sending `held()` as `Last-Event-ID` so nothing
-/// is missed while it was away. Stop it by dropping the future.
+/// Follows the channel for ever: reconnects with exponential backoff (from 1 s, or the
+/// server's `retry:` time within 1 s to 10 min, doubling to 60 s or that time, plus up to
+/// half again at random), sending `held()` as `Last-Event-ID` so nothing is missed while it
+/// was away. Any event is news (the relay's are `bundle`); comments keep it alive. Stop it by
+/// dropping the future.
 pub async fn follow(
     endpoint: &Endpoint,
     client: &reqwest::Client,
@@ -29,7 +32,8 @@ pub async fn follow(
     mut signal: impl FnMut(WatchSignal),
 ) {
     let url = format!("{}/api/v1/feeds/watch", endpoint.base());
-    let mut backoff = Duration::from_secs(1);
+    let mut first = Duration::from_secs(1);
+    let mut backoff = first;
     loop {
         let mut request = endpoint.authorize(client.get(&url));
         if let Some(seq) = held() {
@@ -38,26 +42,29 @@ pub async fn follow(
         match request.send().await {
             Ok(response) if response.status().is_success() => {
                 signal(WatchSignal::Connected);
-                backoff = Duration::from_secs(1);
                 let mut stream = response.bytes_stream();
-                let mut text = String::new();
+                let mut parser = SseParser::default();
+                let mut items = Vec::new();
                 let why = loop {
                     let chunk = match stream.next().await {
                         Some(Ok(chunk)) => chunk,
                         Some(Err(e)) => break format!("watch channel cut: {e}"),
                         None => break "watch channel closed by the upstream".to_owned(),
                     };
-                    text.push_str(&String::from_utf8_lossy(&chunk));
-                    while let Some(end) = text.find("\n\n") {
-                        let block: String = text.drain(..end + 2).collect();
-                        if block.lines().any(|l| l.starts_with("data:")) {
-                            signal(WatchSignal::Event);
+                    if let Err(e) = parser.feed(&chunk, &mut items) {
+                        break e.to_string();
+                    }
+                    for item in items.drain(..) {
+                        match item {
+                            SseItem::Event { .. } => signal(WatchSignal::Event),
+                            SseItem::Retry(time) => {
+                                first =
+                                    time.clamp(Duration::from_secs(1), Duration::from_secs(600));
+                            }
                         }
                     }
-                    if text.len() > 64 * 1024 {
-                        break "not an event stream (64 KiB without an event)".to_owned();
-                    }
                 };
+                backoff = first;
                 signal(WatchSignal::Down(why));
             }
             Ok(response) => signal(WatchSignal::Down(format!(
@@ -67,6 +74,6 @@ pub async fn follow(
             Err(e) => signal(WatchSignal::Down(format!("watch channel unreachable: {e}"))),
         }
         tokio::time::sleep(backoff + super::random_below(backoff / 2)).await;
-        backoff = (backoff * 2).min(Duration::from_secs(60));
+        backoff = (backoff * 2).min(Duration::from_secs(60).max(first));
     }
 }
