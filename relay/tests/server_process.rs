@@ -721,33 +721,30 @@ fn relay_download_and_upload_as_operators_run_them() {
             .output()
             .unwrap()
     };
-    let out = relay(&[
-        "upload",
-        file.to_str().unwrap(),
-        "--address",
-        &url,
-        "--user",
-        "uploader",
-        "--password",
-        "uploader-pw",
-        "--tlscacert",
-        &ca,
-    ]);
+    // `relay upload FILE` as `user:password`, with the relay's CA or without it.
+    let upload = |file: &Path, credential: &str, ca: Option<&String>| {
+        let (user, password) = credential.split_once(':').unwrap();
+        let file = file.to_str().unwrap();
+        let mut args = vec![
+            "upload",
+            file,
+            "--address",
+            &url,
+            "--user",
+            user,
+            "--password",
+            password,
+        ];
+        if let Some(ca) = ca {
+            args.extend(["--tlscacert", ca.as_str()]);
+        }
+        relay(&args)
+    };
+    let out = upload(&file, "uploader:uploader-pw", Some(&ca));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("uploaded: sequence 12"));
     // The same again is refused as not newer: a failed check, exit 1.
-    let out = relay(&[
-        "upload",
-        file.to_str().unwrap(),
-        "--address",
-        &url,
-        "--user",
-        "uploader",
-        "--password",
-        "uploader-pw",
-        "--tlscacert",
-        &ca,
-    ]);
+    let out = upload(&file, "uploader:uploader-pw", Some(&ca));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("refused (409 Conflict)"), "{said}");
@@ -756,16 +753,7 @@ fn relay_download_and_upload_as_operators_run_them() {
         "{said}"
     );
     // Without the relay's CA: one line that names the cause and the option that fixes it.
-    let out = relay(&[
-        "upload",
-        file.to_str().unwrap(),
-        "--address",
-        &url,
-        "--user",
-        "uploader",
-        "--password",
-        "uploader-pw",
-    ]);
+    let out = upload(&file, "uploader:uploader-pw", None);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -796,18 +784,7 @@ fn relay_download_and_upload_as_operators_run_them() {
     // Signed by a key the relay does not trust: refused, and the fix named.
     let stranger = dir.path().join("untrusted.tar.gz");
     std::fs::write(&stranger, fresh_bundle_signed_by(13, [2; 32])).unwrap();
-    let out = relay(&[
-        "upload",
-        stranger.to_str().unwrap(),
-        "--address",
-        &url,
-        "--user",
-        "uploader",
-        "--password",
-        "uploader-pw",
-        "--tlscacert",
-        &ca,
-    ]);
+    let out = upload(&stranger, "uploader:uploader-pw", Some(&ca));
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -817,18 +794,7 @@ fn relay_download_and_upload_as_operators_run_them() {
         "{said}"
     );
     // A reader may not upload: an error, exit 2.
-    let out = relay(&[
-        "upload",
-        file.to_str().unwrap(),
-        "--address",
-        &url,
-        "--user",
-        "reader",
-        "--password",
-        "reader-pw",
-        "--tlscacert",
-        &ca,
-    ]);
+    let out = upload(&file, "reader:reader-pw", Some(&ca));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
     // From the relay's API, named after the sequence, verified.
