@@ -1030,16 +1030,7 @@ fn the_readme_operator_commands_work_against_a_zero_config_relay() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     fs::create_dir(&home).unwrap();
-    let port = free_port();
-    let mut serve = Command::new(binary("relay"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env("RELAY_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
-        .env_remove("RELAY_CONFIG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut serve, port) = zero_config_relay(&binary("relay"), dir.path(), &[]);
     let data = dir.path().join("relay-data");
     let up = ping_once_up(
         &data.join("tls/ca.pem"),
@@ -1498,21 +1489,29 @@ fn the_musl_build_of_the_relay_is_static_and_serves() {
     );
 
     let dir = tempfile::tempdir().unwrap();
+    let (mut serve, port) = zero_config_relay(&relay, dir.path(), &["--data-dir", "data"]);
+    let ca = dir.path().join("data/tls/ca.pem");
+    let answered = ping_once_up(&ca, &format!("https://127.0.0.1:{port}{PING}"));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(answered.as_deref(), Some("OK"));
+}
+
+/// `relay serve ARGS` with no config, in `dir`, on a free loopback port: the README's first
+/// command. Its output is not kept.
+fn zero_config_relay(relay: &Path, dir: &Path, args: &[&str]) -> (std::process::Child, u16) {
     let port = free_port();
-    let mut serve = Command::new(&relay)
-        .args(["serve", "--data-dir", "data"])
-        .current_dir(dir.path())
+    let child = Command::new(relay)
+        .arg("serve")
+        .args(args)
+        .current_dir(dir)
         .env("RELAY_LISTEN_ADDRESS", format!("127.0.0.1:{port}"))
         .env_remove("RELAY_CONFIG")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let ca = dir.path().join("data/tls/ca.pem");
-    let answered = ping_once_up(&ca, &format!("https://127.0.0.1:{port}{PING}"));
-    let _ = serve.kill();
-    let _ = serve.wait();
-    assert_eq!(answered.as_deref(), Some("OK"));
+    (child, port)
 }
 
 /// `url`'s body by curl with `ca`, once the relay has made `ca` and answers (up to 30 s).
