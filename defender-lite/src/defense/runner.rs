@@ -275,7 +275,7 @@ impl Runner {
                 Ok(reader.bad_lines())
             })
             .context("starting the input thread")?;
-        let mut stop = std::pin::pin!(shutdown());
+        let mut stop = std::pin::pin!(shutdown()?);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -326,6 +326,7 @@ impl Runner {
             );
         }
         let mut monitor = Monitor::start(&monitor_config)?;
+        let mut stop = std::pin::pin!(shutdown()?);
         self.live = true;
         self.act_on_host = true;
         eprintln!(
@@ -337,7 +338,6 @@ impl Runner {
             },
             if self.dry_run { ", dry run" } else { "" }
         );
-        let mut stop = std::pin::pin!(shutdown());
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -664,19 +664,16 @@ fn load_feeds(
     Ok((knowledge, apps))
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown() {
+/// Resolves on SIGTERM or SIGINT. Both are watched from this call on, not from the
+/// first poll: a signal sent as soon as a banner is read is heard.
+fn shutdown() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+    let mut terminate = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("watching for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-        Err(e) => {
-            eprintln!("defender-lite: cannot watch for SIGTERM ({e}); stop with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+    })
 }

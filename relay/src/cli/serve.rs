@@ -84,13 +84,18 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
         .await
         .with_context(|| format!("listening on {}", config.listen.address))?;
     let addr = listener.local_addr()?;
+    // The signal handlers are in place before the banner says the relay listens: a
+    // supervisor (or a test) that signals as soon as it reads the banner is heard.
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     // The relay serves whether or not anyone reads its banner (a closed stdout).
     if let Err(e) = print_banner(&config, addr, &prepared) {
         tracing::warn!(error = %e, "printing the start banner");
     }
 
     let reload_relay = std::sync::Arc::clone(&relay);
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             // The trusted keys are read from the configuration file again: removing a key
@@ -115,9 +120,6 @@ async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<(
             }
         }
     });
-    let mut terminate =
-        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => info!("SIGTERM"),
