@@ -7,7 +7,7 @@
 // Test helpers unwrap too: a panic is the failure report (STYLE.md).
 #![allow(clippy::unwrap_used)]
 
-mod image_fixtures;
+use crate::image_fixtures;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod docker_engine;
+use crate::docker_engine::{self, ENGINE};
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -31,9 +31,6 @@ const APPS_MANY: &str = "defender-lite-test/busybox:apps-many";
 const APPS_MAKER: &str = "defender-lite-test-apps-maker";
 const APPS: &str = "defender-lite-test-apps";
 const APPS_HUNG: &str = "defender-lite-test-apps-hung";
-
-/// One test at a time talks to the engine: one of them restarts it.
-static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn a_blocked_container_stays_down_across_a_daemon_restart() {

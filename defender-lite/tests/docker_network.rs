@@ -15,8 +15,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod docker_engine;
-mod monitor_support;
+use crate::docker_engine::{self, ENGINE};
+use crate::monitor_support;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -34,10 +34,6 @@ const SUBNET: &str = "10.213.0.0/24";
 const GATEWAY: &str = "10.213.0.1";
 const ASKER: &str = "defender-lite-test-asker";
 const WATCHED: &str = "defender-lite-test-dns-watched";
-
-/// One test at a time talks to the engine: both create the same network. (Tests in
-/// other files run in other processes, one binary after another.)
-static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn captured_dns_queries_and_syns_name_the_container_that_sent_them() {

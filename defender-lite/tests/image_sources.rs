@@ -6,7 +6,7 @@
 // Test helpers unwrap too: a panic is the failure report (STYLE.md).
 #![allow(clippy::unwrap_used)]
 
-mod image_fixtures;
+use crate::image_fixtures;
 
 use std::collections::BTreeSet;
 use std::fs;

@@ -12,7 +12,7 @@
 // Test helpers unwrap too: a panic is the failure report (STYLE.md).
 #![allow(clippy::unwrap_used)]
 
-mod image_fixtures;
+use crate::image_fixtures;
 
 use defender_lite::image::Image;
 use defender_lite::inventory::{self, DatabaseKind, DatabaseStatus, Inventory};

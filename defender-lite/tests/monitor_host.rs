@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod monitor_support;
+use crate::monitor_support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,6 @@
 //! The index at the scale of a full feed: 100,000 synthetic records over several
 //! ecosystems load, index and answer lookups correctly. The time taken is printed
-//! (`cargo test -p defender-lite --test osv_index -- --nocapture`), never asserted.
+//! (`cargo test -p defender-lite --test integration osv_index:: -- --nocapture`), never asserted.
 
 #![allow(clippy::unwrap_used)]
 

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod image_fixtures;
+use crate::image_fixtures;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use relay::bundle::{Limits, Sequence, VerifyError};
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! (loopback only, a socket of its own), Debian's client to check what the engine says
 //! independently of `DockerClient`, and a busybox-static image imported for the test.
 
-// Each test crate uses a different part of this module.
+// Each test module uses a different part of this module.
 #![allow(dead_code)]
 // Test support: a panic is the failure report (STYLE.md), as in the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +16,10 @@ use defender_lite::monitor::docker::DockerClient;
 /// Debian's client, whose API version is the engine's (the machine may have a newer one
 /// on PATH).
 pub const DOCKER: &str = "/usr/bin/docker";
+
+/// One test at a time talks to the engine: one restarts it, others create the same
+/// network, and the tests of every module share one process.
+pub static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The engine as `tests/docker-engine` runs it.
 pub struct Engine {
