@@ -254,6 +254,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                         kind_name(e.kind),
                         e.message
                     ))?;
+                    if let Some(step) = e.next_step() {
+                        eprintln!("hint: {step}");
+                    }
                     Ok(Outcome::CheckFailed)
                 }
             }
@@ -334,6 +337,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 }
                 Err(e) => {
                     crate::cli::outln(format_args!("FAILED {}: {e}", file.display()))?;
+                    eprintln!("hint: {}", e.next_step());
                     Ok(Outcome::CheckFailed)
                 }
             }
@@ -391,6 +395,21 @@ pub fn describe(state: &crate::sync::State, now: Timestamp) -> String {
 /// Output to stdout: a closed stdout (`| head`) is `relay::stdout::StdoutClosed`, which
 /// `main` ends on quietly ([`closed_stdout`]), not a panic in `println!`.
 pub use relay::stdout::{out, outln};
+
+/// What to do next about a command's error, for the `hint:` line under it: a configuration
+/// error's fix, or [`relay::client::next_step`].
+pub fn next_step(err: &anyhow::Error) -> Option<&'static str> {
+    use crate::config::ConfigError;
+    match err.chain().find_map(|c| c.downcast_ref::<ConfigError>()) {
+        Some(e) if e.is_missing() => Some(
+            "write the agent's configuration there, or name another with --config: defender-lite.example.toml has every key with its comment and default (deploy/ in the source, /usr/share/doc/defender-lite/examples/ from the package)",
+        ),
+        Some(ConfigError::Parse { .. } | ConfigError::Invalid { .. }) => Some(
+            "fix that setting: defender-lite.example.toml has every key with its comment and default (deploy/ in the source, /usr/share/doc/defender-lite/examples/ from the package)",
+        ),
+        _ => relay::client::next_step(err.chain()),
+    }
+}
 
 /// True when the command failed because its stdout was closed: it ends quietly then,
 /// with success, as ripgrep does. A broken pipe to a socket is an error as any other.

@@ -13,6 +13,9 @@ fn main() -> ExitCode {
         Err(err) if defender_lite::cli::closed_stdout(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", relay::stdout::error_line(err.chain()));
+            if let Some(step) = defender_lite::cli::next_step(&err) {
+                eprintln!("hint: {step}");
+            }
             ExitCode::from(2)
         }
     }

@@ -441,7 +441,11 @@ fn remove_stale(data: &Path, state: &State) {
 /// upstream's channel is down, every `sync.poll_every` at least. Ends on SIGTERM or
 /// SIGINT.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use anyhow::Context as _;
+    use tokio::signal::unix::{SignalKind, signal};
+    // Both signals are watched before the first check, so neither kills a check midway.
+    let mut terminate = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("watching for SIGINT")?;
     let wake = Arc::new(Notify::new());
     let channels = spawn_followers(config, &wake);
     loop {
@@ -455,6 +459,9 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             }
             Err(e) => {
                 eprintln!("check failed ({:?}): {}", e.kind, e.message);
+                if let Some(step) = e.next_step() {
+                    eprintln!("hint: {step}");
+                }
                 config.sync.retry_every.0
             }
         };
@@ -469,7 +476,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             () = tokio::time::sleep(wait) => {}
             () = wake.notified() => {}
             _ = terminate.recv() => return Ok(()),
-            r = tokio::signal::ctrl_c() => return r.map_err(Into::into),
+            _ = interrupt.recv() => return Ok(()),
         }
     }
 }

@@ -37,6 +37,69 @@ fn a_missing_file_is_an_error_not_a_failed_check() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "));
 }
 
+/// Every class of error says what to do next on a `hint:` line (under the error, or under
+/// a failed check): a path that is not there or is a directory, a damaged bundle, a
+/// configuration missing or wrong. (Nothing answering a sync: `sync_config`.)
+#[test]
+fn every_class_of_error_says_what_to_do_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = relay::bundle::SecretKey::generate().unwrap();
+    let public = dir.path().join("k.pub");
+    key.public().save(&public, false).unwrap();
+    let public = public.to_str().unwrap();
+    let junk = dir.path().join("junk.tar.gz");
+    std::fs::write(&junk, "not a bundle").unwrap();
+    let junk = junk.to_str().unwrap();
+    let config = dir.path().join("none.toml");
+    let config = config.to_str().unwrap();
+    let bad_config = dir.path().join("bad.toml");
+    std::fs::write(&bad_config, "data_dir = \"d\"\nsurprise = 1\n").unwrap();
+    let bad_config = bad_config.to_str().unwrap();
+    let feeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/samples/feeds");
+    let feeds = feeds.to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["verify", missing, "--trust", public],
+            2,
+            "check the path",
+        ),
+        (
+            vec!["verify", junk, "--trust", "/"],
+            2,
+            "give the path of a file, not of a directory",
+        ),
+        (
+            vec!["verify", junk, "--trust", public],
+            1,
+            "the file is damaged or not a bundle",
+        ),
+        (
+            vec!["status", "--config", config],
+            2,
+            "write the agent's configuration there, or name another with --config",
+        ),
+        (
+            vec!["status", "--config", bad_config],
+            2,
+            "fix that setting: defender-lite.example.toml has every key",
+        ),
+        (vec!["scan", missing, "--feeds", feeds], 2, "check the path"),
+    ];
+    for (args, code, step) in cases {
+        let out = agent(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("hint: ") && l.contains(step)),
+            "{args:?} does not say {step:?}: {stderr}"
+        );
+    }
+}
+
 /// On a fresh host (no configuration, nothing synced) a command that reads the feeds says
 /// what to do next, in one line; a command that only needs the configuration names the
 /// cause once.

@@ -75,6 +75,12 @@ fn a_check_with_no_reachable_source_is_recorded_and_nothing_is_applied() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("check failed (connect)"), "{stdout}");
+    // And what to do about it.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("hint: nothing answers at that address"),
+        "{stderr}"
+    );
 
     let out = agent(&["status", "--config", &config]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");

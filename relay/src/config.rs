@@ -26,6 +26,24 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+impl ConfigError {
+    /// What to do about it, for the command's `hint:` line.
+    pub fn next_step(&self) -> Option<&'static str> {
+        match self {
+            ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                Some(
+                    "check the path (`relay serve` without --config starts with embedded defaults)",
+                )
+            }
+            ConfigError::Read { .. } | ConfigError::Invalid(_) => None,
+            ConfigError::Parse { .. } => Some(
+                "fix that setting: relay.example.toml has every key with its comment and default (deploy/ in the source, /usr/share/doc/relay/examples/ from the package)",
+            ),
+            ConfigError::Env { .. } => Some("fix or unset that environment variable"),
+        }
+    }
+}
+
 /// The whole configuration. Sections follow DESIGN.md.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]

@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         Err(err) if err.chain().any(relay::stdout::is_closed) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {}", relay::stdout::error_line(err.chain()));
+            if let Some(step) = relay::cli::next_step(&err) {
+                eprintln!("hint: {step}");
+            }
             ExitCode::from(2)
         }
     }

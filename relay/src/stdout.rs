@@ -50,6 +50,36 @@ pub fn error_line<'a>(
     line
 }
 
+/// What to do about a file or network error of this kind, for a command's `hint:` line;
+/// `None` for kinds where the message alone says more than a generic step would.
+pub fn io_next_step(kind: io::ErrorKind) -> Option<&'static str> {
+    use io::ErrorKind as K;
+    Some(match kind {
+        K::NotFound => "check the path (a relative path starts from the current directory)",
+        K::PermissionDenied => {
+            "run as a user allowed to use that path, or change its owner or mode"
+        }
+        K::AlreadyExists => "remove it first, or choose another path",
+        K::IsADirectory => "give the path of a file, not of a directory",
+        K::NotADirectory => "a part of the path is a file, not a directory: check the path",
+        K::ReadOnlyFilesystem => "choose a location on a writable filesystem",
+        K::StorageFull | K::QuotaExceeded => {
+            "free some space there (or choose another location) and run the command again"
+        }
+        K::AddrInUse => {
+            "another process listens there: stop it, or choose another address (`ss -ltnp` names the process)"
+        }
+        K::AddrNotAvailable => "that address is not one of this host's: check the listen address",
+        K::ConnectionRefused => {
+            "nothing listens at that address: is the relay running there, on that port? `relay ping URL` walks each step"
+        }
+        K::TimedOut | K::HostUnreachable | K::NetworkUnreachable => {
+            "check the address, the route and the firewall (`relay ping URL` walks each step)"
+        }
+        _ => return None,
+    })
+}
+
 fn closed_as_such(written: io::Result<()>) -> io::Result<()> {
     written.map_err(|e| {
         if e.kind() == io::ErrorKind::BrokenPipe {

@@ -243,16 +243,156 @@ fn an_error_names_its_cause_once() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "the error, then what to do: {stderr}");
     assert!(
-        stderr.starts_with("error: importing into ") && stderr.contains("/nonexistent/all.zip: "),
+        lines[0].starts_with("error: importing into ")
+            && lines[0].contains("/nonexistent/all.zip: "),
         "{stderr}"
     );
+    assert!(lines[1].starts_with("hint: check the path"), "{stderr}");
     assert_eq!(
         stderr.matches("No such file or directory").count(),
         1,
         "{stderr}"
     );
+}
+
+/// Every class of error says what to do next, on a `hint:` line under the error (or under
+/// a failed check's FAILED line): a missing or wrong kind of path, a wrong setting, a port
+/// taken, nothing listening, a damaged or untrusted bundle. (A refused credential or role, with a relay
+/// running: `server_process::relay_download_and_upload_as_operators_run_them`.)
+#[test]
+fn every_class_of_error_says_what_to_do_next() {
+    let dir = with_keys();
+    assert!(build(dir.path(), "1", &[]).status.success());
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    fs::write(dir.path().join("junk.tgz"), "not a bundle").unwrap();
+    let other = with_keys();
+    let other_key = other.path().join("k.pub").display().to_string();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let refused = format!("https://127.0.0.1:{}", crate::support::free_port());
+    let (data, missing_key) = (p("data"), p("missing.pem"));
+    let (missing_bundle, missing_public, missing_dir) =
+        (p("missing/b.tgz"), p("missing/k.pub"), p("missing"));
+    let (bundle, junk, key, public) = (p("b.tgz"), p("junk.tgz"), p("k.pem"), p("k.pub"));
+    let samples = samples();
+    let bad_config = p("bad.toml");
+    fs::write(&bad_config, "[listne]\naddress = \"127.0.0.1:0\"\n").unwrap();
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (
+            vec!["bundle", "verify", &missing_bundle, "--trust", &public],
+            2,
+            "check the path",
+        ),
+        (
+            vec!["bundle", "verify", &bundle, "--trust", &missing_public],
+            2,
+            "check the path",
+        ),
+        (
+            vec![
+                "bundle",
+                "build",
+                "--feeds",
+                &missing_dir,
+                "--key",
+                &key,
+                "--sequence",
+                "2",
+                "--origin",
+                "o",
+                "-o",
+                &junk,
+            ],
+            2,
+            "check the path",
+        ),
+        (
+            vec![
+                "bundle",
+                "build",
+                "--feeds",
+                &samples,
+                "--key",
+                &missing_key,
+                "--sequence",
+                "2",
+                "--origin",
+                "o",
+                "-o",
+                &junk,
+            ],
+            2,
+            "check the path",
+        ),
+        (
+            vec![
+                "bundle",
+                "build",
+                "--feeds",
+                &samples,
+                "--key",
+                "/",
+                "--sequence",
+                "2",
+                "--origin",
+                "o",
+                "-o",
+                &junk,
+            ],
+            2,
+            "give the path of a file, not of a directory",
+        ),
+        (
+            vec!["bundle", "verify", &junk, "--trust", &public],
+            1,
+            "the file is damaged or not a bundle",
+        ),
+        (
+            vec!["bundle", "verify", &bundle, "--trust", &other_key],
+            1,
+            "add the signer's public-key file",
+        ),
+        (
+            vec!["serve", "--config", &bad_config],
+            2,
+            "fix that setting: relay.example.toml has every key",
+        ),
+        (
+            vec!["serve", "--config", &missing_dir],
+            2,
+            "without --config starts with embedded defaults",
+        ),
+        (
+            vec!["serve", "--listen", &taken, "--data-dir", &data],
+            2,
+            "another process listens there",
+        ),
+        (
+            vec!["download", "--address", &refused, "-o", &junk],
+            2,
+            "nothing answers at that address",
+        ),
+        (
+            vec!["status", "--address", &refused],
+            2,
+            "nothing answers at that address",
+        ),
+    ];
+    for (args, code, step) in cases {
+        let out = relay(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("hint: ") && l.contains(step)),
+            "{args:?} does not say {step:?}: {}",
+            text(&out)
+        );
+    }
 }
 
 #[test]

@@ -793,9 +793,33 @@ fn relay_download_and_upload_as_operators_run_them() {
             && said.contains("hint: list the signer's public key under [trust] keys"),
         "{said}"
     );
-    // A reader may not upload: an error, exit 2.
+    // A reader may not upload: an error, exit 2, and what to do (every_class_of_error_...
+    // in cli.rs has the errors that need no relay).
     let out = upload(&file, "reader:reader-pw", Some(&ca));
     assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("403") && stderr.contains("\nhint: the credential is good but its role"),
+        "{stderr}"
+    );
+    // A wrong password: the same, for the credential.
+    let out = relay(&[
+        "download",
+        "--address",
+        &url,
+        "--user",
+        "reader",
+        "--password",
+        "not-the-password",
+        "--tlscacert",
+        &ca,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("\nhint: check the credential"),
+        "{stderr}"
+    );
 
     // From the relay's API, named after the sequence, verified.
     let origin_pub = dir.path().join("origin.pub");

@@ -30,7 +30,9 @@ pub enum BuildError {
     Layout { path: PathBuf, reason: String },
     #[error("{path} changed while the bundle was being built")]
     Changed { path: PathBuf },
-    #[error("no feed files under {dir}")]
+    #[error(
+        "no feed files under {dir}: put each feed file in a directory named after its kind (osv/, domains/, ips/, apps/)"
+    )]
     Empty { dir: PathBuf },
     #[error("expires ({expires}) must be after created ({created})")]
     ExpiresBeforeCreated {

@@ -201,6 +201,42 @@ pub enum VerifyError {
     Sink { path: String, source: io::Error },
 }
 
+impl VerifyError {
+    /// What the operator can do about it, for a command's `hint:` line.
+    pub fn next_step(&self) -> &'static str {
+        use VerifyError as E;
+        match self {
+            E::UntrustedKey { .. } => {
+                "if you trust its signer, add the signer's public-key file (what `relay keys generate --public` wrote) to the trusted keys: [trust] keys of the relay (read again on SIGHUP) or of the agent, --trust for `bundle verify`"
+            }
+            E::BadSignature { .. } | E::KeyIdMismatch { .. } => {
+                "the bundle was changed after it was signed, or signed wrongly: do not use it; fetch it again from its origin"
+            }
+            E::Expired { .. } => {
+                "the origin has not published for too long: get a newer bundle from it (or check this host's clock)"
+            }
+            E::NotNewer { .. } => {
+                "nothing to do: what is held is as new; to go back to an older bundle, reset the held sequence (`relay trust reset-sequence`)"
+            }
+            E::TooLarge { .. } | E::CompressionRatio { .. } | E::TooManyEntries { .. } => {
+                "if a bundle this large is expected, raise the limit ([limits] max_uncompressed_bytes, max_entries or max_ratio in the relay's config)"
+            }
+            E::ManifestTooLarge { .. } => {
+                "if a manifest this large is expected, raise [limits] max_manifest_bytes in the relay's config"
+            }
+            E::UnknownFormat { .. } | E::UnknownKind { .. } => {
+                "the bundle is newer than this build: upgrade relay and defender-lite"
+            }
+            E::Read(_) | E::Sink { .. } => {
+                "check the file or disk named above and run the command again"
+            }
+            _ => {
+                "the file is damaged or not a bundle: fetch it again from its source (a partial download resumes)"
+            }
+        }
+    }
+}
+
 /// Verifies a bundle read from `input`: see the module docs for the rules. `held` is the
 /// sequence already held for this origin (`None` to accept any, which an admin may
 /// force).

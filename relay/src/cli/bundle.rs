@@ -99,7 +99,9 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 expires: created.saturating_add(expires_in),
             };
             let (manifest, index) = write_atomically(&output, |out| {
-                Ok(bundle::build_indexed(&feeds, &key, &options, out)?)
+                bundle::build_indexed(&feeds, &key, &options, out).with_context(|| {
+                    format!("building {} from {}", output.display(), feeds.display())
+                })
             })?;
             let index_path = bundle::index::sidecar_path(&output);
             write_atomically(&index_path, |out| {
@@ -134,15 +136,14 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 ))
             });
             let covered = write_atomically(&output, |out| {
-                let mut old_file = io::BufReader::new(File::open(&from)?);
-                let mut new_file = io::BufReader::new(File::open(&to)?);
-                Ok(bundle::delta::make(
-                    &mut old_file,
-                    &old,
-                    &mut new_file,
-                    &new,
-                    out,
-                )?)
+                let mut old_file = io::BufReader::new(
+                    File::open(&from).with_context(|| format!("opening {}", from.display()))?,
+                );
+                let mut new_file = io::BufReader::new(
+                    File::open(&to).with_context(|| format!("opening {}", to.display()))?,
+                );
+                bundle::delta::make(&mut old_file, &old, &mut new_file, &new, out)
+                    .with_context(|| format!("writing {}", output.display()))
             })?;
             let size = std::fs::metadata(&output)?.len();
             crate::outln!(
@@ -175,6 +176,7 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<Outcome> {
                 }
                 Err(e) => {
                     crate::outln!("FAILED {}: {e}", file.display())?;
+                    eprintln!("hint: {}", e.next_step());
                     Ok(Outcome::CheckFailed)
                 }
             }
@@ -256,11 +258,27 @@ fn open(path: &Path) -> anyhow::Result<Box<dyn Read>> {
 /// failure nothing is left behind. A bundle, its index or a delta is no secret: the file
 /// gets 0666 less the umask (0644 as a rule), so a web server running as another user can
 /// serve it from a custom location.
+/// The file's own errors (creating, syncing, renaming) name `path`; `write`'s errors are
+/// passed on as they are, since they may be about another file (a feed that is missing).
 fn write_atomically<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<&mut File>) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     use crate::bundle::durable::{Access, Existing};
-    crate::bundle::durable::write_with(path, Access::Public, Existing::Replace, write)
-        .with_context(|| format!("writing {}", path.display()))
+    enum Failed {
+        File(io::Error),
+        Write(anyhow::Error),
+    }
+    impl From<io::Error> for Failed {
+        fn from(e: io::Error) -> Self {
+            Failed::File(e)
+        }
+    }
+    crate::bundle::durable::write_with(path, Access::Public, Existing::Replace, |out| {
+        write(out).map_err(Failed::Write)
+    })
+    .map_err(|e| match e {
+        Failed::File(e) => anyhow::Error::new(e).context(format!("writing {}", path.display())),
+        Failed::Write(e) => e,
+    })
 }

@@ -167,6 +167,19 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// What to do next about a command's error, for the `hint:` line under it: a configuration
+/// error's fix, or [`crate::client::next_step`].
+pub fn next_step(err: &anyhow::Error) -> Option<&'static str> {
+    if let Some(config) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<crate::config::ConfigError>())
+        && let Some(step) = config.next_step()
+    {
+        return Some(step);
+    }
+    crate::client::next_step(err.chain())
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`, without the platform verifier's
 /// own error lines: every certificate it refuses is already an error of ours, named with its
 /// fix). Colours only on a terminal, and not when `NO_COLOR` is set (no-color.org): a file or

@@ -237,6 +237,7 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
             }
             Err(e) => {
                 crate::outln!("FAILED {}: {e}", url)?;
+                eprintln!("hint: {}", e.next_step());
                 let _ = std::fs::remove_file(&fetched.path);
                 let _ = std::fs::remove_file(partial.with_extension("etag"));
                 return Ok(Outcome::CheckFailed);
@@ -441,10 +442,14 @@ pub fn upload_cmd(args: UploadArgs) -> anyhow::Result<Outcome> {
                 }
                 Ok(Outcome::CheckFailed)
             }
-            _ => anyhow::bail!(
-                "{url}: HTTP {status}: {}",
-                body["error"].as_str().unwrap_or("")
-            ),
+            _ => Err(crate::client::SyncError::new(
+                crate::client::FailureKind::of_status(status.as_u16()),
+                format!(
+                    "{url}: HTTP {status}: {}",
+                    body["error"].as_str().unwrap_or("")
+                ),
+            )
+            .into()),
         }
     })
 }

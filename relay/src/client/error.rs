@@ -42,6 +42,20 @@ pub enum FailureKind {
     Network,
 }
 
+impl FailureKind {
+    /// The kind of an HTTP status that is not what was asked for.
+    pub fn of_status(status: u16) -> Self {
+        match status {
+            401 => FailureKind::Unauthorized,
+            403 => FailureKind::Forbidden,
+            404 => FailureKind::NotFound,
+            429 => FailureKind::RateLimited,
+            500..=599 => FailureKind::ServerError,
+            _ => FailureKind::UnexpectedStatus,
+        }
+    }
+}
+
 /// A failed check, with what the operator needs: the kind, a message, and when the
 /// server asked us to come back.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +114,11 @@ impl SyncError {
                 format!("{url}: TLS handshake failed: {cause}; {fix}"),
             );
         }
-        let chain = error_chain(e);
+        let mut chain = error_chain(e);
+        // reqwest names the URL in its message; this one says it first already.
+        if let Some(u) = e.url() {
+            chain = chain.replace(&format!(" for url ({u})"), "");
+        }
         let lower = chain.to_ascii_lowercase();
         let kind = if e.is_timeout() {
             FailureKind::Timeout
@@ -126,14 +144,7 @@ impl SyncError {
     /// Classifies an HTTP status that is not what we asked for.
     pub fn status(url: &str, response: &reqwest::Response) -> Self {
         let status = response.status();
-        let kind = match status.as_u16() {
-            401 => FailureKind::Unauthorized,
-            403 => FailureKind::Forbidden,
-            404 => FailureKind::NotFound,
-            429 => FailureKind::RateLimited,
-            500..=599 => FailureKind::ServerError,
-            _ => FailureKind::UnexpectedStatus,
-        };
+        let kind = FailureKind::of_status(status.as_u16());
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -158,6 +169,72 @@ impl SyncError {
             verify: Some(Box::new(e)),
         }
     }
+}
+
+impl SyncError {
+    /// What the operator can do about it, for a command's `hint:` line; `None` where the
+    /// message already says (a TLS failure names its fix).
+    pub fn next_step(&self) -> Option<&'static str> {
+        use FailureKind as K;
+        if let Some(rule) = &self.verify {
+            return Some(rule.next_step());
+        }
+        Some(match self.kind {
+            K::Dns => {
+                "the host name does not resolve here: check its spelling, /etc/hosts and the DNS server (`relay ping URL` walks each step)"
+            }
+            K::Connect => {
+                "nothing answers at that address: is the relay running there, on that port, and does a firewall let this host in? `relay ping URL` walks each step"
+            }
+            K::Tls | K::Local | K::Config => return None,
+            K::Timeout => {
+                "no answer in time: check the address, the firewall and any proxy (`relay ping URL` walks each step)"
+            }
+            K::Unauthorized => {
+                "check the credential: --user with --password (or RELAY_PASSWORD), or --token (RELAY_TOKEN); a source's credential in its configuration; `relay users add` sets a user's password on the relay"
+            }
+            K::Forbidden => {
+                "the credential is good but its role does not allow this: use a user whose role does (reader downloads, uploader uploads, admin does everything; `relay users add NAME --role ROLE` on the relay)"
+            }
+            K::NotFound => {
+                "check the URL: a relay is named by https://HOST:PORT alone, a custom location by the bundle file's full URL"
+            }
+            K::RateLimited => "the server asks to slow down: try again later",
+            K::ServerError => "the server failed: its log says why",
+            K::UnexpectedStatus => {
+                "is that address a relay? `relay ping URL` says what answers there"
+            }
+            K::TooLarge => {
+                "if a bundle this large is expected, raise the limit (--max-bytes of `relay download`, the agent's max_bundle_bytes)"
+            }
+            K::Network => {
+                "the connection broke: run the command again (a download resumes where it stopped)"
+            }
+            K::Verification | K::Older => return None,
+        })
+    }
+}
+
+/// What to do next about a command's error, for the `hint:` line under it: from the first
+/// cause in the chain that knows (a failed check, a refused bundle, or the kind of a file
+/// or network error). `None` when none does, or the message already says.
+pub fn next_step<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> Option<&'static str> {
+    for cause in chain {
+        if let Some(e) = cause.downcast_ref::<SyncError>() {
+            return e.next_step();
+        }
+        if let Some(e) = cause.downcast_ref::<VerifyError>() {
+            return Some(e.next_step());
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>()
+            && let Some(step) = crate::stdout::io_next_step(e.kind())
+        {
+            return Some(step);
+        }
+    }
+    None
 }
 
 /// `Retry-After`: seconds, or an HTTP date.

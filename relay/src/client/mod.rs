@@ -18,7 +18,7 @@ pub mod tls;
 mod watch;
 
 pub use endpoint::{Credential, Endpoint, ProxySettings, Secret};
-pub use error::{FailureKind, SyncError, error_chain};
+pub use error::{FailureKind, SyncError, error_chain, next_step};
 pub use fetch::{FetchLimits, Fetched, download};
 pub use segments::{
     HeldFile, Remote, SegmentFetch, SegmentStats, build_by_segments, fetch_by_segments, fetch_index,
