@@ -58,6 +58,7 @@ pub struct Address {
 impl Address {
     pub(crate) fn endpoint(&self) -> Endpoint {
         let mut e = Endpoint::new(&self.address);
+        e.ca_setting = "--tlscacert";
         e.credential = match (&self.token, &self.user, &self.password) {
             (Some(t), _, _) => Credential::Bearer(Secret::new(t.clone())),
             (None, Some(u), Some(p)) => Credential::Basic {
@@ -210,8 +211,7 @@ async fn download_async(args: DownloadArgs) -> anyhow::Result<Outcome> {
                     bar.set_position(done);
                 },
             )
-            .await
-            .map_err(crate::client::SyncError::for_command)?
+            .await?
             .context("the server answered 304 to an unconditional request")?,
             None,
         ),
@@ -315,9 +315,7 @@ async fn by_segments(
         bundle_url: url,
         delta_url: Some(&delta_url),
     };
-    let built = fetch_by_segments(remote, index_url, expected, Some(held), partial, limits)
-        .await
-        .map_err(crate::client::SyncError::for_command)?;
+    let built = fetch_by_segments(remote, index_url, expected, Some(held), partial, limits).await?;
     match built {
         SegmentFetch::Built { stats, index } => {
             // The file is what the index says, byte for byte, before anything else looks.

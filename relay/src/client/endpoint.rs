@@ -72,9 +72,18 @@ pub struct Endpoint {
     pub connect_timeout: Duration,
     /// Limit for small requests (manifest, ping); downloads use the transfer floor instead.
     pub request_timeout: Duration,
+    /// Where the operator gives this endpoint's CA, as a TLS failure's fix names it: a
+    /// source's `ca` setting by default, `--tlscacert` for a command.
+    pub ca_setting: &'static str,
 }
 
 impl Endpoint {
+    /// A transport error of a request to this endpoint, its TLS fix naming
+    /// [`Endpoint::ca_setting`].
+    pub fn transport_error(&self, url: &str, e: &reqwest::Error) -> SyncError {
+        SyncError::transport_with(url, e, self.ca_setting)
+    }
+
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -85,6 +94,7 @@ impl Endpoint {
             no_env_proxy: false,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            ca_setting: super::error::SOURCE_CA_SETTING,
         }
     }
 

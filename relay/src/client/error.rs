@@ -70,7 +70,7 @@ pub struct SyncError {
 }
 
 /// Where a source's CA is set, as a TLS failure's fix names it.
-const SOURCE_CA_SETTING: &str =
+pub(crate) const SOURCE_CA_SETTING: &str =
     "the source's `ca` (the proxy's `ca` when the HTTPS proxy's certificate is the one refused)";
 
 impl SyncError {
@@ -85,23 +85,11 @@ impl SyncError {
         }
     }
 
-    /// Classifies a transport error of a source's request from reqwest. A TLS failure is
-    /// named in plain words with its fix, as `relay ping` names it.
-    pub fn transport(url: &str, e: &reqwest::Error) -> Self {
-        Self::transport_with(url, e, SOURCE_CA_SETTING)
-    }
-
-    /// The error as a command run by hand says it: a TLS failure's fix names `--tlscacert`
-    /// where a source's names its `ca` setting (the fetch code is the same).
-    pub fn for_command(mut self) -> Self {
-        if self.kind == FailureKind::Tls {
-            self.message = self.message.replace(SOURCE_CA_SETTING, "--tlscacert");
-        }
-        self
-    }
-
-    /// [`SyncError::transport`] where the CA is given by `ca_setting` (`--tlscacert` for a
-    /// command, "the supervisor's `ca`").
+    /// Classifies a transport error of a request from reqwest. A TLS failure is named in
+    /// plain words with its fix, as `relay ping` names it, where the CA is given by
+    /// `ca_setting` (a source's `ca`, `--tlscacert` for a command, "the supervisor's
+    /// `ca`"); requests to an [`Endpoint`](super::Endpoint) use its
+    /// [`transport_error`](super::Endpoint::transport_error).
     pub fn transport_with(url: &str, e: &reqwest::Error, ca_setting: &str) -> Self {
         if let Some(tls) = super::tls::rustls_error_in(e) {
             let host = reqwest::Url::parse(url)

@@ -90,7 +90,7 @@ pub async fn download(
     let response = request
         .send()
         .await
-        .map_err(|e| SyncError::transport(url, &e))?;
+        .map_err(|e| endpoint.transport_error(url, &e))?;
     let status = response.status();
     let (mut offset, append) = match status {
         StatusCode::NOT_MODIFIED if if_none_match.is_some() => return Ok(None),
@@ -185,7 +185,7 @@ pub async fn download(
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 let _ = file.flush().await;
-                return Err(SyncError::transport(url, &e));
+                return Err(endpoint.transport_error(url, &e));
             }
             Ok(Some(Ok(chunk))) => chunk,
         };

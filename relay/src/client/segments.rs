@@ -464,7 +464,7 @@ async fn fetch_range(
         .header(RANGE, format!("bytes={start}-{}", end - 1))
         .send()
         .await
-        .map_err(|e| RangeError::Sync(SyncError::transport(url, &e)))?;
+        .map_err(|e| RangeError::Sync(endpoint.transport_error(url, &e)))?;
     match response.status() {
         StatusCode::PARTIAL_CONTENT => {}
         StatusCode::OK => {
@@ -491,7 +491,7 @@ async fn fetch_range(
     let mut got = 0u64;
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| RangeError::Sync(SyncError::transport(url, &e)))?;
+        let chunk = chunk.map_err(|e| RangeError::Sync(endpoint.transport_error(url, &e)))?;
         got += chunk.len() as u64;
         if got > end - start {
             return Err(RangeError::Unsupported(format!(
@@ -525,12 +525,12 @@ async fn get_capped(
         .authorize(client.get(url))
         .send()
         .await
-        .map_err(|e| SyncError::transport(url, &e))?;
+        .map_err(|e| endpoint.transport_error(url, &e))?;
     let status = response.status();
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| SyncError::transport(url, &e))?;
+        let chunk = chunk.map_err(|e| endpoint.transport_error(url, &e))?;
         if body.len() as u64 + chunk.len() as u64 > cap {
             return Err(SyncError::new(
                 FailureKind::TooLarge,

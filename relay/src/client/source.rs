@@ -139,7 +139,7 @@ async fn check_upstream(
     let response = request
         .send()
         .await
-        .map_err(|e| SyncError::transport(&url, &e))?;
+        .map_err(|e| endpoint.transport_error(&url, &e))?;
     match response.status() {
         reqwest::StatusCode::NOT_MODIFIED => return Ok(CheckOutcome::UpToDate),
         s if s.is_success() => {}
@@ -160,7 +160,7 @@ async fn check_upstream(
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-        let chunk = chunk.map_err(|e| SyncError::transport(&url, &e))?;
+        let chunk = chunk.map_err(|e| endpoint.transport_error(&url, &e))?;
         if body.len() + chunk.len() > cap {
             return Err(too_large());
         }
