@@ -407,8 +407,7 @@ fn sigkill_during_upload_and_commit_never_loses_the_current_bundle() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(rng.below(150)));
-        relay.child.kill().unwrap(); // SIGKILL
-        relay.child.wait().unwrap();
+        relay.kill(); // SIGKILL
         let _ = uploader.wait_with_output();
         drop(relay);
 

@@ -4,15 +4,14 @@
 //! make to them. What a relay does with its configuration is the relay's business: this
 //! only sets it up and watches from outside.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use test_support::ServeProcess;
 
 use crate::binary;
 
@@ -96,10 +95,10 @@ pub struct RelayProcess {
     pub dir: PathBuf,
     /// `https://127.0.0.1:<port>`; the same after [`RelayProcess::restart`].
     pub url: String,
-    child: Option<Child>,
+    process: Option<ServeProcess>,
     log: String,
+    /// Every run's output, one after the other.
     output: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
     client: reqwest::Client,
 }
 
@@ -113,14 +112,13 @@ impl RelayProcess {
             name: name.to_owned(),
             dir: dir.to_owned(),
             url: String::new(),
-            child: None,
+            process: None,
             log: if config.log.is_empty() {
                 "info".into()
             } else {
                 config.log.clone()
             },
             output: Arc::new(Mutex::new(String::new())),
-            readers: Vec::new(),
             client: client(&dir.join("tls/ca.pem")),
         };
         relay.spawn(None);
@@ -142,17 +140,13 @@ impl RelayProcess {
 
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.as_ref().and_then(ServeProcess::pid)
     }
 
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
@@ -246,49 +240,13 @@ impl RelayProcess {
             .arg("serve")
             .arg("--config")
             .arg(self.dir.join("relay.toml"))
-            .env_remove("RELAY_CONFIG")
-            .env("RUST_LOG", &self.log)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env("RUST_LOG", &self.log);
         if let Some(port) = port {
             command.env("RELAY_LISTEN_ADDRESS", format!("127.0.0.1:{port}"));
         }
-        let mut child = command.spawn().expect("spawn relay serve");
-        let (url_tx, url_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let output = Arc::clone(&self.output);
-        self.readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("relay listening on ") {
-                    let _ = url_tx.send(url.to_owned());
-                }
-                output.lock().expect("output lock").push_str(&(line + "\n"));
-            }
-        }));
-        let output = Arc::clone(&self.output);
-        self.readers.push(std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                output.lock().expect("output lock").push_str(&(line + "\n"));
-            }
-        }));
-        self.child = Some(child);
-        match url_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(url) => self.url = url,
-            Err(_) => {
-                self.kill();
-                panic!("{} did not start:\n{}", self.name, self.output());
-            }
-        }
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let process = ServeProcess::spawn(command, Arc::clone(&self.output));
+        self.url = process.url.clone();
+        self.process = Some(process);
     }
 }
 

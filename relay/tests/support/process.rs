@@ -1,19 +1,28 @@
-//! The real `relay` binary as a child process: started with a config file, its URL read
-//! from its first line of output, stopped (or killed) by the test.
+//! The real `relay` binary as a child process (`test_support::ServeProcess`, which the
+//! end-to-end tests use too): started with a config file, its URL read from its banner,
+//! signalled, stopped or killed by the test.
 
-use std::io::{BufRead, BufReader};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-pub struct RelayProcess {
-    pub child: Child,
-    pub url: String,
-    /// Everything the process printed (stdout and stderr), as it arrives.
-    pub output: Arc<Mutex<String>>,
-    /// The threads copying its stdout and stderr into `output`: joined once it exits, so
-    /// its last lines are in `output` when a test reads them.
-    readers: Vec<std::thread::JoinHandle<()>>,
+use test_support::ServeProcess;
+
+/// One `relay serve` of a test: a [`ServeProcess`] (its URL, output, signals, kill, exit).
+pub struct RelayProcess(ServeProcess);
+
+impl Deref for RelayProcess {
+    type Target = ServeProcess;
+    fn deref(&self) -> &ServeProcess {
+        &self.0
+    }
+}
+
+impl DerefMut for RelayProcess {
+    fn deref_mut(&mut self) -> &mut ServeProcess {
+        &mut self.0
+    }
 }
 
 /// Writes a TOML config for a relay in `dir` (certificates, users and origin key as
@@ -74,92 +83,11 @@ impl RelayProcess {
     }
 
     fn spawn(mut command: Command, cwd: &Path, envs: &[(&str, &str)]) -> Self {
-        let mut child = command
-            .current_dir(cwd)
-            .envs(envs.iter().copied())
-            .env_remove("RELAY_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        let (url_tx, url_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut readers = Vec::new();
-        {
-            let output = Arc::clone(&output);
-            readers.push(std::thread::spawn(move || {
-                // The banner starts with the URL and ends with the `try:` line.
-                let mut url = None;
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push_str(&(line.clone() + "\n"));
-                    if let Some(u) = line.strip_prefix("relay listening on ") {
-                        url = Some(u.to_owned());
-                    }
-                    if line.starts_with("try: ")
-                        && let Some(u) = url.take()
-                    {
-                        let _ = url_tx.send(u);
-                    }
-                }
-            }));
-        }
-        {
-            let output = Arc::clone(&output);
-            readers.push(std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    output.lock().unwrap().push_str(&(line + "\n"));
-                }
-            }));
-        }
-        let url = match url_rx.recv_timeout(std::time::Duration::from_secs(60)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("relay did not start:\n{}", output.lock().unwrap());
-            }
-        };
-        Self {
-            child,
-            url,
-            output,
-            readers,
-        }
-    }
-
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    pub fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Waits for the process to exit, up to `secs`.
-    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                for reader in self.readers.drain(..) {
-                    let _ = reader.join();
-                }
-                return Some(status);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        command.current_dir(cwd).envs(envs.iter().copied());
+        Self(ServeProcess::spawn(
+            command,
+            Arc::new(Mutex::new(String::new())),
+        ))
     }
 }
 
