@@ -633,6 +633,56 @@ async fn status_html_and_metrics() {
     relay.stop().await;
 }
 
+/// What the console shows from outside is escaped, and its pages load only the relay's
+/// own files and cannot be framed: a signed bundle whose origin is markup shows as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_escapes_what_it_shows_and_loads_only_its_own_files() {
+    let relay = TestRelay::start().await;
+    let now = relay::bundle::Timestamp::now();
+    let origin = "<script>alert(1)</script>&\"'";
+    let bundle = support::Fixture::new()
+        .set("sequence", serde_json::json!(7))
+        .set("origin", serde_json::json!(origin))
+        .set(
+            "created",
+            serde_json::json!(
+                relay::bundle::Timestamp::from_unix(now.unix() - 60)
+                    .unwrap()
+                    .to_string()
+            ),
+        )
+        .set(
+            "expires",
+            serde_json::json!(now.saturating_add(Duration::from_secs(86400)).to_string()),
+        )
+        .bundle();
+    relay.upload(bundle).await;
+    let response = relay.get("/").send().await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let csp = header("content-security-policy");
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("script-src 'self'")
+            && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(header("x-frame-options"), "DENY");
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&amp;"),
+        "the origin, escaped: {html}"
+    );
+    assert!(!html.contains("<script>alert"), "{html}");
+    relay.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freshness_turns_warning_then_critical() {
     let relay = TestRelay::start().await;

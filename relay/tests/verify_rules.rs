@@ -198,6 +198,27 @@ fn valid_signature_over_other_bytes() {
     rejects!(assemble(&entries), VerifyError::BadSignature { .. });
 }
 
+/// The signature is checked before the manifest's JSON is parsed: a manifest that is not
+/// JSON at all is refused for its signature when that is wrong, and only once the
+/// signature holds is it refused as malformed.
+#[test]
+fn the_signature_is_checked_before_the_manifest_is_parsed() {
+    let f = Fixture::new();
+    let not_json = b"{ this is not json".to_vec();
+    let mut entries = f.entries();
+    entries[0].data = not_json.clone();
+    // Signed over other bytes: a bad signature, not a parse error.
+    rejects!(assemble(&entries), VerifyError::BadSignature { .. });
+    // Signed by a key nobody trusts: untrusted, not a parse error.
+    let mut stranger = Fixture::new();
+    stranger.key = [2; 32];
+    entries[1].data = stranger.signature_for(&not_json);
+    rejects!(assemble(&entries), VerifyError::UntrustedKey { .. });
+    // Signed over exactly these bytes by the trusted key: now it is parsed, and refused.
+    entries[1].data = f.signature_for(&not_json);
+    rejects!(assemble(&entries), VerifyError::ManifestMalformed(_));
+}
+
 #[test]
 fn manifest_key_id_must_match_signature() {
     let other = support::other_key().key_id().to_string();

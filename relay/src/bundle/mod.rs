@@ -146,6 +146,44 @@ mod boundary {
         );
     }
 
+    /// No clock is read in the format's logic: `now` is an argument, and only the binaries
+    /// call `Timestamp::now` (whose body is the one clock read here).
+    #[test]
+    fn the_format_reads_no_clock() {
+        let mut files = Vec::new();
+        rust_files(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bundle"),
+            &mut files,
+        );
+        let mut found = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in code.lines().enumerate() {
+                let code = line.trim_start();
+                let clock = [
+                    "::now(",
+                    "now_utc(",
+                    "now_local(",
+                    "SystemTime::",
+                    "Instant::",
+                ]
+                .iter()
+                .any(|c| code.contains(c));
+                let the_definition = file.ends_with("types.rs")
+                    && code.starts_with("Self::from_unix(OffsetDateTime::now_utc()");
+                if clock && !code.starts_with("//") && !the_definition {
+                    found.push(format!("{}:{}: {line}", file.display(), n + 1));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "the format reads the clock:\n{}",
+            found.join("\n")
+        );
+    }
+
     #[test]
     fn path_roots_are_the_first_segment_only() {
         assert_eq!(
