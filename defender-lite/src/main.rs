@@ -6,7 +6,9 @@ use clap::Parser;
 use defender_lite::cli::{Cli, Outcome, run};
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    relay::logging::init(false);
+    match run(cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::CheckFailed) => ExitCode::from(1),
         // `defender-lite ... | head`: the reader has what it wanted.

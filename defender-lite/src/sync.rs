@@ -304,7 +304,7 @@ async fn try_sources(
                 if let Ok(applied) = &mut applied {
                     keep_bundle_file(&config.data_dir.join(&applied.dir), &file, index.as_deref());
                     let transfer = describe_transfer(&via);
-                    eprintln!("{transfer}");
+                    tracing::info!("{transfer}");
                     applied.transfer = Some(transfer);
                 }
                 let _ = std::fs::remove_file(&file);
@@ -451,16 +451,16 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     loop {
         let mut wait = match check_once(config).await? {
             Ok(Checked::Applied(seq)) => {
-                eprintln!("applied bundle sequence {seq}");
+                tracing::info!("applied bundle sequence {seq}");
                 config.sync.check_every.0 + client::random_below(config.sync.jitter.0)
             }
             Ok(Checked::UpToDate) => {
                 config.sync.check_every.0 + client::random_below(config.sync.jitter.0)
             }
             Err(e) => {
-                eprintln!("check failed ({:?}): {}", e.kind, e.message);
+                tracing::warn!("check failed ({:?}): {}", e.kind, e.message);
                 if let Some(step) = e.next_step() {
-                    eprintln!("hint: {step}");
+                    tracing::warn!("hint: {step}");
                 }
                 config.sync.retry_every.0
             }
@@ -519,7 +519,7 @@ fn spawn_followers(config: &Config, wake: &Arc<Notify>) -> Vec<Arc<AtomicBool>> 
                     client::WatchSignal::Event => wake.notify_one(),
                     client::WatchSignal::Down(why) => {
                         if up.swap(false, Ordering::Relaxed) {
-                            eprintln!(
+                            tracing::warn!(
                                 "{}: {why}; checking every {} s until it is back",
                                 endpoint.base(),
                                 poll.as_secs()

@@ -300,14 +300,14 @@ async fn an_image_that_cannot_be_read_is_judged_meanwhile_and_read_again_later()
     // The image's first event may come from a process gone before its root is read
     // (runc's init): that read fails too, for that reason. Processes that live a few
     // seconds give the reads a root to open, and the failure this test is about.
-    let too_many = format!("error: app knowledge for {APPS_MANY}: opening /proc/");
+    let too_many = format!("app knowledge for {APPS_MANY}: opening /proc/");
     let judged = format!("container {APPS} ({APPS_MANY})");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (stdout, stderr) = (monitor.output("stdout"), monitor.output("stderr"));
         let failed = stderr
             .lines()
-            .any(|l| l.contains(&too_many) && l.contains("more than 2000 entries"));
+            .any(|l| logged(l, "ERROR", &too_many) && l.contains("more than 2000 entries"));
         if failed && stdout.contains(&judged) {
             break;
         }
@@ -331,9 +331,13 @@ async fn an_image_that_cannot_be_read_is_judged_meanwhile_and_read_again_later()
 
     // Fewer files now; the next event of the image, once the wait is over, reads it.
     engine.docker(&["exec", APPS, "/bin/busybox", "rm", "-rf", "/many"]);
-    let read = format!("defender-lite: app knowledge for {APPS_MANY}: ");
+    let read = format!("app knowledge for {APPS_MANY}: ");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !monitor.output("stderr").contains(&read) {
+    while !monitor
+        .output("stderr")
+        .lines()
+        .any(|l| logged(l, "INFO", &read))
+    {
         assert!(
             Instant::now() < deadline,
             "not read again within 30 s\nstderr:\n{}",
@@ -408,9 +412,12 @@ async fn an_image_whose_read_hangs_is_judged_while_it_hangs() {
         engine.docker(&["exec", "-d", APPS_HUNG, "/bin/busybox", "sleep", "5"]);
         std::thread::sleep(Duration::from_millis(500));
     }
-    let read = format!("defender-lite: app knowledge for {APPS_BASE}: ");
+    let read = format!("app knowledge for {APPS_BASE}: ");
     assert!(
-        !monitor.output("stderr").contains(&read),
+        !monitor
+            .output("stderr")
+            .lines()
+            .any(|l| logged(l, "INFO", &read)),
         "the read ended while /slow still hangs?\n{}",
         monitor.output("stderr")
     );
@@ -418,7 +425,11 @@ async fn an_image_whose_read_hangs_is_judged_while_it_hangs() {
     // Released, the hung read ends and says what it found.
     slow.release();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !monitor.output("stderr").contains(&read) {
+    while !monitor
+        .output("stderr")
+        .lines()
+        .any(|l| logged(l, "INFO", &read))
+    {
         assert!(
             Instant::now() < deadline,
             "the read did not end within 30 s of its release\nstderr:\n{}",
@@ -491,4 +502,9 @@ impl Drop for SlowFs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether a log line of the monitor is at `level` (`INFO`, `ERROR`) and says `text`.
+fn logged(line: &str, level: &str, text: &str) -> bool {
+    line.contains(&format!(" {level} ")) && line.contains(text)
 }

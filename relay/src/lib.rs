@@ -32,6 +32,8 @@ pub mod client;
 pub mod config;
 #[cfg(feature = "server")]
 pub mod import;
+#[cfg(feature = "logging")]
+pub mod logging;
 #[cfg(feature = "server")]
 pub mod per_address;
 #[cfg(feature = "server")]

@@ -208,7 +208,7 @@ impl Runner {
             let read = app_ports::read(Path::new(path), image, knowledge, apps.max_entries())
                 .map_err(anyhow::Error::msg)
                 .with_context(|| format!("--app-image {spec}"))?;
-            eprintln!("defender-lite: app knowledge for {image}: {}", read.summary);
+            tracing::info!("app knowledge for {image}: {}", read.summary);
             engine.set_app_ports(image, read.ports);
             apps.read_done(image);
         }
@@ -216,8 +216,8 @@ impl Runner {
             Some(url) => Some(Webhook::start(WebhookSettings::new(url))?),
             None => None,
         };
-        eprintln!(
-            "defender-lite: models and audits in {}, audit file {}, learning period {}",
+        tracing::info!(
+            "models and audits in {}, audit file {}, learning period {}",
             db_path.display(),
             audit_file.display(),
             humantime::format_duration(learning)
@@ -269,7 +269,7 @@ impl Runner {
                                 break;
                             }
                         }
-                        Err(bad) => eprintln!("{name}: {bad}"),
+                        Err(bad) => tracing::warn!("{name}: {bad}"),
                     }
                 }
                 Ok(reader.bad_lines())
@@ -293,7 +293,7 @@ impl Runner {
             Err(_) => anyhow::bail!("the input thread panicked"),
         };
         if bad > 0 {
-            eprintln!("{}: {bad} bad line(s) skipped", path.display());
+            tracing::warn!("{}: {bad} bad line(s) skipped", path.display());
         }
         Ok(bad == 0)
     }
@@ -320,8 +320,8 @@ impl Runner {
             channel_capacity: 64 * 1024,
         };
         if !m.docker_socket.exists() {
-            eprintln!(
-                "defender-lite: no Docker Engine socket at {}: containers are named by id only, and block cannot stop them",
+            tracing::warn!(
+                "no Docker Engine socket at {}: containers are named by id only, and block cannot stop them",
                 m.docker_socket.display()
             );
         }
@@ -329,8 +329,8 @@ impl Runner {
         let mut stop = std::pin::pin!(shutdown()?);
         self.live = true;
         self.act_on_host = true;
-        eprintln!(
-            "defender-lite: monitoring (capture on {}){}",
+        tracing::info!(
+            "monitoring (capture on {}){}",
             if interfaces.is_empty() {
                 "no interface".to_owned()
             } else {
@@ -359,8 +359,8 @@ impl Runner {
     /// Judges one event: the audit written, if any.
     pub async fn handle(&mut self, event: &Event) -> Option<Audit> {
         if let EventKind::Gap(g) = &event.kind {
-            eprintln!(
-                "defender-lite: events incomplete: {}: {}{}",
+            tracing::warn!(
+                "events incomplete: {}: {}{}",
                 g.what,
                 g.reason,
                 g.lost.map(|n| format!(" ({n} lost)")).unwrap_or_default()
@@ -431,9 +431,12 @@ impl Runner {
         if let Some(w) = self.webhook {
             let s = w.finish(Duration::from_secs(5)).await;
             if s.failed + s.dropped + s.abandoned > 0 {
-                eprintln!(
-                    "defender-lite: webhook: {} delivered, {} failed, {} dropped (queue full), {} not sent at exit",
-                    s.delivered, s.failed, s.dropped, s.abandoned
+                tracing::warn!(
+                    "webhook: {} delivered, {} failed, {} dropped (queue full), {} not sent at exit",
+                    s.delivered,
+                    s.failed,
+                    s.dropped,
+                    s.abandoned
                 );
             }
         }
@@ -441,8 +444,8 @@ impl Runner {
             .flush_async()
             .await
             .context("flushing the runtime database")?;
-        eprintln!(
-            "defender-lite: {} verdict(s) acted on, {} audit(s){}",
+        tracing::info!(
+            "{} verdict(s) acted on, {} audit(s){}",
             self.actions,
             self.audited,
             if self.errors > 0 {
@@ -578,7 +581,7 @@ impl Runner {
         };
         match read {
             Ok(read) => {
-                eprintln!("defender-lite: app knowledge for {image}: {}", read.summary);
+                tracing::info!("app knowledge for {image}: {}", read.summary);
                 self.engine.set_app_ports(&image, read.ports);
                 self.apps.read_done(&image);
             }
@@ -594,7 +597,7 @@ impl Runner {
 
     fn error(&mut self, what: std::fmt::Arguments<'_>) {
         self.errors += 1;
-        eprintln!("defender-lite: error: {what}");
+        tracing::error!("{what}");
     }
 }
 
@@ -632,8 +635,8 @@ fn load_feeds(
         None => match crate::feeds::Feeds::applied(&config.data_dir) {
             Ok(f) => f,
             Err(crate::feeds::FeedsError::NothingApplied(_)) => {
-                eprintln!(
-                    "defender-lite: no bundle applied yet (defender-lite sync): no known-bad domains or IPs, no app knowledge"
+                tracing::warn!(
+                    "no bundle applied yet (defender-lite sync): no known-bad domains or IPs, no app knowledge"
                 );
                 return Ok((Knowledge::default(), None));
             }
@@ -654,8 +657,8 @@ fn load_feeds(
                 .map_err(anyhow::Error::msg)?,
         )
     };
-    eprintln!(
-        "defender-lite: feeds: {}: {} known-bad domains, {} known-bad address ranges, {} apps",
+    tracing::info!(
+        "feeds: {}: {} known-bad domains, {} known-bad address ranges, {} apps",
         feeds.description,
         knowledge.domains.len(),
         knowledge.ips.len(),

@@ -96,9 +96,10 @@ impl Webhook {
                     mpsc::error::TrySendError::Full(_) => "queue full",
                     mpsc::error::TrySendError::Closed(_) => "delivery task ended",
                 };
-                eprintln!(
-                    "defender-lite: webhook {}: {why}: {} audit(s) not forwarded so far (they are in the audit file)",
-                    self.url, self.dropped
+                tracing::warn!(
+                    "webhook {}: {why}: {} audit(s) not forwarded so far (they are in the audit file)",
+                    self.url,
+                    self.dropped
                 );
             }
         }
@@ -115,7 +116,7 @@ impl Webhook {
         let mut stats = match tokio::time::timeout(grace, task).await {
             Ok(Ok(stats)) => stats,
             Ok(Err(e)) => {
-                eprintln!("defender-lite: webhook delivery task failed: {e}");
+                tracing::error!("webhook delivery task failed: {e}");
                 WebhookStats::default()
             }
             Err(_) => {
@@ -159,9 +160,11 @@ async fn deliver(
             stats.delivered += 1;
         } else {
             stats.failed += 1;
-            eprintln!(
-                "defender-lite: webhook {}: audit at {} not delivered after {} attempts: {last_error}",
-                settings.url, audit.time, settings.attempts
+            tracing::warn!(
+                "webhook {}: audit at {} not delivered after {} attempts: {last_error}",
+                settings.url,
+                audit.time,
+                settings.attempts
             );
         }
     }

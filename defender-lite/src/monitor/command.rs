@@ -62,11 +62,11 @@ pub fn run(args: EventsArgs) -> anyhow::Result<bool> {
         {
             match item {
                 Ok(event) => print(&mut out, &event, args.json)?,
-                Err(bad) => eprintln!("{}: {bad}", path.display()),
+                Err(bad) => tracing::warn!("{}: {bad}", path.display()),
             }
         }
         if reader.bad_lines() > 0 {
-            eprintln!(
+            tracing::warn!(
                 "{}: {} bad line(s) skipped",
                 path.display(),
                 reader.bad_lines()
@@ -92,8 +92,8 @@ pub fn run(args: EventsArgs) -> anyhow::Result<bool> {
         channel_capacity: 64 * 1024,
     };
     if !args.docker_socket.exists() {
-        eprintln!(
-            "note: no Docker Engine socket at {}: containers are named by id only",
+        tracing::warn!(
+            "no Docker Engine socket at {}: containers are named by id only",
             args.docker_socket.display()
         );
     }

@@ -180,26 +180,10 @@ pub fn next_step(err: &anyhow::Error) -> Option<&'static str> {
     crate::client::next_step(err.chain())
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`, without the platform verifier's
-/// own error lines: every certificate it refuses is already an error of ours, named with its
-/// fix). Colours only on a terminal, and not when `NO_COLOR` is set (no-color.org): a file or
-/// the journal gets plain text.
+/// Logs to stderr in `format` ([`crate::logging::init`]: `RUST_LOG`, plain text without a
+/// terminal or with `NO_COLOR`).
 pub fn init_tracing(format: LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,rustls_platform_verifier=off")
-    });
-    let colour = std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests calling run twice) is harmless; ignore it.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    crate::logging::init(matches!(format, LogFormat::Json));
 }
 
 /// Paths of public-key files to trust, shared by every command that verifies.
