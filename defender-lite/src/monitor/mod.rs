@@ -42,7 +42,7 @@ use capture::{CaptureError, InterfaceCapture};
 use docker::DockerClient;
 use event::{Event, Source};
 use proc_connector::ProcessConfig;
-use procfs::SocketScanner;
+use procfs::{SocketScan, SocketScanner};
 
 /// What to watch.
 #[derive(Debug, Clone)]
@@ -177,9 +177,14 @@ impl Monitor {
         if let Some(every) = config.sockets_every {
             let (sink, stop) = (sink.clone(), stop.clone());
             let snapshot = config.snapshot;
+            // The first scan is taken before `start` returns, as the processes' first pass
+            // is: a socket opened once the monitor is started is new, never part of what
+            // was there before.
+            let scanner = SocketScanner::default();
+            let first = scanner.scan();
             threads.push(spawn(
                 "sockets",
-                Box::new(move || run_sockets(every, snapshot, &sink, &stop)),
+                Box::new(move || run_sockets(scanner, first, every, snapshot, &sink, &stop)),
             )?);
         }
         let docker = config
@@ -223,9 +228,15 @@ impl Monitor {
 }
 
 /// Socket scans on an interval; each reports the sockets that are new since the last.
-fn run_sockets(every: Duration, snapshot: bool, sink: &Sink, stop: &Arc<AtomicBool>) {
-    let scanner = SocketScanner::default();
-    let mut previous = scanner.scan();
+fn run_sockets(
+    scanner: SocketScanner,
+    first: SocketScan,
+    every: Duration,
+    snapshot: bool,
+    sink: &Sink,
+    stop: &Arc<AtomicBool>,
+) {
+    let mut previous = first;
     if snapshot {
         for kind in previous.all() {
             if !sink.send(Event::now(Source::Snapshot, kind)) {
