@@ -271,9 +271,19 @@ async fn an_origin_imports_signs_and_publishes_down_to_the_agent() {
     let mut origin = RelayProcess::start("origin", &tmp.path().join("origin"), &config);
 
     // The cycle at start publishes sequence 1; the missing input is an error in status.
+    // The origin records the cycle's outcome just after the commit makes the bundle
+    // current: wait for the record, not only the bundle.
     wait_sequence(&origin, 1).await;
+    poll(Duration::from_secs(60), async || {
+        let s = origin.status().await?;
+        match s["origin"]["last_outcome"].as_str() {
+            Some("published") => Ok(()),
+            other => Err(format!("last outcome {other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", origin.tail(30)));
     let status = origin.status().await.unwrap();
-    assert_eq!(status["origin"]["last_outcome"], "published", "{status}");
     let go = origin_input(&status, "go");
     assert_eq!(go["counts"]["read"], 4290, "{go}");
     assert!(go["last_error"].is_null(), "{go}");
