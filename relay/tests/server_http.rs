@@ -638,23 +638,9 @@ async fn status_html_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_escapes_what_it_shows_and_loads_only_its_own_files() {
     let relay = TestRelay::start().await;
-    let now = relay::bundle::Timestamp::now();
     let origin = "<script>alert(1)</script>&\"'";
-    let bundle = support::Fixture::new()
-        .set("sequence", serde_json::json!(7))
+    let bundle = support::server::fresh_fixture(7)
         .set("origin", serde_json::json!(origin))
-        .set(
-            "created",
-            serde_json::json!(
-                relay::bundle::Timestamp::from_unix(now.unix() - 60)
-                    .unwrap()
-                    .to_string()
-            ),
-        )
-        .set(
-            "expires",
-            serde_json::json!(now.saturating_add(Duration::from_secs(86400)).to_string()),
-        )
         .bundle();
     relay.upload(bundle).await;
     let response = relay.get("/").send().await.unwrap();

@@ -167,6 +167,20 @@ async fn wait_sequence(relay: &RelayProcess, sequence: u64) {
     .unwrap_or_else(|e| panic!("{e}\n{}", relay.tail(30)));
 }
 
+/// Waits until the origin's last cycle is recorded with `outcome` (the record follows the
+/// commit that makes a bundle current, a moment later).
+async fn wait_outcome(origin: &RelayProcess, outcome: &str) {
+    poll(Duration::from_secs(60), async || {
+        let s = origin.status().await?;
+        match s["origin"]["last_outcome"].as_str() {
+            Some(o) if o == outcome => Ok(()),
+            other => Err(format!("last outcome {other:?}")),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", origin.tail(30)));
+}
+
 fn origin_input<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["origin"]["inputs"]
         .as_array()
@@ -274,15 +288,7 @@ async fn an_origin_imports_signs_and_publishes_down_to_the_agent() {
     // The origin records the cycle's outcome just after the commit makes the bundle
     // current: wait for the record, not only the bundle.
     wait_sequence(&origin, 1).await;
-    poll(Duration::from_secs(60), async || {
-        let s = origin.status().await?;
-        match s["origin"]["last_outcome"].as_str() {
-            Some("published") => Ok(()),
-            other => Err(format!("last outcome {other:?}")),
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", origin.tail(30)));
+    wait_outcome(&origin, "published").await;
     let status = origin.status().await.unwrap();
     let go = origin_input(&status, "go");
     assert_eq!(go["counts"]["read"], 4290, "{go}");
@@ -377,15 +383,7 @@ async fn an_origin_imports_signs_and_publishes_down_to_the_agent() {
     // A restart (its start-up cycle finds nothing new), then a change: sequence 3, never
     // a number used before.
     origin.restart();
-    poll(Duration::from_secs(60), async || {
-        let s = origin.status().await?;
-        match s["origin"]["last_outcome"].as_str() {
-            Some("unchanged") => Ok(()),
-            other => Err(format!("last outcome {other:?}")),
-        }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", origin.tail(30)));
+    wait_outcome(&origin, "unchanged").await;
     assert_eq!(origin.current_sequence().await.unwrap(), Some(2));
     std::fs::write(&netset, "203.0.113.0/24\n").unwrap();
     let out = origin_run(&origin);

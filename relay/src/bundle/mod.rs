@@ -111,38 +111,73 @@ mod boundary {
         }
     }
 
-    #[test]
-    fn the_format_uses_no_crate_of_the_server_or_the_client() {
-        let forbidden = forbidden_roots();
+    /// A line of the format's code, outside comments and test modules.
+    struct CodeLine {
+        file: std::path::PathBuf,
+        number: usize,
+        /// The line as written, and without its indentation.
+        line: String,
+        code: String,
+    }
+
+    impl std::fmt::Display for CodeLine {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}:{}: {}", self.file.display(), self.number, self.line)
+        }
+    }
+
+    /// Every code line of `src/bundle`. Test modules (at the end of a file) may use
+    /// dev-dependencies and the clock: they are not what the agent compiles.
+    fn format_code() -> Vec<CodeLine> {
         let mut files = Vec::new();
         rust_files(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bundle"),
             &mut files,
         );
         assert!(files.len() >= 10, "{files:?}");
-        let mut found = Vec::new();
-        for file in &files {
-            let text = std::fs::read_to_string(file).unwrap();
-            // Test modules (at the end of a file) may use dev-dependencies: they are not
-            // what the agent compiles.
+        let mut lines = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
             let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
             for (n, line) in code.lines().enumerate() {
-                let code = line.trim_start();
-                if code.starts_with("//") {
+                let trimmed = line.trim_start();
+                if trimmed.starts_with("//") {
                     continue;
                 }
-                let outside = path_roots(code).into_iter().any(|(root, rest)| {
-                    forbidden.contains(root) || (root == "crate" && !rest.starts_with("bundle"))
+                lines.push(CodeLine {
+                    file: file.clone(),
+                    number: n + 1,
+                    line: line.to_owned(),
+                    code: trimmed.to_owned(),
                 });
-                if outside {
-                    found.push(format!("{}:{}: {line}", file.display(), n + 1));
-                }
             }
         }
+        lines
+    }
+
+    fn report(found: Vec<CodeLine>) -> String {
+        found
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_format_uses_no_crate_of_the_server_or_the_client() {
+        let forbidden = forbidden_roots();
+        let found: Vec<CodeLine> = format_code()
+            .into_iter()
+            .filter(|l| {
+                path_roots(&l.code).into_iter().any(|(root, rest)| {
+                    forbidden.contains(root) || (root == "crate" && !rest.starts_with("bundle"))
+                })
+            })
+            .collect();
         assert!(
             found.is_empty(),
             "the format reaches outside itself:\n{}",
-            found.join("\n")
+            report(found)
         );
     }
 
@@ -150,37 +185,26 @@ mod boundary {
     /// call `Timestamp::now` (whose body is the one clock read here).
     #[test]
     fn the_format_reads_no_clock() {
-        let mut files = Vec::new();
-        rust_files(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bundle"),
-            &mut files,
-        );
-        let mut found = Vec::new();
-        for file in &files {
-            let text = std::fs::read_to_string(file).unwrap();
-            let code = text.split("\n#[cfg(test)]").next().unwrap_or_default();
-            for (n, line) in code.lines().enumerate() {
-                let code = line.trim_start();
-                let clock = [
-                    "::now(",
-                    "now_utc(",
-                    "now_local(",
-                    "SystemTime::",
-                    "Instant::",
-                ]
-                .iter()
-                .any(|c| code.contains(c));
-                let the_definition = file.ends_with("types.rs")
-                    && code.starts_with("Self::from_unix(OffsetDateTime::now_utc()");
-                if clock && !code.starts_with("//") && !the_definition {
-                    found.push(format!("{}:{}: {line}", file.display(), n + 1));
-                }
-            }
-        }
+        let clocks = [
+            "::now(",
+            "now_utc(",
+            "now_local(",
+            "SystemTime::",
+            "Instant::",
+        ];
+        let found: Vec<CodeLine> = format_code()
+            .into_iter()
+            .filter(|l| {
+                let the_definition = l.file.ends_with("types.rs")
+                    && l.code
+                        .starts_with("Self::from_unix(OffsetDateTime::now_utc()");
+                clocks.iter().any(|c| l.code.contains(c)) && !the_definition
+            })
+            .collect();
         assert!(
             found.is_empty(),
             "the format reads the clock:\n{}",
-            found.join("\n")
+            report(found)
         );
     }
 

@@ -225,14 +225,19 @@ pub fn fresh_bundle(sequence: u64) -> Vec<u8> {
 
 /// [`fresh_bundle`] signed by the key of `seed` (`[1; 32]` is the trusted origin's).
 pub fn fresh_bundle_signed_by(sequence: u64, seed: [u8; 32]) -> Vec<u8> {
-    let now = Timestamp::now();
-    let created = Timestamp::from_unix(now.unix() - 3600).unwrap();
-    let expires = now.saturating_add(std::time::Duration::from_secs(30 * 86400));
-    let mut fixture = Fixture::new()
-        .set("sequence", json!(sequence))
-        .set("created", json!(created.to_string()))
-        .set("expires", json!(expires.to_string()));
+    let mut fixture = fresh_fixture(sequence);
     fixture.key = seed;
     let key_id = fixture.key().key_id().to_string();
     fixture.set("key_id", json!(key_id)).bundle()
+}
+
+/// The fixture of [`fresh_bundle`], for a test that sets more of its manifest.
+pub fn fresh_fixture(sequence: u64) -> Fixture {
+    let now = Timestamp::now();
+    let created = Timestamp::from_unix(now.unix() - 3600).unwrap();
+    let expires = now.saturating_add(std::time::Duration::from_secs(30 * 86400));
+    Fixture::new()
+        .set("sequence", json!(sequence))
+        .set("created", json!(created.to_string()))
+        .set("expires", json!(expires.to_string()))
 }
