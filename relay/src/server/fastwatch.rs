@@ -9,8 +9,8 @@
 //! task of its own so that nothing of the accept path's larger state stays allocated for
 //! the watcher's life. Anything else (another route, HTTP/2, a malformed or partial
 //! head) is handed to hyper with the bytes already read put back in front, so every
-//! other request behaves exactly as before. Events, catch-up and keep-alives are the
-//! same as `watch.rs`'s.
+//! other request behaves exactly as before. Events, catch-up and keep-alives come from
+//! the channel core both paths share (`watch::Channel`); this path writes its frames.
 
 use std::io;
 use std::pin::Pin;
@@ -24,9 +24,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{ClientAddr, Relay, access, routes, watch};
 use crate::auth::{Decision, Role};
-use crate::store::Current;
 
-const WATCH_PATH: &str = "/api/v1/feeds/watch";
 /// A watch request's head is small; a larger head goes to hyper (and its limits).
 const MAX_HEAD: usize = 4096;
 
@@ -95,7 +93,7 @@ where
     let span = tracing::debug_span!(
         "request",
         method = "GET",
-        uri = WATCH_PATH,
+        uri = watch::PATH,
         version = "HTTP/1.1",
         client = %client.0,
     );
@@ -120,7 +118,7 @@ where
             started,
             Some(client),
             "GET",
-            WATCH_PATH,
+            watch::PATH,
             request.user_agent.as_ref(),
         )
         .user(&user)
@@ -152,17 +150,13 @@ where
     }
 }
 
-/// An open watch channel: the connection, the store's and the keep-alive clock's
-/// receivers, and the last sequence sent. This is all an idle watcher keeps, for as long
-/// as it stays connected, so it is kept small: no buffers, no timer of its own (the
-/// keep-alive clock is shared by every watcher; a write gets a deadline only while it
-/// waits).
+/// An open watch channel on its connection. This is all an idle watcher keeps, for as
+/// long as it stays connected, so it is kept small: no buffers, no timer of its own (the
+/// channel's keep-alive clock is shared by every watcher; a write gets a deadline only
+/// while it waits).
 pub struct Watcher<I> {
     io: I,
-    current: tokio::sync::watch::Receiver<Option<Arc<Current>>>,
-    ticks: tokio::sync::watch::Receiver<u64>,
-    last_sent: u64,
-    guard: watch::WatcherGuard,
+    channel: watch::Channel,
 }
 
 /// A connection that can give back the memory of its empty buffers while it waits.
@@ -183,32 +177,15 @@ impl ReleaseBuffers for super::tlsconn::TlsConn {
 impl<I: AsyncWrite + ReleaseBuffers + Unpin> Watcher<I> {
     /// Sends the response head and the events after `last_id`.
     async fn start(relay: &Arc<Relay>, mut io: I, last_id: Option<u64>) -> io::Result<Self> {
-        // Subscribe before reading the backlog, so nothing falls between the two.
-        let current = relay.store.subscribe();
-        let ticks = relay.keepalive.subscribe();
-        let backlog = watch::backlog(relay, last_id).await;
-        let guard = watch::WatcherGuard::new(Arc::clone(relay));
+        let (channel, catch_up) = watch::Channel::open(relay, last_id).await;
         let limit = relay.config.listen.idle_timeout.0;
         let mut out = String::from(
             "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
         );
-        for e in &backlog {
-            out.push_str(&frame(e));
-        }
+        out.push_str(&catch_up);
         send(&mut io, out.as_bytes(), limit).await?;
         io.release_buffers();
-        let last_sent = backlog
-            .last()
-            .map(|e| e.sequence.0)
-            .or(last_id)
-            .unwrap_or(0);
-        Ok(Self {
-            io,
-            current,
-            ticks,
-            last_sent,
-            guard,
-        })
+        Ok(Self { io, channel })
     }
 
     /// Sends each new current bundle's event and the keep-alives until the client goes,
@@ -216,43 +193,17 @@ impl<I: AsyncWrite + ReleaseBuffers + Unpin> Watcher<I> {
     /// connection's place under the connection cap, held for as long as this runs.
     pub(crate) async fn run(mut self: Box<Self>, slot: super::ConnectionSlot) {
         let _slot = slot;
-        let relay = Arc::clone(&self.guard.relay);
+        let relay = Arc::clone(self.channel.relay());
         let limit = relay.config.listen.idle_timeout.0;
-        loop {
-            let out = tokio::select! {
-                changed = self.current.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    let current = self.current.borrow_and_update().clone();
-                    match current {
-                        Some(c) if c.record.sequence.0 > self.last_sent => {
-                            self.last_sent = c.record.sequence.0;
-                            frame(&crate::store::Event {
-                                sequence: c.record.sequence,
-                                sha256: c.record.sha256,
-                                size: c.record.size,
-                            })
-                        }
-                        _ => continue,
-                    }
-                }
-                changed = self.ticks.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    ":keep-alive\n\n".to_owned()
-                }
-                () = relay.stopping.cancelled() => {
-                    let _ = tokio::time::timeout(limit, self.io.shutdown()).await;
-                    return;
-                }
-            };
+        while let Some(out) = self.channel.next_frame().await {
             if let Err(e) = send(&mut self.io, out.as_bytes(), limit).await {
                 tracing::debug!(error = %e, "watcher gone");
                 return;
             }
             self.io.release_buffers();
+        }
+        if relay.stopping.is_cancelled() {
+            let _ = tokio::time::timeout(limit, self.io.shutdown()).await;
         }
     }
 }
@@ -295,7 +246,7 @@ fn parse(head: &[u8]) -> Option<WatchRequest> {
         return None;
     };
     let path = req.path?.split('?').next()?;
-    if req.method? != "GET" || path != WATCH_PATH || req.version? != 1 || len != head.len() {
+    if req.method? != "GET" || path != watch::PATH || req.version? != 1 || len != head.len() {
         return None;
     }
     let mut authorization = None;
@@ -321,14 +272,6 @@ fn parse(head: &[u8]) -> Option<WatchRequest> {
         last_event_id,
         user_agent,
     })
-}
-
-fn frame(e: &crate::store::Event) -> String {
-    format!(
-        "id: {}\nevent: bundle\ndata: {}\n\n",
-        e.sequence,
-        watch::event_data(e)
-    )
 }
 
 async fn write_response<I: AsyncWrite + Unpin>(
@@ -366,7 +309,7 @@ fn count(relay: &Relay, status: &str) {
     relay
         .metrics
         .requests
-        .with_label_values(&[WATCH_PATH, status])
+        .with_label_values(&[watch::PATH, status])
         .inc();
 }
 

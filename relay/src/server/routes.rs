@@ -29,7 +29,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
     let mut readers = Router::new()
         .route("/api/v1/feeds/manifest", get(files::manifest))
         .route("/api/v1/archives/{name}", get(files::archive_by_name))
-        .route("/api/v1/feeds/watch", get(watch::watch))
+        .route(watch::PATH, get(watch::watch))
         .route("/api/v1/bundles/{sha256}", get(files::held_bundle))
         .route("/api/v1/bundles/{sha256}/index", get(files::held_index))
         .route(
