@@ -106,7 +106,7 @@ impl BuildInfo {
             found_by: DatabaseKind::GoBinary,
         };
         let mut packages = Vec::new();
-        if let Some(version) = toolchain_semver(&self.go_version) {
+        if let Some(version) = crate::version::go_toolchain_semver(&self.go_version) {
             packages.push(package("stdlib", version));
         }
         if let Some(main) = &self.main {
@@ -180,7 +180,9 @@ fn ldflags_version(ldflags: &str, main_path: &str) -> Option<String> {
             continue;
         };
         let lower = name.to_ascii_lowercase();
-        if !(lower.ends_with(".version") || lower.ends_with(".ver")) || !is_semver(value) {
+        if !(lower.ends_with(".version") || lower.ends_with(".ver"))
+            || !crate::version::is_go_semver(value)
+        {
             continue;
         }
         let package = lower.rsplit('/').next().unwrap_or("");
@@ -227,39 +229,6 @@ fn split_flags(flags: &str) -> Vec<String> {
     }
 }
 
-/// Semantic versions as Go's `golang.org/x/mod/semver` accepts them, the `v` optional:
-/// `1`, `1.2` or `1.2.3`, the last with an optional `-prerelease` and `+build`.
-fn is_semver(version: &str) -> bool {
-    let version = version.strip_prefix('v').unwrap_or(version);
-    let (version, build) = match version.split_once('+') {
-        Some((version, build)) => (version, Some(build)),
-        None => (version, None),
-    };
-    let (core, pre) = match version.split_once('-') {
-        Some((core, pre)) => (core, Some(pre)),
-        None => (version, None),
-    };
-    let number = |n: &str| {
-        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
-    };
-    let identifiers = |s: &str| {
-        s.split('.')
-            .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-    };
-    let parts: Vec<&str> = core.split('.').collect();
-    parts.len() <= 3
-        && parts.iter().all(|p| number(p))
-        && (parts.len() == 3 || (pre.is_none() && build.is_none()))
-        && pre.is_none_or(|pre| {
-            // Numeric identifiers have no leading zeros; others are alphanumerics and `-`.
-            identifiers(pre)
-                && pre
-                    .split('.')
-                    .all(|id| !id.bytes().all(|b| b.is_ascii_digit()) || number(id))
-        })
-        && build.is_none_or(identifiers)
-}
-
 /// A Go string literal as `strconv.Quote` writes it (build settings with spaces or quotes
 /// are written so): the common escapes; `None` for anything else.
 fn unquote(quoted: &str) -> Option<String> {
@@ -297,40 +266,6 @@ fn unquote(quoted: &str) -> Option<String> {
         out.push(escaped);
     }
     Some(out)
-}
-
-/// `go1.20.12` -> `1.20.12`, `go1.21` -> `1.21.0`, `go1.21rc2` -> `1.21.0-rc.2`,
-/// `go1.22.1 X:boringcrypto` -> `1.22.1`; development toolchains -> `None`.
-fn toolchain_semver(go_version: &str) -> Option<String> {
-    let version = go_version.split_whitespace().next()?.strip_prefix("go")?;
-    let (release, pre) = match version.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&version[..i], Some(&version[i..])),
-        None => (version, None),
-    };
-    let parts: Vec<&str> = release.split('.').collect();
-    if parts.is_empty()
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
-    }
-    let mut semver = match parts.len() {
-        1 => format!("{}.0.0", parts[0]),
-        2 => format!("{}.{}.0", parts[0], parts[1]),
-        _ => release.to_owned(),
-    };
-    if let Some(pre) = pre {
-        let split = pre.find(|c: char| c.is_ascii_digit()).unwrap_or(pre.len());
-        let (word, number) = pre.split_at(split);
-        semver.push('-');
-        semver.push_str(word);
-        if !number.is_empty() {
-            semver.push('.');
-            semver.push_str(number);
-        }
-    }
-    Some(semver)
 }
 
 /// Parses the module info text (between the sentinels), as `ParseBuildInfo` does; the Go
@@ -884,20 +819,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn toolchain_versions() {
-        let check = |go: &str, expected: Option<&str>| {
-            assert_eq!(toolchain_semver(go).as_deref(), expected, "{go}");
-        };
-        check("go1.20.12", Some("1.20.12"));
-        check("go1.21", Some("1.21.0"));
-        check("go1.21rc2", Some("1.21.0-rc.2"));
-        check("go1.22.1 X:boringcrypto", Some("1.22.1"));
-        check("devel go1.23-abcdef", None);
-        check("go", None);
-        check("gox.y", None);
-    }
-
-    #[test]
     fn modinfo() {
         let text = "path\texample.com/cmd/app\n\
                     mod\texample.com\tv1.2.3\th1:abc=\n\
@@ -1029,10 +950,6 @@ mod tests {
         check("-X", None);
         check("-X 'main.version=1.0.0", None);
         check("", None);
-        assert!(is_semver("v1.2.3-rc.1+build.5"));
-        assert!(is_semver("1"));
-        assert!(!is_semver("1.2.3.4"));
-        assert!(!is_semver("v1.2.3-"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use dpkg::DpkgVersion;
 pub use generic::GenericVersion;
 pub use pep440::Pep440Version;
 pub use rpm::{RpmVersion, rpmvercmp};
-pub use semantic::SemverVersion;
+pub use semantic::{SemverVersion, go_toolchain_semver, is_go_semver};
 
 /// A version ordering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -45,6 +45,64 @@ impl SemverVersion {
     }
 }
 
+/// A Go toolchain's version (a build info's `go` line, `runtime.Version()`) as OSV names
+/// the `stdlib` package's: `go1.20.12` -> `1.20.12`, `go1.21` -> `1.21.0`, `go1.21rc2` ->
+/// `1.21.0-rc.2`, `go1.22.1 X:boringcrypto` -> `1.22.1`. Development toolchains and
+/// release words Go does not use (`go1.21foo1`) -> `None`, as [`SemverVersion::parse_go`]
+/// refuses them.
+pub fn go_toolchain_semver(go_version: &str) -> Option<String> {
+    let version = go_version.split_whitespace().next()?.strip_prefix("go")?;
+    if version.contains(|c: char| c.is_ascii_alphabetic()) {
+        return go_release(version);
+    }
+    let parts: Vec<&str> = version.split('.').collect();
+    let numbers = parts
+        .iter()
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if !numbers || parts.len() > 3 {
+        return None;
+    }
+    let mut release = version.to_owned();
+    for _ in parts.len()..3 {
+        release.push_str(".0");
+    }
+    Some(release)
+}
+
+/// Whether `version` is a semantic version as Go's `golang.org/x/mod/semver` accepts one,
+/// the `v` optional: `1`, `1.2` or `1.2.3`, the last with an optional `-prerelease` and
+/// `+build` (stricter than [`SemverVersion::parse_go`], which orders what OSV writes).
+pub fn is_go_semver(version: &str) -> bool {
+    let version = version.strip_prefix('v').unwrap_or(version);
+    let (version, build) = match version.split_once('+') {
+        Some((version, build)) => (version, Some(build)),
+        None => (version, None),
+    };
+    let (core, pre) = match version.split_once('-') {
+        Some((core, pre)) => (core, Some(pre)),
+        None => (version, None),
+    };
+    let number = |n: &str| {
+        !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && (n == "0" || !n.starts_with('0'))
+    };
+    let identifiers = |s: &str| {
+        s.split('.')
+            .all(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() <= 3
+        && parts.iter().all(|p| number(p))
+        && (parts.len() == 3 || (pre.is_none() && build.is_none()))
+        && pre.is_none_or(|pre| {
+            // Numeric identifiers have no leading zeros; others are alphanumerics and `-`.
+            identifiers(pre)
+                && pre
+                    .split('.')
+                    .all(|id| !id.bytes().all(|b| b.is_ascii_digit()) || number(id))
+        })
+        && build.is_none_or(identifiers)
+}
+
 /// `1.21rc2` -> `1.21.0-rc.2`, `1.19beta1` -> `1.19.0-beta.1`: Go's pre-release
 /// toolchain names. Anything else is left to the SemVer parser.
 fn go_release(text: &str) -> Option<String> {
@@ -161,5 +219,55 @@ mod tests {
         assert!(go("v0.0.0-20211209124913-491a49abca63") < go("0.0.0-20220906165146-f3363e06e74c"));
         assert!(go("v0.0.0-20220906165146-f3363e06e74c") < go("v0.1.0"));
         assert_eq!(go("v2.0.0+incompatible"), go("2.0.0"));
+    }
+
+    #[test]
+    fn go_toolchain_names() {
+        let check = |go: &str, expected: Option<&str>| {
+            assert_eq!(go_toolchain_semver(go).as_deref(), expected, "{go}");
+            // What it names, the ordering reads as the same version.
+            if let Some(expected) = expected {
+                assert_eq!(
+                    SemverVersion::parse_go(go.split_whitespace().next().unwrap()).unwrap(),
+                    semver(expected),
+                    "{go}"
+                );
+            }
+        };
+        check("go1.20.12", Some("1.20.12"));
+        check("go1.21", Some("1.21.0"));
+        check("go1", Some("1.0.0"));
+        check("go1.21rc2", Some("1.21.0-rc.2"));
+        check("go1.19beta1", Some("1.19.0-beta.1"));
+        check("go1.22.1 X:boringcrypto", Some("1.22.1"));
+        check("devel go1.23-abcdef", None);
+        check("go1.21foo2", None);
+        check("go1.2.3.4", None);
+        check("go", None);
+        check("gox.y", None);
+    }
+
+    #[test]
+    fn go_semver_acceptance() {
+        for good in [
+            "v1.2.3-rc.1+build.5",
+            "1",
+            "1.2",
+            "v1.2.3",
+            "0.0.0-20220906165146-f3363e06e74c",
+        ] {
+            assert!(is_go_semver(good), "{good}");
+        }
+        for bad in [
+            "1.2.3.4",
+            "v1.2.3-",
+            "01.2.3",
+            "1.2-rc.1",
+            "1.2.3-rc.01",
+            "dev",
+            "",
+        ] {
+            assert!(!is_go_semver(bad), "{bad}");
+        }
     }
 }
