@@ -1,8 +1,9 @@
-//! Audits: one record per violation, in sled (`audits` tree, key = time and a counter,
-//! so they list in order), appended to a JSON-lines file, and optionally POSTed to a
-//! webhook (by the runner, with retries). A per-container, per-area throttle keeps a
-//! storm from drowning the log: past `burst` audits in `window`, violations are counted
-//! and the next audit that gets through says how many were suppressed.
+//! Audits: one record per violation, in the runtime database (`store.rs`; `audits` tree,
+//! key = time and a counter, so they list in order), appended to a JSON-lines file, and
+//! optionally POSTed to a webhook (by the runner, with retries). A per-container, per-area
+//! throttle keeps a storm from drowning the log: past `burst` audits in `window`,
+//! violations are counted and the next audit that gets through says how many were
+//! suppressed.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -11,13 +12,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::store::{RuntimeDb, Tree};
 use super::{Area, Effect};
+
+/// The tree audits are kept in.
+const TREE: &str = "audits";
 use crate::monitor::event::short_id;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit store {path}: {message}")]
-    Store { path: String, message: String },
+    #[error("audit store: {0}")]
+    Store(#[from] super::store::StoreError),
+    #[error("audit store: an audit that does not encode: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error("audit log {path}: {source}")]
     File {
         path: PathBuf,
@@ -134,23 +141,14 @@ impl Throttle {
 
 /// Where audits are kept.
 pub struct AuditLog {
-    tree: sled::Tree,
-    store_path: String,
+    tree: Tree,
     file: Option<(PathBuf, std::fs::File)>,
     counter: u64,
 }
 
 impl AuditLog {
-    pub fn open(
-        db: &sled::Db,
-        store_path: &Path,
-        file: Option<&Path>,
-    ) -> Result<AuditLog, AuditError> {
-        let store_path = store_path.display().to_string();
-        let tree = db.open_tree("audits").map_err(|e| AuditError::Store {
-            path: store_path.clone(),
-            message: e.to_string(),
-        })?;
+    pub fn open(db: &RuntimeDb, file: Option<&Path>) -> Result<AuditLog, AuditError> {
+        let tree = db.tree(TREE)?;
         let file = match file {
             Some(path) => {
                 let f = std::fs::OpenOptions::new()
@@ -167,28 +165,18 @@ impl AuditLog {
         };
         Ok(AuditLog {
             tree,
-            store_path,
             file,
             counter: 0,
         })
     }
 
-    fn store_err(&self, e: impl std::fmt::Display) -> AuditError {
-        AuditError::Store {
-            path: self.store_path.clone(),
-            message: e.to_string(),
-        }
-    }
-
     pub fn record(&mut self, audit: &Audit) -> Result<(), AuditError> {
-        let json = serde_json::to_vec(audit).map_err(|e| self.store_err(e))?;
+        let json = serde_json::to_vec(audit)?;
         self.counter += 1;
         let mut key = Vec::with_capacity(24);
         key.extend_from_slice(&audit.ts.to_be_bytes());
         key.extend_from_slice(&self.counter.to_be_bytes());
-        self.tree
-            .insert(key, json.as_slice())
-            .map_err(|e| self.store_err(e))?;
+        self.tree.insert(&key, &json)?;
         if let Some((path, f)) = &mut self.file {
             let mut line = json;
             line.push(b'\n');
@@ -201,15 +189,15 @@ impl AuditLog {
     }
 
     pub fn flush(&self) -> Result<(), AuditError> {
-        self.tree.flush().map(|_| ()).map_err(|e| self.store_err(e))
+        Ok(self.tree.flush()?)
     }
 
-    /// Audits at or after `since` (ns), oldest first.
-    pub fn since(tree: &sled::Tree, since: i128) -> Result<Vec<Audit>, String> {
+    /// The audits in `db` at or after `since` (ns), oldest first.
+    pub fn since(db: &RuntimeDb, since: i128) -> Result<Vec<Audit>, AuditError> {
         let mut out = Vec::new();
-        for item in tree.range(since.to_be_bytes().to_vec()..) {
-            let (_, v) = item.map_err(|e| e.to_string())?;
-            out.push(serde_json::from_slice(&v).map_err(|e| e.to_string())?);
+        for item in db.tree(TREE)?.from_key(&since.to_be_bytes()) {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(&v)?);
         }
         Ok(out)
     }
@@ -255,19 +243,18 @@ mod tests {
     }
 
     #[test]
-    fn audits_are_kept_in_order_in_sled_and_in_the_file() {
+    fn audits_are_kept_in_order_in_the_database_and_in_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = RuntimeDb::open(dir.path()).unwrap();
         let file = dir.path().join("audits.jsonl");
-        let mut log = AuditLog::open(&db, &dir.path().join("db"), Some(&file)).unwrap();
+        let mut log = AuditLog::open(&db, Some(&file)).unwrap();
         for ts in [30, 10, 20] {
             log.record(&audit(ts)).unwrap();
         }
         log.flush().unwrap();
-        let tree = db.open_tree("audits").unwrap();
-        let all = AuditLog::since(&tree, 0).unwrap();
+        let all = AuditLog::since(&db, 0).unwrap();
         assert_eq!(all.iter().map(|a| a.ts).collect::<Vec<_>>(), [10, 20, 30]);
-        assert_eq!(AuditLog::since(&tree, 15).unwrap().len(), 2);
+        assert_eq!(AuditLog::since(&db, 15).unwrap().len(), 2);
         let lines = std::fs::read_to_string(&file).unwrap();
         assert_eq!(lines.lines().count(), 3);
         let first: Audit = serde_json::from_str(lines.lines().next().unwrap()).unwrap();

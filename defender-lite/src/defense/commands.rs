@@ -1,7 +1,7 @@
 //! `defender-lite model ...` and `defender-lite audits`: the operator's view of the
-//! runtime database (`<data_dir>/runtime.sled`, written by `monitor`). sled lets one
+//! runtime database (`<data_dir>/runtime.sled`, written by `monitor`). It lets one
 //! process open it at a time, so while the monitor runs these commands stop at once with
-//! a message that says so (`runner::open_db`) instead of waiting.
+//! a message that says so (`store::StoreError::Locked`) instead of waiting.
 
 use std::path::PathBuf;
 
@@ -13,7 +13,8 @@ use super::Proto;
 use super::audit::AuditLog;
 use super::model::{List, Model, ModelState, ModelStore, Origin};
 use super::rules::PortRange;
-use super::runner::{open_db, parse_duration};
+use super::runner::parse_duration;
+use super::store::RuntimeDb;
 use crate::cli::Outcome;
 use crate::config::Config;
 
@@ -85,8 +86,8 @@ pub struct AuditsArgs {
 
 pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
     let config = Config::load(&args.config)?;
-    let (db, path) = open_db(&config.data_dir)?;
-    let store = ModelStore::open(&db, &path)?;
+    let db = RuntimeDb::open(&config.data_dir)?;
+    let store = ModelStore::open(&db)?;
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let get = |image: &str| -> anyhow::Result<Model> {
         match store.get(image)? {
@@ -200,7 +201,7 @@ pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
             store.save(&m)?;
         }
     }
-    db.flush().context("flushing the runtime database")?;
+    db.flush()?;
     Ok(Outcome::Success)
 }
 
@@ -210,14 +211,10 @@ pub fn run_audits(args: AuditsArgs) -> anyhow::Result<Outcome> {
         Some(text) => since_ns(text, OffsetDateTime::now_utc().unix_timestamp_nanos())?,
         None => i128::MIN,
     };
-    let (db, path) = open_db(&config.data_dir)?;
-    let tree = db
-        .open_tree("audits")
-        .with_context(|| format!("opening the audits in {}", path.display()))?;
+    let db = RuntimeDb::open(&config.data_dir)?;
     // Keys start with the time as big-endian bytes: a negative bound would sort last.
-    let audits = AuditLog::since(&tree, since.max(0))
-        .map_err(anyhow::Error::msg)
-        .with_context(|| format!("reading the audits in {}", path.display()))?;
+    let audits = AuditLog::since(&db, since.max(0))
+        .with_context(|| format!("reading the audits in {}", db.path().display()))?;
     for a in &audits {
         if args.json {
             crate::cli::outln(format_args!("{}", serde_json::to_string(a)?))?;

@@ -25,6 +25,7 @@ pub mod model;
 pub mod portscan;
 pub mod rules;
 pub mod runner;
+pub mod store;
 pub mod webhook;
 
 use std::borrow::Cow;

@@ -1,23 +1,27 @@
 //! Runtime models, one per image: what its containers did during a learning period
 //! (processes, listening ports, outbound ports and destinations, DNS names), each entry
 //! marked learned or user-added. After the period the model is active and the engine
-//! reports what it does not hold. Persisted in sled and written through on every change,
-//! so a restart neither forgets nor relearns: the `models` tree holds each model's header
-//! (key = image, value = JSON: state, created), the `model-entries` tree one key per
-//! entry (the image's length and bytes, the list, the value; the value is the origin).
-//! Learning one more entry writes one key, whatever the model's size; only the operator's
-//! commands (`model relearn`, `add`, `promote`) rewrite a whole model. Models written by
-//! earlier versions, with their lists inside the header, are moved to entries on load.
+//! reports what it does not hold. Persisted in the runtime database (`store.rs`) and
+//! written through on every change, so a restart neither forgets nor relearns: the `models`
+//! tree holds each model's header (key = image, value = JSON: state, created), the
+//! `model-entries` tree one key per entry (the image's length and bytes, the list, the
+//! value; the value is the origin). Learning one more entry writes one key, whatever the
+//! model's size; only the operator's commands (`model relearn`, `add`, `promote`) rewrite a
+//! whole model. Models written by earlier versions, with their lists inside the header, are
+//! moved to entries on load.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::store::{RuntimeDb, Tree};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    #[error("model store: {0}")]
+    Store(#[from] super::store::StoreError),
     #[error("model store {path}: {message}")]
-    Store { path: String, message: String },
+    Malformed { path: String, message: String },
     #[error("no model for image {0:?}")]
     Unknown(String),
 }
@@ -206,31 +210,25 @@ struct Header<'a> {
     created: i64,
 }
 
-/// The models in sled.
+/// The models in the runtime database.
 pub struct ModelStore {
-    tree: sled::Tree,
-    entries: sled::Tree,
+    tree: Tree,
+    entries: Tree,
     path: String,
 }
 
 impl ModelStore {
-    pub fn open(db: &sled::Db, path: &Path) -> Result<ModelStore, ModelError> {
-        let path = path.display().to_string();
-        let open = |name: &str| {
-            db.open_tree(name).map_err(|e| ModelError::Store {
-                path: path.clone(),
-                message: e.to_string(),
-            })
-        };
+    pub fn open(db: &RuntimeDb) -> Result<ModelStore, ModelError> {
         Ok(ModelStore {
-            tree: open("models")?,
-            entries: open("model-entries")?,
-            path,
+            tree: db.tree("models")?,
+            entries: db.tree("model-entries")?,
+            path: db.path().display().to_string(),
         })
     }
 
+    /// A stored model that does not read as one.
     fn err(&self, e: impl std::fmt::Display) -> ModelError {
-        ModelError::Store {
+        ModelError::Malformed {
             path: self.path.clone(),
             message: e.to_string(),
         }
@@ -260,9 +258,7 @@ impl ModelStore {
             created: model.created,
         };
         let bytes = serde_json::to_vec(&header).map_err(|e| self.err(e))?;
-        self.tree
-            .insert(model.image.as_bytes(), bytes)
-            .map_err(|e| self.err(e))?;
+        self.tree.insert(model.image.as_bytes(), &bytes)?;
         Ok(())
     }
 
@@ -279,17 +275,19 @@ impl ModelStore {
             Origin::User => b"u",
         };
         self.entries
-            .insert(Self::entry_key(image, list, value), origin)
-            .map_err(|e| self.err(e))?;
+            .insert(&Self::entry_key(image, list, value), origin)?;
         Ok(())
     }
 
     /// Writes a whole model: its header, and its entries in place of those stored.
     pub fn save(&self, model: &Model) -> Result<(), ModelError> {
-        for key in self.entries.scan_prefix(Self::prefix(&model.image)).keys() {
-            self.entries
-                .remove(key.map_err(|e| self.err(e))?)
-                .map_err(|e| self.err(e))?;
+        let stored: Vec<Vec<u8>> = self
+            .entries
+            .scan_prefix(&Self::prefix(&model.image))
+            .map(|item| item.map(|(key, _)| key))
+            .collect::<Result<_, _>>()?;
+        for key in stored {
+            self.entries.remove(&key)?;
         }
         for list in List::ALL {
             for (value, origin) in model.list(list) {
@@ -304,8 +302,8 @@ impl ModelStore {
     fn load(&self, bytes: &[u8]) -> Result<Model, ModelError> {
         let mut model: Model = serde_json::from_slice(bytes).map_err(|e| self.err(e))?;
         let legacy = !model.is_empty();
-        for item in self.entries.scan_prefix(Self::prefix(&model.image)) {
-            let (key, origin) = item.map_err(|e| self.err(e))?;
+        for item in self.entries.scan_prefix(&Self::prefix(&model.image)) {
+            let (key, origin) = item?;
             let rest = &key[Self::prefix(&model.image).len()..];
             let Some((&tag, value)) = rest.split_first() else {
                 continue;
@@ -329,7 +327,7 @@ impl ModelStore {
     }
 
     pub fn get(&self, image: &str) -> Result<Option<Model>, ModelError> {
-        match self.tree.get(image.as_bytes()).map_err(|e| self.err(e))? {
+        match self.tree.get(image.as_bytes())? {
             Some(bytes) => self
                 .load(&bytes)
                 .map(Some)
@@ -341,14 +339,14 @@ impl ModelStore {
     pub fn all(&self) -> Result<Vec<Model>, ModelError> {
         let mut out = Vec::new();
         for item in self.tree.iter() {
-            let (_, bytes) = item.map_err(|e| self.err(e))?;
+            let (_, bytes) = item?;
             out.push(self.load(&bytes)?);
         }
         Ok(out)
     }
 
     pub fn flush(&self) -> Result<(), ModelError> {
-        self.tree.flush().map(|_| ()).map_err(|e| self.err(e))
+        Ok(self.tree.flush()?)
     }
 }
 #[cfg(test)]
@@ -373,15 +371,14 @@ mod tests {
         assert!(m.holds(List::Listening, "tcp/8080"));
 
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
         {
-            let db = sled::open(&path).unwrap();
-            let store = ModelStore::open(&db, &path).unwrap();
+            let db = RuntimeDb::open(dir.path()).unwrap();
+            let store = ModelStore::open(&db).unwrap();
             store.save(&m).unwrap();
             store.flush().unwrap();
         }
-        let db = sled::open(&path).unwrap();
-        let store = ModelStore::open(&db, &path).unwrap();
+        let db = RuntimeDb::open(dir.path()).unwrap();
+        let store = ModelStore::open(&db).unwrap();
         assert_eq!(store.get("nginx:1.27").unwrap(), Some(m));
         assert_eq!(store.all().unwrap().len(), 1);
         assert_eq!(store.get("other").unwrap(), None);
@@ -390,9 +387,8 @@ mod tests {
     #[test]
     fn learning_writes_one_key_per_entry_and_old_models_are_moved_to_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let db = sled::open(&path).unwrap();
-        let store = ModelStore::open(&db, &path).unwrap();
+        let db = RuntimeDb::open(dir.path()).unwrap();
+        let store = ModelStore::open(&db).unwrap();
         let mut m = Model::new("app:1", 1000, 3600);
         store.save_header(&m).unwrap();
         for n in 0..2_000 {
@@ -403,7 +399,7 @@ mod tests {
                 .unwrap();
         }
         // The header does not grow with the model: nothing rewrites the whole model.
-        let header = store.tree.get("app:1").unwrap().unwrap();
+        let header = store.tree.get(b"app:1").unwrap().unwrap();
         assert!(header.len() < 100, "{} bytes", header.len());
         assert_eq!(store.get("app:1").unwrap(), Some(m.clone()));
         // An image whose name is another's prefix keeps its own entries.
@@ -418,10 +414,10 @@ mod tests {
         old.add(List::Listening, "tcp/80", Origin::Learned);
         store
             .tree
-            .insert("legacy:2", serde_json::to_vec(&old).unwrap())
+            .insert(b"legacy:2", &serde_json::to_vec(&old).unwrap())
             .unwrap();
         assert_eq!(store.get("legacy:2").unwrap(), Some(old.clone()));
-        let header = store.tree.get("legacy:2").unwrap().unwrap();
+        let header = store.tree.get(b"legacy:2").unwrap().unwrap();
         assert!(
             !String::from_utf8_lossy(&header).contains("legacy\""),
             "moved out of the header"

@@ -17,8 +17,8 @@
 //! `--dry-run` decides and audits but does neither (the audit says what it would have
 //! done), for trying rules on a live host or replaying another host's events.
 //!
-//! Models and audits live in one sled database, `<data_dir>/runtime.sled`; sled allows
-//! one process at a time, so `model` and `audits` say so while the monitor runs. The
+//! Models and audits live in one database, `<data_dir>/runtime.sled` (`store.rs`), which
+//! allows one process at a time, so `model` and `audits` say so while the monitor runs. The
 //! first time a container of an image is seen, its apps' configured ports are read from
 //! its root filesystem (`app_ports`), once per image.
 
@@ -36,6 +36,7 @@ use super::audit::{Audit, AuditLog, Throttle, ThrottleSettings};
 use super::model::ModelStore;
 use super::portscan::{PortScanDetector, PortScanSettings};
 use super::rules::Rules;
+use super::store::RuntimeDb;
 use super::webhook::{Webhook, WebhookSettings};
 use super::{Area, Effect, Engine, Knowledge, Verdict};
 use crate::config::Config;
@@ -44,9 +45,6 @@ use crate::monitor::event::{AttributedBy, Event, EventKind, short_id};
 use crate::monitor::input::EventReader;
 use crate::monitor::proc_connector::ProcessConfig;
 use crate::monitor::{Monitor, MonitorConfig};
-
-/// The sled database of models and audits, under the data directory.
-pub const DB_NAME: &str = "runtime.sled";
 
 /// Arguments of `defender-lite monitor`.
 #[derive(Debug, clap::Args)]
@@ -115,25 +113,6 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<bool> {
     })
 }
 
-/// Opens `<data_dir>/runtime.sled`, naming the monitor when another process holds it.
-pub fn open_db(data_dir: &Path) -> anyhow::Result<(sled::Db, PathBuf)> {
-    let path = data_dir.join(DB_NAME);
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    match sled::open(&path) {
-        Ok(db) => Ok((db, path)),
-        Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-            anyhow::bail!(
-                "{} is locked by another process, most likely the running `defender-lite monitor` \
-                 (its database allows one process at a time): stop the monitor, or read its audit \
-                 file, to use this command",
-                path.display()
-            )
-        }
-        Err(e) => Err(e).with_context(|| format!("opening {}", path.display())),
-    }
-}
-
 /// Parses `2s`, `30m`, `1h`.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(text)
@@ -142,7 +121,7 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
 
 /// The engine and everything around it.
 pub struct Runner {
-    db: sled::Db,
+    db: RuntimeDb,
     engine: Engine,
     throttle: Throttle,
     /// Verdicts acted on (audited or not).
@@ -177,10 +156,10 @@ impl Runner {
             None => Rules::default(),
         };
         let (knowledge, app_knowledge) = load_feeds(config, args.feeds.as_deref())?;
-        let (db, db_path) = open_db(&config.data_dir)?;
-        let store = ModelStore::open(&db, &db_path)?;
+        let db = RuntimeDb::open(&config.data_dir)?;
+        let store = ModelStore::open(&db)?;
         let audit_file = m.audit_file(&config.data_dir);
-        let audits = AuditLog::open(&db, &db_path, Some(&audit_file))?;
+        let audits = AuditLog::open(&db, Some(&audit_file))?;
         let learning_secs = i64::try_from(learning.as_secs()).unwrap_or(i64::MAX);
         let mut engine = Engine::new(
             rules,
@@ -218,7 +197,7 @@ impl Runner {
         };
         tracing::info!(
             "models and audits in {}, audit file {}, learning period {}",
-            db_path.display(),
+            db.path().display(),
             audit_file.display(),
             humantime::format_duration(learning)
         );
@@ -440,10 +419,7 @@ impl Runner {
                 );
             }
         }
-        self.db
-            .flush_async()
-            .await
-            .context("flushing the runtime database")?;
+        self.db.flush_async().await?;
         tracing::info!(
             "{} verdict(s) acted on, {} audit(s){}",
             self.actions,

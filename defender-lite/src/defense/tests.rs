@@ -1,6 +1,7 @@
 use std::net::IpAddr;
 
 use super::portscan::PortScanSettings;
+use super::store::RuntimeDb;
 use super::*;
 
 const S: i128 = 1_000_000_000;
@@ -242,27 +243,26 @@ port_scan = { effect = "disable" }
 #[test]
 fn models_survive_a_restart_and_promote_ends_learning() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
     let exe = What::Process {
         exe: "/usr/sbin/nginx",
     };
     {
-        let db = sled::open(&path).unwrap();
+        let db = RuntimeDb::open(dir.path()).unwrap();
         let mut e = engine(
             "",
             Knowledge::default(),
-            Some(ModelStore::open(&db, &path).unwrap()),
+            Some(ModelStore::open(&db).unwrap()),
         );
         assert_eq!(e.evaluate(&obs(0, "nginx:1", exe)).unwrap(), None);
         assert!(e.promote("nginx:1").unwrap());
         assert!(!e.promote("nope").unwrap());
         db.flush().unwrap();
     }
-    let db = sled::open(&path).unwrap();
+    let db = RuntimeDb::open(dir.path()).unwrap();
     let mut e = engine(
         "",
         Knowledge::default(),
-        Some(ModelStore::open(&db, &path).unwrap()),
+        Some(ModelStore::open(&db).unwrap()),
     );
     // Active at once (promoted), and remembers nginx.
     assert_eq!(e.evaluate(&obs(S, "nginx:1", exe)).unwrap(), None);
