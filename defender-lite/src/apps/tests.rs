@@ -3,6 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
+use super::extract::key_matches;
 use super::*;
 
 fn app(json: &str) -> AppSpec {
