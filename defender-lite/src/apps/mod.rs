@@ -98,7 +98,6 @@
 
 mod apache;
 mod argv;
-pub mod command;
 mod detect;
 mod extract;
 mod files;

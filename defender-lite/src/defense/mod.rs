@@ -20,7 +20,6 @@
 pub mod actions;
 pub mod app_ports;
 pub mod audit;
-pub mod commands;
 pub mod model;
 pub mod portscan;
 pub mod rules;

@@ -92,27 +92,6 @@ pub struct MonitorArgs {
     pub json: bool,
 }
 
-/// Runs the command; `Ok(false)` when input lines were rejected.
-pub fn run(args: MonitorArgs) -> anyhow::Result<bool> {
-    let config = Config::load(&args.config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let mut runner = Runner::open(&config, &args)?;
-        let ok = match &args.events {
-            Some(path) => runner.replay(path).await?,
-            None => {
-                runner.watch(&config, &args).await?;
-                true
-            }
-        };
-        runner.close().await?;
-        Ok(ok)
-    })
-}
-
 /// Parses `2s`, `30m`, `1h`.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     humantime::parse_duration(text)

@@ -20,7 +20,6 @@
 
 pub mod attribution;
 pub mod capture;
-pub mod command;
 pub mod docker;
 pub mod event;
 pub mod input;

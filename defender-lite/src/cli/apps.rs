@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::{CommandLine, Knowledge, examine, split_command, table};
-use crate::cli::Outcome;
+use super::Outcome;
+use crate::apps::{CommandLine, Knowledge, examine, split_command, table};
 use crate::image::Image;
 
 /// Arguments of `defender-lite apps`.
@@ -68,9 +68,9 @@ pub fn run(args: AppsArgs) -> anyhow::Result<Outcome> {
         command,
     );
     match args.format {
-        AppsFormat::Table => crate::cli::out(format_args!("{}", table(&report)))?,
+        AppsFormat::Table => super::out(format_args!("{}", table(&report)))?,
         AppsFormat::Json => {
-            crate::cli::outln(format_args!("{}", serde_json::to_string_pretty(&report)?))?
+            super::outln(format_args!("{}", serde_json::to_string_pretty(&report)?))?
         }
     }
     Ok(Outcome::Success)

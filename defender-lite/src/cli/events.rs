@@ -1,6 +1,6 @@
 //! `defender-lite events`: prints the runtime event stream, from the host or from a
-//! JSON-lines file. The future `monitor` command consumes the same stream; this one only
-//! shows it, so sensors and permissions can be checked on a host before enforcing.
+//! JSON-lines file. The `monitor` command judges the same stream; this one only shows it,
+//! so sensors and permissions can be checked on a host before enforcing.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::event::Event;
-use super::input::EventReader;
-use super::proc_connector::ProcessConfig;
-use super::{Monitor, MonitorConfig};
+use super::Outcome;
+
+use crate::monitor::event::Event;
+use crate::monitor::input::EventReader;
+use crate::monitor::proc_connector::ProcessConfig;
+use crate::monitor::{Monitor, MonitorConfig};
 
 /// Arguments of `defender-lite events`.
 #[derive(Debug, clap::Args)]
@@ -37,15 +39,15 @@ pub struct EventsArgs {
     #[arg(long)]
     pub no_connector: bool,
     /// Docker Engine API socket, for container names and images.
-    #[arg(long, value_name = "PATH", default_value = super::docker::DEFAULT_SOCKET)]
+    #[arg(long, value_name = "PATH", default_value = crate::monitor::docker::DEFAULT_SOCKET)]
     pub docker_socket: PathBuf,
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long, value_name = "SECONDS")]
     pub seconds: Option<f64>,
 }
 
-/// Runs the command; `Ok(false)` when input lines were rejected.
-pub fn run(args: EventsArgs) -> anyhow::Result<bool> {
+/// Runs the command; `CheckFailed` when input lines were rejected.
+pub fn run(args: EventsArgs) -> anyhow::Result<Outcome> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if let Some(path) = &args.events {
@@ -72,7 +74,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<bool> {
                 reader.bad_lines()
             );
         }
-        return Ok(reader.bad_lines() == 0);
+        return Ok(Outcome::of_check(reader.bad_lines() == 0));
     }
 
     let every = Duration::try_from_secs_f64(args.scan_every)
@@ -134,7 +136,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<bool> {
         monitor.stop();
         result
     })?;
-    Ok(true)
+    Ok(Outcome::Success)
 }
 
 fn print(out: &mut impl Write, event: &Event, json: bool) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
-//! `defender-lite model ...` and `defender-lite audits`: the operator's view of the
-//! runtime database (`<data_dir>/runtime.sled`, written by `monitor`). It lets one
-//! process open it at a time, so while the monitor runs these commands stop at once with
-//! a message that says so (`store::StoreError::Locked`) instead of waiting.
+//! `defender-lite model ...`: the operator's view of the models in the runtime database
+//! (`<data_dir>/runtime.sled`, written by `monitor`). It lets one process open it at a
+//! time, so while the monitor runs this command stops at once with a message that says
+//! so (`defense::store::StoreError::Locked`) instead of waiting.
 
 use std::path::PathBuf;
 
@@ -9,16 +9,13 @@ use anyhow::Context;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::Proto;
-use super::audit::AuditLog;
-use super::model::{List, Model, ModelState, ModelStore, Origin};
-use super::rules::PortRange;
-use super::runner::parse_duration;
-use super::store::RuntimeDb;
-use crate::cli::Outcome;
+use super::{DEFAULT_CONFIG, Outcome};
 use crate::config::Config;
-
-const DEFAULT_CONFIG: &str = "/etc/defender-lite/defender-lite.toml";
+use crate::defense::Proto;
+use crate::defense::model::{List, Model, ModelState, ModelStore, Origin};
+use crate::defense::rules::PortRange;
+use crate::defense::runner::parse_duration;
+use crate::defense::store::RuntimeDb;
 
 /// Arguments of `defender-lite model`.
 #[derive(Debug, clap::Args)]
@@ -70,21 +67,7 @@ pub enum ModelCommand {
     },
 }
 
-/// Arguments of `defender-lite audits`.
-#[derive(Debug, clap::Args)]
-pub struct AuditsArgs {
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
-    /// Only audits at or after this time: RFC 3339 (`2026-12-02T10:00:00Z`) or a
-    /// duration back from now (`1h`, `30m`).
-    #[arg(long, value_name = "TIME|DURATION")]
-    pub since: Option<String>,
-    /// JSON lines (the audit file's form) instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
+pub fn run(args: ModelArgs) -> anyhow::Result<Outcome> {
     let config = Config::load(&args.config)?;
     let db = RuntimeDb::open(&config.data_dir)?;
     let store = ModelStore::open(&db)?;
@@ -109,24 +92,24 @@ pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
         ModelCommand::List { json } => {
             let models = store.all()?;
             if json {
-                crate::cli::outln(format_args!("{}", serde_json::to_string_pretty(&models)?))?;
+                super::outln(format_args!("{}", serde_json::to_string_pretty(&models)?))?;
             } else {
-                crate::cli::out(format_args!("{}", table(&models, now)))?;
+                super::out(format_args!("{}", table(&models, now)))?;
             }
         }
         ModelCommand::Show { image, json } => {
             let m = get(&image)?;
             if json {
-                crate::cli::outln(format_args!("{}", serde_json::to_string_pretty(&m)?))?;
+                super::outln(format_args!("{}", serde_json::to_string_pretty(&m)?))?;
             } else {
-                crate::cli::out(format_args!("{}", show(&m, now)))?;
+                super::out(format_args!("{}", show(&m, now)))?;
             }
         }
         ModelCommand::Promote { image } => {
             let mut m = get(&image)?;
             m.state = ModelState::Active;
             store.save(&m)?;
-            crate::cli::outln(format_args!(
+            super::outln(format_args!(
                 "model {image}: active (learning ended by hand)"
             ))?;
         }
@@ -139,7 +122,7 @@ pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
             let mut m = get(&image)?;
             m.relearn(now, secs);
             store.save(&m)?;
-            crate::cli::outln(format_args!(
+            super::outln(format_args!(
                 "model {image}: learning again until {} (learned entries forgotten, {} added by hand kept)",
                 time_text(now.saturating_add(secs)),
                 count(&m, Some(Origin::User))
@@ -187,13 +170,13 @@ pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
                 None => {
                     let secs =
                         i64::try_from(config.monitor.learning.0.as_secs()).unwrap_or(i64::MAX);
-                    crate::cli::outln(format_args!("model {image}: created, learning from now"))?;
+                    super::outln(format_args!("model {image}: created, learning from now"))?;
                     Model::new(&image, now, secs)
                 }
             };
             for (list, value) in &entries {
                 m.add(*list, value, Origin::User);
-                crate::cli::outln(format_args!(
+                super::outln(format_args!(
                     "model {image}: {} {value} (user)",
                     list_name(*list)
                 ))?;
@@ -203,49 +186,6 @@ pub fn run_model(args: ModelArgs) -> anyhow::Result<Outcome> {
     }
     db.flush()?;
     Ok(Outcome::Success)
-}
-
-pub fn run_audits(args: AuditsArgs) -> anyhow::Result<Outcome> {
-    let config = Config::load(&args.config)?;
-    let since = match &args.since {
-        Some(text) => since_ns(text, OffsetDateTime::now_utc().unix_timestamp_nanos())?,
-        None => i128::MIN,
-    };
-    let db = RuntimeDb::open(&config.data_dir)?;
-    // Keys start with the time as big-endian bytes: a negative bound would sort last.
-    let audits = AuditLog::since(&db, since.max(0))
-        .with_context(|| format!("reading the audits in {}", db.path().display()))?;
-    for a in &audits {
-        if args.json {
-            crate::cli::outln(format_args!("{}", serde_json::to_string(a)?))?;
-        } else {
-            crate::cli::outln(format_args!("{}", a.line()))?;
-        }
-    }
-    if !args.json && audits.is_empty() {
-        eprintln!(
-            "no audits{}",
-            if args.since.is_some() {
-                " in that time"
-            } else {
-                ""
-            }
-        );
-    }
-    Ok(Outcome::Success)
-}
-
-/// `--since`: an RFC 3339 time, or a duration back from `now` (ns).
-pub fn since_ns(text: &str, now: i128) -> anyhow::Result<i128> {
-    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok(t.unix_timestamp_nanos());
-    }
-    let back = humantime::parse_duration(text).map_err(|_| {
-        anyhow::anyhow!(
-            "--since {text:?}: neither an RFC 3339 time (2026-12-02T10:00:00Z) nor a duration (1h)"
-        )
-    })?;
-    Ok(now - back.as_nanos() as i128)
 }
 
 /// `8080/tcp` or `8080` (tcp) as a model key (`tcp/8080`).
@@ -374,17 +314,6 @@ fn show(m: &Model, now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn since_takes_a_time_or_a_duration_back_from_now() {
-        let now = 1_000 * 1_000_000_000i128;
-        assert_eq!(since_ns("10s", now).unwrap(), 990 * 1_000_000_000);
-        assert_eq!(
-            since_ns("1970-01-01T00:01:00Z", now).unwrap(),
-            60 * 1_000_000_000
-        );
-        assert!(since_ns("yesterday", now).is_err());
-    }
 
     #[test]
     fn ports_given_by_hand_become_model_keys() {

@@ -1,0 +1,32 @@
+//! `defender-lite monitor`: runtime defense. The runner (`defense::runner`) judges events
+//! from the host or from a file, audits and acts; this runs it to the end of the input, or
+//! until SIGTERM or SIGINT.
+
+use anyhow::Context;
+
+use super::Outcome;
+use crate::config::Config;
+use crate::defense::runner::{MonitorArgs, Runner};
+
+/// Runs the command; `CheckFailed` when input lines were rejected.
+pub fn run(args: MonitorArgs) -> anyhow::Result<Outcome> {
+    let config = Config::load(&args.config)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(async {
+            let mut runner = Runner::open(&config, &args)?;
+            let ok = match &args.events {
+                Some(path) => runner.replay(path).await?,
+                None => {
+                    runner.watch(&config, &args).await?;
+                    true
+                }
+            };
+            runner.close().await?;
+            Ok(ok)
+        })
+        .map(Outcome::of_check)
+}
