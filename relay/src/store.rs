@@ -89,6 +89,25 @@ pub struct Current {
     /// The file's bytes while downloads hold them: loaded by the first download, shared by
     /// every download that overlaps it, freed with the last. An idle relay holds none.
     pub loaded: tokio::sync::Mutex<std::sync::Weak<Vec<u8>>>,
+    /// Its `ETag` (the quoted SHA-256) and `Last-Modified` (when it was created), made
+    /// once: the conditional checks of every consumer compare and send these.
+    pub etag: bytes::Bytes,
+    pub last_modified: bytes::Bytes,
+}
+
+impl Current {
+    fn new(record: BundleRecord, path: PathBuf, in_memory: bool) -> Current {
+        let created = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(record.created.unix()).unwrap_or(0));
+        Current {
+            etag: bytes::Bytes::from(format!("\"{}\"", record.sha256)),
+            last_modified: bytes::Bytes::from(httpdate::fmt_http_date(created)),
+            record,
+            path,
+            in_memory,
+            loaded: tokio::sync::Mutex::new(std::sync::Weak::new()),
+        }
+    }
 }
 
 /// Central's record of one supervisor (see `server/projects.rs`), kept across restarts.
@@ -796,12 +815,7 @@ impl Store {
         };
         let path = self.blob_path(&sha);
         let in_memory = record.size <= self.settings.memory_cache_bytes;
-        Ok(Some(Arc::new(Current {
-            record,
-            path,
-            in_memory,
-            loaded: tokio::sync::Mutex::new(std::sync::Weak::new()),
-        })))
+        Ok(Some(Arc::new(Current::new(record, path, in_memory))))
     }
 
     /// Start-up check: every record has its file; the current file is intact, else the

@@ -11,14 +11,12 @@
 //! `[listen] access_log = false` turns it off (or `RUST_LOG=info,relay::access=off`).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
@@ -103,19 +101,34 @@ fn bounded(text: &str) -> String {
 }
 
 /// The middleware: notes the request, and logs when its response body is over.
-pub async fn log(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> Response {
+/// The access line of `req`, begun before the request is handled; `None` when the
+/// access log is off. [`finish`] ends it with the response.
+pub fn begin(relay: &Relay, req: &Request) -> Option<Begun> {
     if !relay.config.listen.access_log {
-        return next.run(req).await;
+        return None;
     }
-    let head = req.method() == Method::HEAD;
-    let entry = Entry::new(
-        Instant::now(),
-        req.extensions().get::<ClientAddr>().copied(),
-        req.method().as_str(),
-        req.uri().path(),
-        req.headers().get(header::USER_AGENT),
-    );
-    let response = next.run(req).await;
+    Some(Begun {
+        head: req.method() == Method::HEAD,
+        entry: Entry::new(
+            Instant::now(),
+            req.extensions().get::<ClientAddr>().copied(),
+            req.method().as_str(),
+            req.uri().path(),
+            req.headers().get(header::USER_AGENT),
+        ),
+    })
+}
+
+/// An access line waiting for its response.
+pub struct Begun {
+    head: bool,
+    entry: Entry,
+}
+
+/// Ends the access line of `begun` with `response`: written now for a stream or a HEAD,
+/// else when the body is over (the bytes really sent).
+pub fn finish(begun: Begun, response: Response) -> Response {
+    let Begun { head, entry } = begun;
     let mut entry = entry.status(response.status().as_u16());
     if let Some(user) = response.extensions().get::<AccessUser>() {
         entry = entry.user(&user.0);

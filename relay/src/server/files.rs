@@ -262,13 +262,27 @@ pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Re
     let Some(current) = relay.store.current() else {
         return problem(StatusCode::NOT_FOUND, "no bundle held yet");
     };
-    let r = &current.record;
-    let served = Served::from(r);
-    let etag = etag(&r.sha256);
-    if if_none_match(&headers, &etag) {
-        return not_modified(&etag, &served);
+    // The check every consumer makes daily: answered from the validators the current
+    // bundle carries, made once (no formatting or hashing per request).
+    let validators = |h: &mut HeaderMap| {
+        for (name, value) in [
+            (header::ETAG, &current.etag),
+            (header::LAST_MODIFIED, &current.last_modified),
+        ] {
+            if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
+                h.insert(name, v);
+            }
+        }
+    };
+    if if_none_match(
+        &headers,
+        std::str::from_utf8(&current.etag).unwrap_or_default(),
+    ) {
+        let mut response = empty(StatusCode::NOT_MODIFIED);
+        validators(response.headers_mut());
+        return response;
     }
-    let body = manifest_document(r).to_string();
+    let body = manifest_document(&current.record).to_string();
     let mut response = Response::new(Body::from(body));
     let h = response.headers_mut();
     h.insert(
@@ -276,7 +290,7 @@ pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Re
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    set_validators(h, &etag, &served);
+    validators(h);
     response
 }
 

@@ -16,9 +16,10 @@ use super::{ClientAddr, Relay, console, files, status, upload, watch};
 use crate::auth::{Decision, Role, claimed_user};
 
 /// The route table. Layers, outermost first:
-/// - access: one line per request when its response is over (`access.rs`);
+/// - observe: requests by route and status and bytes served in the metrics, and one
+///   access line per request when its response is over (`access.rs`); one layer for both,
+///   as each layer costs allocations on every request;
 /// - trace: one span per request (method, path, status, latency; never headers);
-/// - metrics: requests by route and status, bytes served;
 /// - auth (per group): who is asking, and may they.
 ///
 /// Limits on connections, header size and time, and TLS handshakes live in the accept
@@ -135,12 +136,8 @@ pub fn router(relay: Arc<Relay>) -> Router {
         .merge(admins)
         .merge(metrics)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(Arc::clone(&relay), count))
         .layer(TraceLayer::new_for_http())
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&relay),
-            super::access::log,
-        ))
+        .layer(middleware::from_fn_with_state(Arc::clone(&relay), observe))
         .with_state(relay)
 }
 
@@ -182,10 +179,17 @@ async fn require(
         .map(HeaderValue::as_bytes);
     match relay.auth.check(authorization, client, need).await {
         Decision::Allowed(principal) => {
-            let user = AccessUser(principal.name.clone());
+            // Who asked, for the access log: only when there is one to write.
+            let user = relay
+                .config
+                .listen
+                .access_log
+                .then(|| AccessUser(principal.name.clone()));
             req.extensions_mut().insert(principal);
             let mut response = next.run(req).await;
-            response.extensions_mut().insert(user);
+            if let Some(user) = user {
+                response.extensions_mut().insert(user);
+            }
             response
         }
         denied => {
@@ -235,18 +239,19 @@ pub fn denial(relay: &Relay, need: Role, decision: Decision) -> Response {
     }
 }
 
-/// Counts requests by route and status, and response bytes by route.
-async fn count(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+/// Counts requests by route and status, and response bytes by route; begins and ends
+/// each request's access line.
+async fn observe(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> Response {
+    // MatchedPath is shared (an Arc): cloned, not copied.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let access = super::access::begin(&relay, &req);
     let response = next.run(req).await;
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     relay.metrics.request_seen();
     relay
         .metrics
         .requests
-        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .with_label_values(&[route, response.status().as_str()])
         .inc();
     let declared = response
         .headers()
@@ -257,10 +262,13 @@ async fn count(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> Res
         relay
             .metrics
             .bytes_served
-            .with_label_values(&[route.as_str()])
+            .with_label_values(&[route])
             .inc_by(len);
     }
-    response
+    match access {
+        Some(begun) => super::access::finish(begun, response),
+        None => response,
+    }
 }
 
 /// An empty body with a status, for 304 and the like.
