@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 use relay::client::settings::{HumanDuration, Schedule, SourceConfig};
 use serde::{Deserialize, Serialize};
 
+/// Where the agent's configuration is read from unless `--config` names another file.
+pub const DEFAULT_PATH: &str = "/etc/defender-lite/defender-lite.toml";
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {

@@ -21,7 +21,7 @@ pub struct AppsArgs {
     #[arg(
         long,
         value_name = "FILE",
-        default_value = "/etc/defender-lite/defender-lite.toml"
+        default_value = crate::cli::DEFAULT_CONFIG
     )]
     pub config: PathBuf,
     /// Use this app knowledge instead of the applied bundle's: an unpacked bundle, its

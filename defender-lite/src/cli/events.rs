@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::Outcome;
-
 use crate::monitor::event::Event;
 use crate::monitor::input::EventReader;
 use crate::monitor::proc_connector::ProcessConfig;
@@ -105,11 +104,7 @@ pub fn run(args: EventsArgs) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
+    super::runtime()?.block_on(async {
         let mut monitor = Monitor::start(&config)?;
         let end = async {
             match deadline {

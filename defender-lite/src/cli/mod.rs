@@ -127,7 +127,7 @@ impl Outcome {
 }
 
 /// The configuration file every command reads unless `--config` names another.
-pub(crate) const DEFAULT_CONFIG: &str = "/etc/defender-lite/defender-lite.toml";
+pub(crate) const DEFAULT_CONFIG: &str = crate::config::DEFAULT_PATH;
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

@@ -2,8 +2,6 @@
 //! from the host or from a file, audits and acts; this runs it to the end of the input, or
 //! until SIGTERM or SIGINT.
 
-use anyhow::Context;
-
 use super::Outcome;
 use crate::config::Config;
 use crate::defense::runner::{MonitorArgs, Runner};
@@ -11,11 +9,7 @@ use crate::defense::runner::{MonitorArgs, Runner};
 /// Runs the command; `CheckFailed` when input lines were rejected.
 pub fn run(args: MonitorArgs) -> anyhow::Result<Outcome> {
     let config = Config::load(&args.config)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime
+    super::runtime()?
         .block_on(async {
             let mut runner = Runner::open(&config, &args)?;
             let ok = match &args.events {

@@ -53,7 +53,7 @@ pub struct MonitorArgs {
     #[arg(
         long,
         value_name = "FILE",
-        default_value = "/etc/defender-lite/defender-lite.toml"
+        default_value = crate::config::DEFAULT_PATH
     )]
     pub config: PathBuf,
     /// Judge the events of a JSON-lines file (`-` for stdin; schema in EVENTS.md)

@@ -15,6 +15,10 @@ use std::sync::Arc;
 /// The database's directory, under the data directory.
 pub const DB_NAME: &str = "runtime.sled";
 
+/// How long sled may take to release a database this process closed (its flusher wakes
+/// every 500 ms).
+const SLED_RELEASE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -81,10 +85,20 @@ impl RuntimeDb {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        let db = sled::open(path).map_err(|source| StoreError::Sled {
-            path: path.to_owned(),
-            source,
-        })?;
+        // Holding our lock, no other RuntimeDb has this database open. sled keeps its own
+        // file lock until its background flusher notices the Db was dropped (up to half a
+        // second later), so a database this process has just closed can still refuse to
+        // open: try again for a little while before giving its error.
+        let deadline = std::time::Instant::now() + SLED_RELEASE;
+        let db = loop {
+            match sled::open(path) {
+                Ok(db) => break db,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(source) => return Err(sled_error(path, source)),
+            }
+        };
         Ok(RuntimeDb {
             db,
             path: Arc::new(path.to_owned()),
@@ -120,10 +134,7 @@ impl RuntimeDb {
     }
 
     fn err(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.to_path_buf(),
-            source,
-        }
+        sled_error(&self.path, source)
     }
 }
 
@@ -186,10 +197,14 @@ impl Tree {
     }
 
     fn err(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.to_path_buf(),
-            source,
-        }
+        sled_error(&self.path, source)
+    }
+}
+
+fn sled_error(path: &Path, source: sled::Error) -> StoreError {
+    StoreError::Sled {
+        path: path.to_owned(),
+        source,
     }
 }
 
