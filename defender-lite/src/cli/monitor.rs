@@ -4,14 +4,15 @@
 
 use super::Outcome;
 use crate::config::Config;
-use crate::defense::runner::{MonitorArgs, Runner};
+use crate::defense::audit::Audit;
+use crate::defense::runner::{AuditSink, MonitorArgs, Runner};
 
 /// Runs the command; `CheckFailed` when input lines were rejected.
 pub fn run(args: MonitorArgs) -> anyhow::Result<Outcome> {
     let config = Config::load(&args.config)?;
     super::runtime()?
         .block_on(async {
-            let mut runner = Runner::open(&config, &args)?;
+            let mut runner = Runner::open(&config, &args, printer(args.json))?;
             let ok = match &args.events {
                 Some(path) => runner.replay(path).await?,
                 None => {
@@ -23,4 +24,16 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<Outcome> {
             Ok(ok)
         })
         .map(Outcome::of_check)
+}
+
+/// Prints each audit on stdout: its line, or with `--json` the audit file's JSON form.
+fn printer(json: bool) -> AuditSink {
+    Box::new(move |audit: &Audit| {
+        if json {
+            let line = serde_json::to_string(audit).map_err(std::io::Error::other)?;
+            super::outln(format_args!("{line}"))
+        } else {
+            super::outln(format_args!("{}", audit.line()))
+        }
+    })
 }

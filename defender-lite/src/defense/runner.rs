@@ -46,6 +46,10 @@ use crate::monitor::input::EventReader;
 use crate::monitor::proc_connector::ProcessConfig;
 use crate::monitor::{Monitor, MonitorConfig};
 
+/// Where each audit is shown as it is made (the monitor command prints it); an error is
+/// said on stderr and never stops enforcement.
+pub type AuditSink = Box<dyn FnMut(&Audit) -> std::io::Result<()>>;
+
 /// Arguments of `defender-lite monitor`.
 #[derive(Debug, clap::Args)]
 pub struct MonitorArgs {
@@ -114,7 +118,8 @@ pub struct Runner {
     /// The image each read is of.
     reading_images: HashMap<tokio::task::Id, String>,
     dry_run: bool,
-    json: bool,
+    /// Shows each audit to whoever runs the monitor (the command prints it on stdout).
+    show: AuditSink,
     /// Events come from this host: pids are real, `/proc/<pid>/root` is the container.
     live: bool,
     /// Act on this host (watching it live, or --act-on-this-host with --events).
@@ -124,7 +129,8 @@ pub struct Runner {
 }
 
 impl Runner {
-    pub fn open(config: &Config, args: &MonitorArgs) -> anyhow::Result<Runner> {
+    /// Opens the runner; `show` is given every audit as it is made.
+    pub fn open(config: &Config, args: &MonitorArgs, show: AuditSink) -> anyhow::Result<Runner> {
         let m = &config.monitor;
         let learning = match &args.learning {
             Some(text) => parse_duration(text).context("--learning")?,
@@ -195,7 +201,7 @@ impl Runner {
             reading: tokio::task::JoinSet::new(),
             reading_images: HashMap::new(),
             dry_run: args.dry_run,
-            json: args.json,
+            show,
             live: false,
             act_on_host: args.act_on_this_host,
             audited: 0,
@@ -364,14 +370,7 @@ impl Runner {
         };
         // A closed stdout never stops enforcement: said on stderr, and the audit is still
         // recorded and sent below.
-        let printed = if self.json {
-            serde_json::to_string(&audit)
-                .map_err(std::io::Error::other)
-                .and_then(|line| crate::cli::outln(format_args!("{line}")))
-        } else {
-            crate::cli::outln(format_args!("{}", audit.line()))
-        };
-        if let Err(e) = printed {
+        if let Err(e) = (self.show)(&audit) {
             self.error(format_args!("printing an audit: {e}"));
         }
         if let Err(e) = self.audits.record(&audit) {
