@@ -89,25 +89,16 @@ pub struct Current {
     /// The file's bytes while downloads hold them: loaded by the first download, shared by
     /// every download that overlaps it, freed with the last. An idle relay holds none.
     pub loaded: tokio::sync::Mutex<std::sync::Weak<Vec<u8>>>,
-    /// Its `ETag` (the quoted SHA-256) and `Last-Modified` (when it was created), made
-    /// once: the conditional checks of every consumer compare and send these.
-    pub etag: bytes::Bytes,
-    pub last_modified: bytes::Bytes,
+    /// Its HTTP validators, made by the server on first use and kept for the bundle's
+    /// life as current: every consumer's conditional check compares and sends these.
+    pub validators: std::sync::OnceLock<Validators>,
 }
 
-impl Current {
-    fn new(record: BundleRecord, path: PathBuf, in_memory: bool) -> Current {
-        let created = std::time::UNIX_EPOCH
-            + std::time::Duration::from_secs(u64::try_from(record.created.unix()).unwrap_or(0));
-        Current {
-            etag: bytes::Bytes::from(format!("\"{}\"", record.sha256)),
-            last_modified: bytes::Bytes::from(httpdate::fmt_http_date(created)),
-            record,
-            path,
-            in_memory,
-            loaded: tokio::sync::Mutex::new(std::sync::Weak::new()),
-        }
-    }
+/// A file's `ETag` and `Last-Modified`, as the bytes of their header values.
+#[derive(Debug, Clone)]
+pub struct Validators {
+    pub etag: bytes::Bytes,
+    pub last_modified: bytes::Bytes,
 }
 
 /// Central's record of one supervisor (see `server/projects.rs`), kept across restarts.
@@ -815,7 +806,13 @@ impl Store {
         };
         let path = self.blob_path(&sha);
         let in_memory = record.size <= self.settings.memory_cache_bytes;
-        Ok(Some(Arc::new(Current::new(record, path, in_memory))))
+        Ok(Some(Arc::new(Current {
+            record,
+            path,
+            in_memory,
+            loaded: tokio::sync::Mutex::new(std::sync::Weak::new()),
+            validators: std::sync::OnceLock::new(),
+        })))
     }
 
     /// Start-up check: every record has its file; the current file is intact, else the

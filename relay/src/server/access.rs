@@ -100,7 +100,6 @@ fn bounded(text: &str) -> String {
     }
 }
 
-/// The middleware: notes the request, and logs when its response body is over.
 /// The access line of `req`, begun before the request is handled; `None` when the
 /// access log is off. [`finish`] ends it with the response.
 pub fn begin(relay: &Relay, req: &Request) -> Option<Begun> {

@@ -131,11 +131,11 @@ where
         }
         // A client that does not read its refusal does not keep the task.
         let _ = tokio::time::timeout(idle, write_response(&mut io, response)).await;
-        count(relay, status.as_str());
+        relay.metrics.answered(watch::PATH, status.as_str());
         tracing::debug!(parent: &span, status = status.as_u16(), "finished processing request");
         return Lean::Done;
     }
-    count(relay, "200");
+    relay.metrics.answered(watch::PATH, "200");
     tracing::debug!(parent: &span, status = 200, "watch channel open");
     // The watch channel's line is written when it opens, as on the routed path.
     if let Some(access) = access {
@@ -302,15 +302,6 @@ async fn write_response<I: AsyncWrite + Unpin>(
     io.write_all(out.as_bytes()).await?;
     io.write_all(&bytes).await?;
     io.shutdown().await
-}
-
-fn count(relay: &Relay, status: &str) {
-    relay.metrics.request_seen();
-    relay
-        .metrics
-        .requests
-        .with_label_values(&[watch::PATH, status])
-        .inc();
 }
 
 /// A connection with bytes already read put back in front of it.

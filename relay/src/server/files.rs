@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -14,7 +14,7 @@ use axum::response::Response;
 use super::Relay;
 use super::routes::{empty, problem};
 use crate::bundle::{Sha256, Timestamp};
-use crate::store::{ArchiveRecord, BundleRecord};
+use crate::store::{ArchiveRecord, BundleRecord, Current, Validators};
 
 /// What a download response describes.
 pub struct Served {
@@ -263,24 +263,10 @@ pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Re
         return problem(StatusCode::NOT_FOUND, "no bundle held yet");
     };
     // The check every consumer makes daily: answered from the validators the current
-    // bundle carries, made once (no formatting or hashing per request).
-    let validators = |h: &mut HeaderMap| {
-        for (name, value) in [
-            (header::ETAG, &current.etag),
-            (header::LAST_MODIFIED, &current.last_modified),
-        ] {
-            if let Ok(v) = HeaderValue::from_maybe_shared(value.clone()) {
-                h.insert(name, v);
-            }
-        }
-    };
-    if if_none_match(
-        &headers,
-        std::str::from_utf8(&current.etag).unwrap_or_default(),
-    ) {
-        let mut response = empty(StatusCode::NOT_MODIFIED);
-        validators(response.headers_mut());
-        return response;
+    // bundle carries, made once (no formatting per request).
+    let v = current_validators(&current);
+    if if_none_match(&headers, etag_text(v)) {
+        return not_modified(v);
     }
     let body = manifest_document(&current.record).to_string();
     let mut response = Response::new(Body::from(body));
@@ -290,7 +276,7 @@ pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Re
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    validators(h);
+    set_validators(h, v);
     response
 }
 
@@ -390,14 +376,20 @@ async fn serve(
     cache: &'static str,
 ) -> Response {
     let size = record.size;
-    let etag = etag(&record.sha256);
-    if if_none_match(headers, &etag)
+    // Shared bytes: the current bundle's are made once.
+    let validators = match &source {
+        Source::Current(current) => current_validators(current).clone(),
+        Source::File(_) => validators_of(record),
+    };
+    let v = &validators;
+    let etag = etag_text(v);
+    if if_none_match(headers, etag)
         || (!headers.contains_key(header::IF_NONE_MATCH) && not_modified_since(headers, record))
     {
-        return not_modified(&etag, record);
+        return not_modified(v);
     }
     let range = match headers.get(header::RANGE) {
-        Some(value) if if_range_holds(headers, &etag, record) => parse_range(value, size),
+        Some(value) if if_range_holds(headers, etag, record) => parse_range(value, size),
         _ => RangeRequest::Full,
     };
     let (status, start, len) = match range {
@@ -457,7 +449,7 @@ async fn serve(
     {
         h.insert(header::CONTENT_RANGE, v);
     }
-    set_validators(h, &etag, record);
+    set_validators(h, v);
     response
 }
 
@@ -553,8 +545,23 @@ fn read_rest(
         })
 }
 
-fn etag(sha256: &Sha256) -> String {
-    format!("\"{sha256}\"")
+/// The validators of a file served: its `ETag` (the quoted SHA-256) and `Last-Modified`.
+fn validators_of(record: &Served) -> Validators {
+    Validators {
+        etag: Bytes::from(format!("\"{}\"", record.sha256)),
+        last_modified: Bytes::from(httpdate::fmt_http_date(last_modified(record))),
+    }
+}
+
+/// The current bundle's validators, made on first use.
+fn current_validators(current: &Current) -> &Validators {
+    current
+        .validators
+        .get_or_init(|| validators_of(&Served::from(&current.record)))
+}
+
+fn etag_text(v: &Validators) -> &str {
+    std::str::from_utf8(&v.etag).unwrap_or_default()
 }
 
 fn last_modified(record: &Served) -> SystemTime {
@@ -562,18 +569,21 @@ fn last_modified(record: &Served) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn set_validators(h: &mut HeaderMap, etag: &str, record: &Served) {
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(last_modified(record))) {
-        h.insert(header::LAST_MODIFIED, v);
+/// Sends the validators: shared bytes, not copies.
+fn set_validators(h: &mut HeaderMap, v: &Validators) {
+    for (name, value) in [
+        (header::ETAG, &v.etag),
+        (header::LAST_MODIFIED, &v.last_modified),
+    ] {
+        if let Ok(value) = HeaderValue::from_maybe_shared(value.clone()) {
+            h.insert(name, value);
+        }
     }
 }
 
-fn not_modified(etag: &str, record: &Served) -> Response {
+fn not_modified(v: &Validators) -> Response {
     let mut r = empty(StatusCode::NOT_MODIFIED);
-    set_validators(r.headers_mut(), etag, record);
+    set_validators(r.headers_mut(), v);
     r
 }
 

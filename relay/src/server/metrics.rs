@@ -91,10 +91,12 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request.
-    pub fn request_seen(&self) {
+    /// A request answered on `route` with `status`: counted for the rates and by route
+    /// and status (both request paths, routed and lean, call this).
+    pub fn answered(&self, route: &str, status: &str) {
         self.requests_seen
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.requests.with_label_values(&[route, status]).inc();
     }
 
     /// Records the request count now (every [`RATE_SAMPLE`]).

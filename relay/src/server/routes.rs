@@ -247,12 +247,7 @@ async fn observe(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> R
     let access = super::access::begin(&relay, &req);
     let response = next.run(req).await;
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    relay.metrics.request_seen();
-    relay
-        .metrics
-        .requests
-        .with_label_values(&[route, response.status().as_str()])
-        .inc();
+    relay.metrics.answered(route, response.status().as_str());
     let declared = response
         .headers()
         .get(header::CONTENT_LENGTH)
