@@ -84,14 +84,7 @@ impl Event {
 
     /// The process the event belongs to, where the kind names one.
     pub fn pid(&self) -> Option<u32> {
-        match &self.kind {
-            EventKind::Exec(e) => Some(e.pid),
-            EventKind::Exit(e) => Some(e.pid),
-            EventKind::Listen(s) => s.pid,
-            EventKind::Connect(c) => c.pid,
-            EventKind::RawSocket(r) => r.pid,
-            EventKind::DnsQuery(_) | EventKind::Syn(_) | EventKind::Gap(_) => None,
-        }
+        self.kind.pid()
     }
 }
 
@@ -249,6 +242,18 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The process the event belongs to, where the kind names one.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            EventKind::Exec(e) => Some(e.pid),
+            EventKind::Exit(e) => Some(e.pid),
+            EventKind::Listen(s) => s.pid,
+            EventKind::Connect(c) => c.pid,
+            EventKind::RawSocket(r) => r.pid,
+            EventKind::DnsQuery(_) | EventKind::Syn(_) | EventKind::Gap(_) => None,
+        }
+    }
+
     /// The JSON tag, for display and counting.
     pub fn name(&self) -> &'static str {
         match self {

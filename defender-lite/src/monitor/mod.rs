@@ -250,7 +250,7 @@ fn run_sockets(
             continue;
         }
         last = Instant::now();
-        let current = scanner.scan();
+        let mut current = scanner.scan();
         for kind in current.new_since(&previous) {
             if !sink.send(Event::now(Source::ProcNet, kind)) {
                 return;

@@ -33,23 +33,41 @@ pub struct SocketScan {
     pub sockets: HashMap<SocketKey, EventKind>,
     /// Network namespaces read.
     pub namespaces: usize,
+    /// Sockets of this scan seen for the first time without an owner, not yet reported.
+    held: HashSet<SocketKey>,
 }
 
 impl SocketScan {
-    /// Sockets present now and not in `previous`, as events.
-    pub fn new_since(&self, previous: &SocketScan) -> Vec<EventKind> {
+    /// Sockets present now and not reported before, as events, in (namespace, inode)
+    /// order.
+    ///
+    /// A new socket without an owner is held back one pass. A scan maps socket inodes to
+    /// processes before it reads the socket tables, so a socket opened between the two
+    /// shows up once without the process that holds it; the next pass finds its owner,
+    /// or confirms that no process it can see holds it, and reports it then.
+    pub fn new_since(&mut self, previous: &SocketScan) -> Vec<EventKind> {
         let mut new: Vec<_> = self
             .sockets
             .iter()
-            .filter(|(k, _)| !previous.sockets.contains_key(k))
+            .filter(|(k, _)| !previous.sockets.contains_key(k) || previous.held.contains(k))
             .collect();
         new.sort_by_key(|(k, _)| (k.netns, k.inode));
-        new.into_iter().map(|(_, e)| e.clone()).collect()
+        let mut events = Vec::with_capacity(new.len());
+        for (key, event) in new {
+            if event.pid().is_none() && !previous.held.contains(key) {
+                self.held.insert(*key);
+            } else {
+                events.push(event.clone());
+            }
+        }
+        events
     }
 
-    /// Every socket of the scan, as events (the snapshot at start).
+    /// Every socket of the scan, as events (the snapshot at start), owned or not.
     pub fn all(&self) -> Vec<EventKind> {
-        self.new_since(&SocketScan::default())
+        let mut all: Vec<_> = self.sockets.iter().collect();
+        all.sort_by_key(|(k, _)| (k.netns, k.inode));
+        all.into_iter().map(|(_, e)| e.clone()).collect()
     }
 }
 
@@ -415,6 +433,60 @@ mod tests {
                 inode: 4242
             }]
         );
+    }
+
+    fn listener(inode: u64, pid: Option<u32>) -> (SocketKey, EventKind) {
+        let key = SocketKey { netns: 7, inode };
+        let kind = EventKind::Listen(Listen {
+            proto: Proto::Tcp,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000 + inode as u16)),
+            pid,
+            inode,
+            netns: Some(7),
+        });
+        (key, kind)
+    }
+
+    fn scan_of(sockets: &[(SocketKey, EventKind)]) -> SocketScan {
+        SocketScan {
+            sockets: sockets.iter().cloned().collect(),
+            namespaces: 1,
+            ..SocketScan::default()
+        }
+    }
+
+    #[test]
+    fn a_new_socket_without_an_owner_waits_one_pass_for_it() {
+        let first = scan_of(&[listener(1, Some(10))]);
+        // Pass 2: socket 2 is seen before its owner (opened mid-pass), socket 3 with one.
+        let mut second = scan_of(&[
+            listener(1, Some(10)),
+            listener(2, None),
+            listener(3, Some(12)),
+        ]);
+        assert_eq!(second.new_since(&first), vec![listener(3, Some(12)).1]);
+        // Pass 3 finds the owner of 2: reported once, with it.
+        let mut third = scan_of(&[
+            listener(1, Some(10)),
+            listener(2, Some(11)),
+            listener(3, Some(12)),
+        ]);
+        assert_eq!(third.new_since(&second), vec![listener(2, Some(11)).1]);
+        let mut fourth = scan_of(&[
+            listener(1, Some(10)),
+            listener(2, Some(11)),
+            listener(3, Some(12)),
+        ]);
+        assert_eq!(fourth.new_since(&third), vec![]);
+        // A socket no visible process holds is reported on its second pass, ownerless.
+        let mut fifth = scan_of(&[listener(4, None)]);
+        assert_eq!(fifth.new_since(&fourth), vec![]);
+        let mut sixth = scan_of(&[listener(4, None)]);
+        assert_eq!(sixth.new_since(&fifth), vec![listener(4, None).1]);
+        let mut seventh = scan_of(&[listener(4, None)]);
+        assert_eq!(seventh.new_since(&sixth), vec![], "reported once");
+        // The snapshot at start reports everything, owned or not.
+        assert_eq!(fifth.all(), vec![listener(4, None).1]);
     }
 
     #[test]
