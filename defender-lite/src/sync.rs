@@ -435,50 +435,68 @@ fn remove_stale(data: &Path, state: &State) {
     }
 }
 
-/// The daemon: a check now, then every `sync.check_every` (plus up to `sync.jitter` at
-/// random), or every `sync.retry_every` while checks fail; and at once whenever an
-/// upstream source's watch channel announces a new bundle (or reconnects). While an
-/// upstream's channel is down, every `sync.poll_every` at least. Ends on SIGTERM or
-/// SIGINT.
+/// The daemon: a check now, then every `sync.check_every` (after a random delay of up to
+/// `sync.jitter`), and every `sync.retry_every` while checks fail, on the relay's own
+/// schedule (`relay::client::schedule`); and at once whenever an upstream source's watch
+/// channel announces a new bundle (or reconnects). While an upstream's channel is down,
+/// every `sync.poll_every` at least. Ends on SIGTERM or SIGINT.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    use relay::client::schedule::{Schedule, Timer, When};
     use tokio::signal::unix::{SignalKind, signal};
     // Both signals are watched before the first check, so neither kills a check midway.
     let mut terminate = signal(SignalKind::terminate()).context("watching for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("watching for SIGINT")?;
     let wake = Arc::new(Notify::new());
     let channels = spawn_followers(config, &wake);
+    let waker = Arc::clone(&wake);
+    let mut schedule = Schedule::start(
+        &[
+            Timer::check(When::Every(config.sync.check_every.0), config.sync.jitter.0),
+            Timer::retry(When::Every(config.sync.retry_every.0)),
+        ],
+        move || waker.notify_one(),
+    )
+    .await?;
     loop {
-        let mut wait = match check_once(config).await? {
+        let failed = match check_once(config).await? {
             Ok(Checked::Applied(seq)) => {
                 tracing::info!("applied bundle sequence {seq}");
-                config.sync.check_every.0 + client::random_below(config.sync.jitter.0)
+                false
             }
-            Ok(Checked::UpToDate) => {
-                config.sync.check_every.0 + client::random_below(config.sync.jitter.0)
-            }
+            Ok(Checked::UpToDate) => false,
             Err(e) => {
                 tracing::warn!("check failed ({:?}): {}", e.kind, e.message);
                 if let Some(step) = e.next_step() {
                     tracing::warn!("hint: {step}");
                 }
-                config.sync.retry_every.0
+                true
             }
         };
-        if channels.iter().any(|up| !up.load(Ordering::Relaxed)) {
-            wait = wait.min(config.sync.poll_every.0);
+        schedule.set_failing(failed);
+        let polling = channels.iter().any(|up| !up.load(Ordering::Relaxed));
+        let poll = config.sync.poll_every.0;
+        let mut next = schedule.next().await;
+        if polling {
+            let secs = i64::try_from(poll.as_secs()).unwrap_or(i64::MAX);
+            let at = Timestamp::from_unix(Timestamp::now().unix().saturating_add(secs));
+            next = match (next, at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
         let mut state = State::load(&config.data_dir)?;
-        let secs = i64::try_from(wait.as_secs()).unwrap_or(i64::MAX);
-        state.next_check = Timestamp::from_unix(Timestamp::now().unix().saturating_add(secs));
+        state.next_check = next;
         state.save(&config.data_dir)?;
         tokio::select! {
-            () = tokio::time::sleep(wait) => {}
             () = wake.notified() => {}
-            _ = terminate.recv() => return Ok(()),
-            _ = interrupt.recv() => return Ok(()),
+            () = tokio::time::sleep(poll), if polling => {}
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
         }
     }
+    schedule.stop().await;
+    Ok(())
 }
 
 /// One task per upstream source following its watch channel; each flag says whether

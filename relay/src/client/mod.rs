@@ -10,6 +10,7 @@
 mod endpoint;
 mod error;
 mod fetch;
+pub mod schedule;
 mod segments;
 pub mod settings;
 mod source;

@@ -26,10 +26,10 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{info, warn};
 
 use super::Relay;
@@ -37,6 +37,7 @@ use crate::bundle::{
     self, BuildOptions, FeedKind, ImportCounts, SecretKey, Sequence, Sha256, Timestamp,
 };
 use crate::client;
+use crate::client::schedule::{Schedule, Timer, When};
 use crate::config::{OriginConfig, OriginInput};
 use crate::import::{self, ImportLimits, Input, domains::DomainFormat};
 
@@ -168,32 +169,25 @@ pub async fn start(
     let Some(origin) = &relay.config.origin else {
         return Ok(Vec::new());
     };
-    let err = |e: tokio_cron_scheduler::JobSchedulerError| {
-        super::ServerError::Other(format!("origin scheduler: {e}"))
-    };
-    let mut scheduler = JobScheduler::new().await.map_err(err)?;
     let r = Arc::downgrade(relay);
-    let job = Job::new_async(origin.schedule.as_str(), move |_, _| {
-        let r = r.clone();
-        Box::pin(async move {
+    let mut schedule = Schedule::start(
+        &[Timer::check(
+            When::Cron(origin.schedule.clone()),
+            Duration::ZERO,
+        )],
+        move || {
             if let Some(r) = r.upgrade() {
                 r.origin.wake.notify_one();
             }
-        })
-    })
-    .map_err(err)?;
-    let job_id = scheduler.add(job).await.map_err(err)?;
-    scheduler.start().await.map_err(err)?;
+        },
+    )
+    .await
+    .map_err(|e| super::ServerError::Other(format!("origin {e}")))?;
     let relay = Arc::clone(relay);
     relay.origin.wake.notify_one();
     Ok(vec![tokio::spawn(async move {
         loop {
-            let next = scheduler
-                .next_tick_for_job(job_id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|t| Timestamp::from_unix(t.timestamp()));
+            let next = schedule.next().await;
             relay.origin.lock().next_run = next;
             tokio::select! {
                 () = relay.origin.wake.notified() => {}
@@ -205,7 +199,7 @@ pub async fn start(
                 outcome => info!(outcome, sequence = ?report.sequence, "origin cycle done"),
             }
         }
-        let _ = scheduler.shutdown().await;
+        schedule.stop().await;
     })])
 }
 

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Notify;
-use tokio_cron_scheduler::{Job, JobScheduler};
 use tracing::{info, warn};
 
 use super::Relay;
 use crate::bundle::Timestamp;
+use crate::client::schedule::{Schedule, Timer, When};
 use crate::client::settings::redact_userinfo;
 use crate::client::{self, CheckContext, CheckOutcome, FailureKind, Held, SourceKind};
 use crate::config::SourceConfig;
@@ -182,11 +182,11 @@ pub async fn start(
         }));
     }
 
-    let scheduler = schedule_jobs(relay).await?;
+    let timers = start_schedule(relay).await?;
     let mut tasks = vec![tokio::spawn(worker(
         Arc::clone(relay),
         sources.clone(),
-        scheduler,
+        timers,
     ))];
     for (index, source) in sources.iter().enumerate() {
         if source.config.kind == SourceKind::Upstream {
@@ -203,57 +203,26 @@ pub async fn start(
 }
 
 /// The daily check (after a random delay up to the jitter) and the retry while failing.
-async fn schedule_jobs(relay: &Arc<Relay>) -> Result<(JobScheduler, Jobs), super::ServerError> {
-    let err = |e: tokio_cron_scheduler::JobSchedulerError| {
-        super::ServerError::Other(format!("scheduler: {e}"))
-    };
-    let scheduler = JobScheduler::new().await.map_err(err)?;
+async fn start_schedule(relay: &Arc<Relay>) -> Result<Schedule, super::ServerError> {
     let schedule = &relay.config.schedule;
-    // The jobs hold the relay weakly: a stopped relay is not kept alive by its schedule.
+    // The timers hold the relay weakly: a stopped relay is not kept alive by them.
     let r = Arc::downgrade(relay);
-    let jitter = schedule.jitter.0;
-    let check = Job::new_async(schedule.check.as_str(), move |_, _| {
-        let r = r.clone();
-        Box::pin(async move {
-            tokio::time::sleep(random_below(jitter)).await;
+    Schedule::start(
+        &[
+            Timer::check(When::Cron(schedule.check.clone()), schedule.jitter.0),
+            Timer::retry(When::Cron(schedule.retry.clone())),
+        ],
+        move || {
             if let Some(r) = r.upgrade() {
                 r.sync.check_now();
             }
-        })
-    })
-    .map_err(err)?;
-    let r = Arc::downgrade(relay);
-    let retry = Job::new_async(schedule.retry.as_str(), move |_, _| {
-        let r = r.clone();
-        Box::pin(async move {
-            if let Some(r) = r.upgrade()
-                && r.sync.lock().failing
-            {
-                r.sync.check_now();
-            }
-        })
-    })
-    .map_err(err)?;
-    let check_id = scheduler.add(check).await.map_err(err)?;
-    let retry_id = scheduler.add(retry).await.map_err(err)?;
-    scheduler.start().await.map_err(err)?;
-    Ok((
-        scheduler,
-        Jobs {
-            check: check_id,
-            retry: retry_id,
         },
-    ))
+    )
+    .await
+    .map_err(|e| super::ServerError::Other(e.to_string()))
 }
 
-/// The scheduler's job ids, for "next check" in status.
-struct Jobs {
-    check: uuid::Uuid,
-    retry: uuid::Uuid,
-}
-
-async fn worker(relay: Arc<Relay>, sources: Vec<Arc<Source>>, scheduler: (JobScheduler, Jobs)) {
-    let (mut scheduler, jobs) = scheduler;
+async fn worker(relay: Arc<Relay>, sources: Vec<Arc<Source>>, mut schedule: Schedule) {
     let work_dir = relay.config.data_dir().join("store/downloads");
     if let Err(e) = tokio::fs::create_dir_all(&work_dir).await {
         warn!(error = %e, dir = %work_dir.display(), "cannot create the download directory");
@@ -263,7 +232,8 @@ async fn worker(relay: Arc<Relay>, sources: Vec<Arc<Source>>, scheduler: (JobSch
     let pulling = Arc::new(tokio::sync::Mutex::new(()));
     let work_dir = Arc::new(work_dir);
     loop {
-        update_next_check(&relay, &mut scheduler, &jobs).await;
+        let next = schedule.next().await;
+        relay.sync.lock().next_check = next;
         tokio::select! {
             () = relay.sync.wake.notified() => {}
             () = relay.stopping.cancelled() => break,
@@ -271,6 +241,7 @@ async fn worker(relay: Arc<Relay>, sources: Vec<Arc<Source>>, scheduler: (JobSch
         if !sources.is_empty() {
             check_bundles(&relay, &sources, &work_dir).await;
         }
+        schedule.set_failing(relay.sync.lock().failing);
         // A pull still running is this check's too: it is not started twice.
         if let Ok(guard) = Arc::clone(&pulling).try_lock_owned() {
             let (relay, work_dir) = (Arc::clone(&relay), Arc::clone(&work_dir));
@@ -283,31 +254,7 @@ async fn worker(relay: Arc<Relay>, sources: Vec<Arc<Source>>, scheduler: (JobSch
             });
         }
     }
-    let _ = scheduler.shutdown().await;
-}
-
-async fn update_next_check(relay: &Relay, scheduler: &mut JobScheduler, jobs: &Jobs) {
-    let check = scheduler
-        .next_tick_for_job(jobs.check)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|t| Timestamp::from_unix(t.timestamp()));
-    let retry = scheduler
-        .next_tick_for_job(jobs.retry)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|t| Timestamp::from_unix(t.timestamp()));
-    let mut status = relay.sync.lock();
-    status.next_check = if status.failing {
-        match (check, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    } else {
-        check
-    };
+    schedule.stop().await;
 }
 
 /// Pulls each vendor archive that has a source, with `If-None-Match` on the last ETag,
