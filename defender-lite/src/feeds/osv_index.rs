@@ -102,6 +102,10 @@ pub fn write(
                 stats.invalid += 1;
                 return Ok(());
             };
+            let Ok(modified) = record.modified else {
+                stats.invalid += 1;
+                return Ok(());
+            };
             let len = u32::try_from(text.len())
                 .ok()
                 .filter(|&l| l <= MAX_RECORD)
@@ -116,7 +120,7 @@ pub fn write(
             keys.dedup();
             record_bytes.clear();
             escape(&mut record_bytes, record.id.as_bytes());
-            let modified = (record.modified.unix() as u64) ^ (1 << 63);
+            let modified = (modified.unix() as u64) ^ (1 << 63);
             record_bytes.extend_from_slice(&modified.to_be_bytes());
             record_bytes.push(u8::from(record.withdrawn.is_some()));
             record_bytes.extend_from_slice(&file_no.to_be_bytes());

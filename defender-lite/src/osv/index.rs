@@ -129,6 +129,8 @@ pub enum Added {
     /// A copy at least as new was already held, or the id was withdrawn since.
     Duplicate,
     Withdrawn,
+    /// Its `modified` is not a timestamp: it cannot be ordered against other copies.
+    Unreadable,
 }
 
 /// Collects OSV records, then builds a [`VulnIndex`].
@@ -150,19 +152,22 @@ impl VulnIndexBuilder {
     /// added on a tie). A withdrawn copy retracts the id, and copies older than the
     /// withdrawal stay out.
     pub fn add(&mut self, record: OsvRecord) -> Added {
+        let Ok(modified) = record.modified else {
+            return Added::Unreadable;
+        };
         if record.withdrawn.is_some() {
             self.records.remove(&record.id);
-            let when = self.withdrawn.entry(record.id).or_insert(record.modified);
-            *when = (*when).max(record.modified);
+            let when = self.withdrawn.entry(record.id).or_insert(modified);
+            *when = (*when).max(modified);
             return Added::Withdrawn;
         }
         if let Some(withdrawn) = self.withdrawn.get(&record.id) {
-            if *withdrawn >= record.modified {
+            if *withdrawn >= modified {
                 return Added::Duplicate;
             }
             self.withdrawn.remove(&record.id);
         }
-        let record = Record::from_osv(record, &mut self.ecosystems);
+        let record = Record::from_osv(record, modified, &mut self.ecosystems);
         match self.records.get(&record.vulnerability.id) {
             Some(held) if held.vulnerability.modified > record.vulnerability.modified => {
                 Added::Duplicate
@@ -195,18 +200,24 @@ impl VulnIndexBuilder {
             if text.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice::<OsvRecord>(text) {
-                Ok(record) => match self.add(record) {
-                    Added::New | Added::Replaced => stats.records += 1,
-                    Added::Duplicate => stats.duplicates += 1,
-                    Added::Withdrawn => stats.withdrawn += 1,
-                },
-                Err(e) => {
-                    stats.invalid += 1;
-                    if stats.first_invalid.is_none() {
-                        stats.first_invalid = Some(format!("line {number}: {e}"));
+            let why = match serde_json::from_slice::<OsvRecord>(text) {
+                Ok(record) => match &record.modified {
+                    Ok(_) => {
+                        match self.add(record) {
+                            Added::New | Added::Replaced => stats.records += 1,
+                            Added::Duplicate => stats.duplicates += 1,
+                            Added::Withdrawn => stats.withdrawn += 1,
+                            Added::Unreadable => stats.invalid += 1,
+                        }
+                        continue;
                     }
-                }
+                    Err(text) => format!("modified {text:?} is not an RFC 3339 timestamp"),
+                },
+                Err(e) => e.to_string(),
+            };
+            stats.invalid += 1;
+            if stats.first_invalid.is_none() {
+                stats.first_invalid = Some(format!("line {number}: {why}"));
             }
         }
     }

@@ -9,8 +9,8 @@
 //! [`VulnIndex::lookup`] and [`VulnIndex::lookup_package`] answer "which records
 //! affect this package at this version", with the severity and the version that fixes
 //! it. Reading package databases is the scanner's business; printing is `report`'s.
-//! The relay's feed validator keeps its OSV types to itself (it checks structure, not
-//! meaning), so [`OsvRecord`] here reads the fields matching needs.
+//! Records are read with the format library's OSV types (`relay::bundle::osv`, re-exported
+//! here), the same the relay validates bundles with: this module gives them meaning.
 //!
 //! Matching follows the OSV schema's evaluation: a version is affected if it is listed
 //! in `versions` (verbatim, or equal under the scheme), or if, in some `ECOSYSTEM` or
@@ -56,7 +56,9 @@ pub use index::{
     Added, Finding, IndexStats, LoadError, LoadStats, NameMatch, Package, SourcePackage,
     UnreadableVersion, VulnIndex, VulnIndexBuilder, Vulnerability,
 };
-pub use record::{OsvAffected, OsvEvent, OsvPackage, OsvRange, OsvRecord, OsvSeverity};
+pub use record::{
+    OsvAffected, OsvEvent, OsvPackage, OsvRange, OsvRecord, OsvSeverity, RangeType, Specific,
+};
 pub use severity::{CvssError, Severity, UnknownSeverity, cvss_base_score};
 
 use crate::version::Scheme;

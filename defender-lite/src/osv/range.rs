@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::version::{Scheme, Version, VersionError};
 
-use super::record::{OsvEvent, OsvRange};
+use super::record::{OsvEvent, OsvRange, RangeType};
 use super::scheme_for;
 use super::severity::Severity;
 
@@ -126,11 +126,11 @@ impl Entry {
         let scheme = scheme_for(&ecosystem);
         let mut ranges = Vec::new();
         for range in raw_ranges {
-            let range_scheme = match range.kind.as_str() {
-                "ECOSYSTEM" => scheme,
-                "SEMVER" if scheme == Scheme::Go => Scheme::Go,
-                "SEMVER" => Scheme::Semver,
-                _ => continue,
+            let range_scheme = match range.kind {
+                RangeType::Ecosystem => scheme,
+                RangeType::Semver if scheme == Scheme::Go => Scheme::Go,
+                RangeType::Semver => Scheme::Semver,
+                RangeType::Git | RangeType::Unknown => continue,
             };
             if let Some(range) = Range::build(range_scheme, range.events, unreadable) {
                 ranges.push(range);
@@ -217,43 +217,45 @@ impl Range {
             parsed
         };
         for event in raw {
-            if let Some(text) = event.introduced {
-                let bound = if text.trim() == "0" {
-                    Some(Bound::Zero)
-                } else {
-                    read(&text).map(Bound::At)
-                };
-                if let Some(bound) = bound {
-                    events.push(Event {
-                        kind: EventKind::Introduced,
-                        bound,
-                        fixed: None,
-                    });
+            match event {
+                OsvEvent::Introduced(text) => {
+                    let bound = if text.trim() == "0" {
+                        Some(Bound::Zero)
+                    } else {
+                        read(&text).map(Bound::At)
+                    };
+                    if let Some(bound) = bound {
+                        events.push(Event {
+                            kind: EventKind::Introduced,
+                            bound,
+                            fixed: None,
+                        });
+                    }
                 }
-            }
-            if let Some(text) = event.fixed
-                && let Some(version) = read(&text)
-            {
-                events.push(Event {
-                    kind: EventKind::Fixed,
-                    bound: Bound::At(version),
-                    fixed: Some(text.trim().into()),
-                });
-            }
-            if let Some(text) = event.last_affected
-                && let Some(version) = read(&text)
-            {
-                events.push(Event {
-                    kind: EventKind::LastAffected,
-                    bound: Bound::At(version),
-                    fixed: None,
-                });
-            }
-            if let Some(text) = event.limit {
-                if text.contains('*') {
-                    limits.push(Bound::Infinity);
-                } else if let Some(version) = read(&text) {
-                    limits.push(Bound::At(version));
+                OsvEvent::Fixed(text) => {
+                    if let Some(version) = read(&text) {
+                        events.push(Event {
+                            kind: EventKind::Fixed,
+                            bound: Bound::At(version),
+                            fixed: Some(text.trim().into()),
+                        });
+                    }
+                }
+                OsvEvent::LastAffected(text) => {
+                    if let Some(version) = read(&text) {
+                        events.push(Event {
+                            kind: EventKind::LastAffected,
+                            bound: Bound::At(version),
+                            fixed: None,
+                        });
+                    }
+                }
+                OsvEvent::Limit(text) => {
+                    if text.contains('*') {
+                        limits.push(Bound::Infinity);
+                    } else if let Some(version) = read(&text) {
+                        limits.push(Bound::At(version));
+                    }
                 }
             }
         }

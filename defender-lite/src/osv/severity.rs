@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::record::OsvSeverity;
+use super::record::{OsvSeverity, Specific};
 
 /// A severity level. Ordered: `Unknown < Low < Medium < High < Critical`.
 ///
@@ -187,10 +187,10 @@ pub(super) fn from_vectors(list: &[OsvSeverity]) -> Option<(Severity, Option<f64
 }
 
 /// `{"severity": "HIGH"}` in a `database_specific` or `ecosystem_specific` object.
-pub(super) fn severity_word(specific: Option<&serde_json::Value>) -> Option<Severity> {
-    specific?
-        .get("severity")?
-        .as_str()?
+pub(super) fn severity_word(specific: &Specific) -> Option<Severity> {
+    specific
+        .severity
+        .as_deref()?
         .parse::<Severity>()
         .ok()
         .filter(|s| *s != Severity::Unknown)

@@ -84,24 +84,12 @@ fn ranges_sort_their_events() {
     let events = |list: &[(&str, &str)]| {
         list.iter()
             .map(|(kind, v)| {
-                let v = Some(v.to_string());
+                let v = v.to_string();
                 match *kind {
-                    "introduced" => OsvEvent {
-                        introduced: v,
-                        ..Default::default()
-                    },
-                    "fixed" => OsvEvent {
-                        fixed: v,
-                        ..Default::default()
-                    },
-                    "last_affected" => OsvEvent {
-                        last_affected: v,
-                        ..Default::default()
-                    },
-                    _ => OsvEvent {
-                        limit: v,
-                        ..Default::default()
-                    },
+                    "introduced" => OsvEvent::Introduced(v),
+                    "fixed" => OsvEvent::Fixed(v),
+                    "last_affected" => OsvEvent::LastAffected(v),
+                    _ => OsvEvent::Limit(v),
                 }
             })
             .collect::<Vec<_>>()

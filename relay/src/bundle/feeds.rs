@@ -6,11 +6,10 @@
 
 use std::io::BufRead;
 
-use serde::Deserialize;
-
 use super::FeedKind;
 use super::apps::AppSpec;
 use super::lines;
+use super::osv::check_osv_record;
 
 /// The first bad line of a feed file.
 #[derive(Debug, thiserror::Error)]
@@ -110,179 +109,6 @@ fn check_app(stem: &str, text: &str) -> Result<ValidatedFeed, FeedError> {
     Ok(ValidatedFeed { records: 1 })
 }
 
-/// The parts of an OSV record (https://ossf.github.io/osv-schema/) that a scanner relies
-/// on. Other fields are allowed and carried as they are.
-#[derive(Deserialize)]
-struct OsvRecord {
-    id: String,
-    modified: String,
-    withdrawn: Option<serde::de::IgnoredAny>,
-    #[serde(default)]
-    affected: Vec<OsvAffected>,
-}
-
-#[derive(Deserialize)]
-struct OsvAffected {
-    package: Option<OsvPackage>,
-    #[serde(default)]
-    ranges: Vec<OsvRange>,
-    versions: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct OsvPackage {
-    ecosystem: String,
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct OsvRange {
-    #[serde(rename = "type")]
-    kind: OsvRangeType,
-    events: Vec<OsvEvent>,
-    repo: Option<String>,
-}
-
-#[derive(Deserialize, PartialEq)]
-#[serde(rename_all = "UPPERCASE")]
-enum OsvRangeType {
-    Ecosystem,
-    Semver,
-    Git,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum OsvEvent {
-    Introduced(String),
-    Fixed(String),
-    LastAffected(String),
-    Limit(String),
-}
-
-/// Why an OSV record is refused: the rule (a stable name, for counting) and the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OsvProblem {
-    pub rule: &'static str,
-    pub message: String,
-}
-
-impl std::fmt::Display for OsvProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-/// What a good OSV record is known by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OsvRecordKey {
-    pub id: String,
-    pub modified: super::Timestamp,
-    /// `withdrawn` is set: the record must not match anything.
-    pub withdrawn: bool,
-}
-
-/// Checks one OSV record (one line of JSON) against the rules a scanner relies on; the
-/// builder's validation and the origin's importer both call this.
-pub fn check_osv_record(line: &str) -> Result<OsvRecordKey, OsvProblem> {
-    let problem = |rule: &'static str, message: String| OsvProblem { rule, message };
-    if line.trim().is_empty() {
-        return Err(problem(
-            "empty-line",
-            "empty line (one OSV record per line)".into(),
-        ));
-    }
-    let rec: OsvRecord = serde_json::from_str(line).map_err(|e| {
-        // The record is one line: its column is what locates the fault.
-        let message = e.to_string();
-        let suffix = format!(" at line {} column {}", e.line(), e.column());
-        let message = message.strip_suffix(&suffix).unwrap_or(&message);
-        problem(
-            "not-osv",
-            format!("not an OSV record: {message} (column {})", e.column()),
-        )
-    })?;
-    if rec.id.trim().is_empty() {
-        return Err(problem("empty-id", "OSV record with an empty id".into()));
-    }
-    let id = &rec.id;
-    let Ok(modified) = rec.modified.parse::<super::Timestamp>() else {
-        return Err(problem(
-            "modified-not-rfc3339",
-            format!(
-                "{id}: modified {:?} is not an RFC 3339 timestamp",
-                rec.modified
-            ),
-        ));
-    };
-    if rec.affected.is_empty() {
-        return Err(problem(
-            "no-affected",
-            format!("{id}: no affected packages"),
-        ));
-    }
-    for (i, affected) in rec.affected.iter().enumerate() {
-        let Some(pkg) = &affected.package else {
-            return Err(problem(
-                "affected-without-package",
-                format!("{id}: affected[{i}] has no package"),
-            ));
-        };
-        if pkg.ecosystem.trim().is_empty() || pkg.name.trim().is_empty() {
-            return Err(problem(
-                "package-without-ecosystem-or-name",
-                format!("{id}: affected[{i}].package needs an ecosystem and a name"),
-            ));
-        }
-        if affected.ranges.is_empty() && affected.versions.as_ref().is_none_or(Vec::is_empty) {
-            return Err(problem(
-                "affected-without-ranges-or-versions",
-                format!("{id}: affected[{i}] has neither ranges nor versions"),
-            ));
-        }
-        for (j, range) in affected.ranges.iter().enumerate() {
-            check_osv_range(range).map_err(|(rule, reason)| {
-                problem(rule, format!("{id}: affected[{i}].ranges[{j}]: {reason}"))
-            })?;
-        }
-    }
-    Ok(OsvRecordKey {
-        id: rec.id,
-        modified,
-        withdrawn: rec.withdrawn.is_some(),
-    })
-}
-
-fn check_osv_range(range: &OsvRange) -> Result<(), (&'static str, String)> {
-    if !matches!(range.events.first(), Some(OsvEvent::Introduced(_))) {
-        return Err((
-            "range-not-starting-with-introduced",
-            "the first event must be `introduced`".into(),
-        ));
-    }
-    if range.kind == OsvRangeType::Git && range.repo.as_deref().is_none_or(str::is_empty) {
-        return Err(("git-range-without-repo", "a GIT range needs a repo".into()));
-    }
-    for event in &range.events {
-        let v = match event {
-            OsvEvent::Introduced(v)
-            | OsvEvent::Fixed(v)
-            | OsvEvent::LastAffected(v)
-            | OsvEvent::Limit(v) => v,
-        };
-        if v.trim().is_empty() {
-            return Err(("empty-event-version", "empty version in an event".into()));
-        }
-        if range.kind == OsvRangeType::Semver && v != "0" && semver::Version::parse(v).is_err() {
-            return Err((
-                "semver-range-invalid-version",
-                format!("{v:?} is not a semantic version"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,7 +160,7 @@ mod tests {
         check(
             FeedKind::Osv,
             &OSV_OK.replace(r#""SEMVER""#, r#""RANGE""#),
-            Err("not an OSV record"),
+            Err("the type must be ECOSYSTEM, SEMVER or GIT"),
         );
         check(
             FeedKind::Osv,

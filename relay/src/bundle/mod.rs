@@ -1,7 +1,8 @@
 //! The bundle: one `.tar.gz` that verifies itself (see `relay/FORMAT.md`).
 //!
 //! This module holds the vocabulary (digests, sequences, timestamps, the manifest);
-//! `keys` loads and makes ed25519 keys, `feeds` validates feed files by kind, `build`
+//! `keys` loads and makes ed25519 keys, `feeds` validates feed files by kind (with the line
+//! grammars of `lines` and the OSV record of `osv`, which the agent reads too), `build`
 //! writes bundles, `verify` is the only way to obtain a [`VerifiedBundle`], and `unpack`
 //! writes one into a directory atomically. Nothing here touches the network or sled.
 
@@ -15,6 +16,7 @@ pub mod index;
 mod keys;
 pub mod lines;
 mod manifest;
+pub mod osv;
 pub mod package;
 pub mod segments;
 mod types;
@@ -26,15 +28,14 @@ pub use build::{
     BuildError, BuildOptions, PROVENANCE_DIR, ProvenanceRecord, build, build_indexed,
     provenance_path,
 };
-pub use feeds::{
-    FeedError, OsvProblem, OsvRecordKey, ValidatedFeed, check_osv_record, validate_feed,
-};
+pub use feeds::{FeedError, ValidatedFeed, validate_feed};
 pub use framing::CANONICAL_GZIP_HEADER;
 pub use keys::{KeyError, PublicKey, SecretKey, TrustStore};
 pub use manifest::{
     FORMAT_VERSION, FeedKind, FileEntry, ImportCounts, InputProvenance, Manifest, Payload,
     Signature,
 };
+pub use osv::{OsvProblem, OsvRecordKey, check_osv_record};
 // The importers and the origin (server-only) hash what they read and write.
 #[cfg(feature = "server")]
 pub(crate) use types::{HashingReader, HashingWriter};
