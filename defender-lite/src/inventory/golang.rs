@@ -11,7 +11,8 @@
 //! replacement of the line before), tab-separated.
 //!
 //! Where the file can be read at random (a directory image, an uncompressed archive) the
-//! blob is found like Go finds it: the `.go.buildinfo` section, else the first writable
+//! ELF headers are read with the `object` crate's types and the blob is found like Go
+//! finds it: the `.go.buildinfo` section, else the first writable
 //! non-executable `PT_LOAD` segment; 64 KiB are searched. In a gzip stream the file is
 //! scanned forward for the aligned magic instead (the section table sits at the end of the
 //! file); the pre-1.18 pointer format cannot be followed backwards there and is reported.
@@ -28,6 +29,10 @@
 use std::io::{self, Read, Seek, SeekFrom};
 
 use memchr::memmem;
+use object::Endianness;
+use object::elf::{FileHeader32, FileHeader64, PF_W, PF_X, PT_LOAD};
+use object::endian::Endian as _;
+use object::read::elf::{FileHeader, ProgramHeader as _, SectionHeader as _};
 
 use super::{Collector, DatabaseKind, Package};
 use crate::image::{FileStream, ImageError};
@@ -42,9 +47,6 @@ const SEARCH_WINDOW: u64 = 64 * 1024;
 const MAX_INFO: usize = 16 << 20;
 const MAX_TABLE: u64 = 4 << 20;
 const FLAG_INLINE: u8 = 2;
-const PT_LOAD: u32 = 1;
-const PF_X: u32 = 1;
-const PF_W: u32 = 2;
 
 pub(crate) fn read(c: &mut Collector<'_>, paths: &[String]) -> Result<(), ImageError> {
     let mut found: Vec<(String, Result<Option<BuildInfo>, String>)> = Vec::new();
@@ -349,215 +351,153 @@ pub(crate) enum Outcome {
 
 /// Reads the build info of one file, if it is a Go ELF executable.
 pub(crate) fn inspect(stream: &mut FileStream<'_>) -> io::Result<Outcome> {
-    let mut ident = [0u8; 64];
-    let n = read_up_to(stream, &mut ident)?;
-    let Some(elf) = Elf::parse(&ident[..n]) else {
+    let mut head = [0u8; 64];
+    let n = read_up_to(stream, &mut head)?;
+    let head = &head[..n];
+    if !is_elf(head) {
         return Ok(Outcome::NotGo);
-    };
+    }
     if stream.is_random_access() {
-        random_access(stream, &elf)
+        match layout(stream, head)? {
+            Some(layout) => random_access(stream, &layout),
+            None => Ok(Outcome::NotGo),
+        }
     } else {
-        forward(stream, &ident[..n])
+        forward(stream, head)
     }
 }
 
-/// The ELF header fields needed here.
-struct Elf {
-    is64: bool,
-    little: bool,
-    phoff: u64,
-    phentsize: u64,
-    phnum: u64,
-    shoff: u64,
-    shentsize: u64,
-    shnum: u64,
-    shstrndx: u64,
+/// An ELF header object accepts (magic, class, byte order, version), 32- or 64-bit.
+fn is_elf(head: &[u8]) -> bool {
+    FileHeader64::<Endianness>::parse(head).is_ok()
+        || FileHeader32::<Endianness>::parse(head).is_ok()
 }
 
-impl Elf {
-    fn parse(ident: &[u8]) -> Option<Elf> {
-        if !ident.starts_with(b"\x7fELF") || ident.len() < 52 {
-            return None;
-        }
-        let is64 = match ident[4] {
-            1 => false,
-            2 => true,
-            _ => return None,
-        };
-        let little = match ident[5] {
-            1 => true,
-            2 => false,
-            _ => return None,
-        };
-        let e = Endian(little);
-        if is64 {
-            if ident.len() < 64 {
-                return None;
-            }
-            Some(Elf {
-                is64,
-                little,
-                phoff: e.u64(ident, 32)?,
-                shoff: e.u64(ident, 40)?,
-                phentsize: e.u16(ident, 54)?,
-                phnum: e.u16(ident, 56)?,
-                shentsize: e.u16(ident, 58)?,
-                shnum: e.u16(ident, 60)?,
-                shstrndx: e.u16(ident, 62)?,
-            })
-        } else {
-            Some(Elf {
-                is64,
-                little,
-                phoff: e.u32(ident, 28)?.into(),
-                shoff: e.u32(ident, 32)?.into(),
-                phentsize: e.u16(ident, 42)?,
-                phnum: e.u16(ident, 44)?,
-                shentsize: e.u16(ident, 46)?,
-                shnum: e.u16(ident, 48)?,
-                shstrndx: e.u16(ident, 50)?,
-            })
-        }
-    }
-
-    /// (offset, vaddr, filesz, flags) of every PT_LOAD segment.
-    fn load_segments(&self, stream: &mut FileStream<'_>) -> io::Result<Vec<(u64, u64, u64, u32)>> {
-        let entry = if self.is64 { 56 } else { 32 };
-        if self.phoff == 0 || self.phnum == 0 || self.phentsize < entry {
-            return Ok(Vec::new());
-        }
-        let table = read_at(
-            stream,
-            self.phoff,
-            (self.phentsize * self.phnum).min(MAX_TABLE),
-        )?;
-        let e = Endian(self.little);
-        let mut segments = Vec::new();
-        for raw in table.chunks_exact(self.phentsize as usize) {
-            // (type, flags, offset, vaddr, filesz): the two layouts order them differently.
-            let parsed = if self.is64 {
-                program_header(e, raw, [0, 4, 8, 16, 32], true)
-            } else {
-                program_header(e, raw, [0, 24, 4, 8, 16], false)
-            };
-            if let Some((kind, flags, offset, vaddr, filesz)) = parsed
-                && kind == PT_LOAD
-            {
-                segments.push((offset, vaddr, filesz, flags));
-            }
-        }
-        Ok(segments)
-    }
-
+/// What is read of an ELF file's layout.
+struct Layout {
+    /// The `PT_LOAD` segments.
+    segments: Vec<Segment>,
     /// The file offset of the `.go.buildinfo` section, if the section table names one.
-    fn buildinfo_section(&self, stream: &mut FileStream<'_>) -> io::Result<Option<u64>> {
-        let entry = if self.is64 { 64 } else { 40 };
-        if self.shoff == 0
-            || self.shnum == 0
-            || self.shentsize < entry
-            || self.shstrndx >= self.shnum
-        {
-            return Ok(None);
-        }
-        let table = read_at(
-            stream,
-            self.shoff,
-            (self.shentsize * self.shnum).min(MAX_TABLE),
-        )?;
-        let e = Endian(self.little);
-        let section = |index: u64| -> Option<(u32, u64, u64)> {
-            let start = usize::try_from(index * self.shentsize).ok()?;
-            let raw = table.get(start..start + self.shentsize as usize)?;
-            if self.is64 {
-                Some((e.u32(raw, 0)?, e.u64(raw, 24)?, e.u64(raw, 32)?))
-            } else {
-                Some((
-                    e.u32(raw, 0)?,
-                    e.u32(raw, 16)?.into(),
-                    e.u32(raw, 20)?.into(),
-                ))
-            }
-        };
-        let Some((_, names_offset, names_size)) = section(self.shstrndx) else {
-            return Ok(None);
-        };
-        let names = read_at(stream, names_offset, names_size.min(MAX_TABLE))?;
-        for index in 0..self.shnum {
-            let Some((name, offset, _)) = section(index) else {
-                break;
-            };
-            let name = names.get(name as usize..).unwrap_or(&[]);
-            if name.starts_with(b".go.buildinfo\0") {
-                return Ok(Some(offset));
-            }
-        }
-        Ok(None)
-    }
-}
-
-/// (type, flags, offset, vaddr, filesz) of a program header, from the fields' offsets.
-fn program_header(
-    e: Endian,
-    raw: &[u8],
-    at: [usize; 5],
-    is64: bool,
-) -> Option<(u32, u32, u64, u64, u64)> {
-    let word = |at: usize| {
-        if is64 {
-            e.u64(raw, at)
-        } else {
-            e.u32(raw, at).map(u64::from)
-        }
-    };
-    Some((
-        e.u32(raw, at[0])?,
-        e.u32(raw, at[1])?,
-        word(at[2])?,
-        word(at[3])?,
-        word(at[4])?,
-    ))
+    buildinfo: Option<u64>,
 }
 
 #[derive(Clone, Copy)]
-struct Endian(bool);
+struct Segment {
+    offset: u64,
+    vaddr: u64,
+    filesz: u64,
+    flags: u32,
+}
 
-impl Endian {
-    fn u16(self, b: &[u8], at: usize) -> Option<u64> {
-        let raw: [u8; 2] = b.get(at..at + 2)?.try_into().ok()?;
-        Some(u64::from(if self.0 {
-            u16::from_le_bytes(raw)
-        } else {
-            u16::from_be_bytes(raw)
-        }))
+/// The layout of an ELF file, read through the `object` crate's header types. The
+/// tables are read here, each within `MAX_TABLE` bytes, rather than through object's
+/// `ReadCache`, whose cache a crafted section table can make grow far past the file's
+/// size (a name lookup per section, each cached apart).
+fn layout(stream: &mut FileStream<'_>, head: &[u8]) -> io::Result<Option<Layout>> {
+    if let Ok(header) = FileHeader64::<Endianness>::parse(head) {
+        return read_layout(stream, header);
     }
-    fn u32(self, b: &[u8], at: usize) -> Option<u32> {
-        let raw: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-        Some(if self.0 {
-            u32::from_le_bytes(raw)
-        } else {
-            u32::from_be_bytes(raw)
+    if let Ok(header) = FileHeader32::<Endianness>::parse(head) {
+        return read_layout(stream, header);
+    }
+    Ok(None)
+}
+
+fn read_layout<H: FileHeader<Endian = Endianness>>(
+    stream: &mut FileStream<'_>,
+    header: &H,
+) -> io::Result<Option<Layout>> {
+    let Ok(endian) = header.endian() else {
+        return Ok(None);
+    };
+    let phdrs = read_table(
+        stream,
+        header.e_phoff(endian).into(),
+        header.e_phentsize(endian),
+        header.e_phnum(endian),
+    )?;
+    let segments = entries::<H::ProgramHeader>(&phdrs, header.e_phentsize(endian))
+        .filter(|ph| ph.p_type(endian) == PT_LOAD)
+        .map(|ph| Segment {
+            offset: ph.p_offset(endian).into(),
+            vaddr: ph.p_vaddr(endian).into(),
+            filesz: ph.p_filesz(endian).into(),
+            flags: ph.p_flags(endian).0,
         })
+        .collect();
+    let buildinfo = buildinfo_section::<H>(stream, header, endian)?;
+    Ok(Some(Layout {
+        segments,
+        buildinfo,
+    }))
+}
+
+fn buildinfo_section<H: FileHeader<Endian = Endianness>>(
+    stream: &mut FileStream<'_>,
+    header: &H,
+    endian: Endianness,
+) -> io::Result<Option<u64>> {
+    let entsize = header.e_shentsize(endian);
+    let table = read_table(
+        stream,
+        header.e_shoff(endian).into(),
+        entsize,
+        header.e_shnum(endian),
+    )?;
+    let sections: Vec<&H::SectionHeader> = entries::<H::SectionHeader>(&table, entsize).collect();
+    let Some(names) = sections.get(usize::from(header.e_shstrndx(endian).0)) else {
+        return Ok(None);
+    };
+    let names = read_at(
+        stream,
+        names.sh_offset(endian).into(),
+        names.sh_size(endian).into().min(MAX_TABLE),
+    )?;
+    Ok(sections.iter().find_map(|section| {
+        let name = names.get(section.sh_name(endian) as usize..)?;
+        name.starts_with(b".go.buildinfo\0")
+            .then(|| section.sh_offset(endian).into())
+    }))
+}
+
+/// A header table's bytes (empty when the header names none), within `MAX_TABLE`.
+fn read_table(
+    stream: &mut FileStream<'_>,
+    offset: u64,
+    entsize: u16,
+    count: u16,
+) -> io::Result<Vec<u8>> {
+    if offset == 0 || entsize == 0 || count == 0 {
+        return Ok(Vec::new());
     }
-    fn u64(self, b: &[u8], at: usize) -> Option<u64> {
-        let raw: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
-        Some(if self.0 {
-            u64::from_le_bytes(raw)
-        } else {
-            u64::from_be_bytes(raw)
+    read_at(
+        stream,
+        offset,
+        (u64::from(entsize) * u64::from(count)).min(MAX_TABLE),
+    )
+}
+
+/// The entries of a table whose entries are `entsize` bytes (at least a `T`).
+fn entries<T: object::Pod>(table: &[u8], entsize: u16) -> impl Iterator<Item = &T> {
+    table
+        .chunks_exact(usize::from(entsize).max(1))
+        .filter_map(|raw| {
+            object::pod::from_bytes::<T>(raw)
+                .ok()
+                .map(|(entry, _)| entry)
         })
-    }
 }
 
 /// Go's algorithm: the section (or segment), 64 KiB of it, the first aligned magic.
-fn random_access(stream: &mut FileStream<'_>, elf: &Elf) -> io::Result<Outcome> {
-    let segments = elf.load_segments(stream)?;
-    let start = match elf.buildinfo_section(stream)? {
+fn random_access(stream: &mut FileStream<'_>, layout: &Layout) -> io::Result<Outcome> {
+    let segments = &layout.segments;
+    let start = match layout.buildinfo {
         Some(offset) => offset,
         None => match segments
             .iter()
-            .find(|(_, _, _, flags)| flags & (PF_X | PF_W) == PF_W)
+            .find(|s| s.flags & (PF_X.0 | PF_W.0) == PF_W.0)
         {
-            Some((offset, ..)) => *offset,
+            Some(s) => s.offset,
             None => return Ok(Outcome::NotGo),
         },
     };
@@ -578,30 +518,25 @@ fn random_access(stream: &mut FileStream<'_>, elf: &Elf) -> io::Result<Outcome> 
             }
             Decoded::Pointers {
                 ptr_size,
-                big_endian,
+                endian,
                 version,
                 modinfo,
             } => {
-                let e = Endian(!big_endian);
                 let mut read_string = |addr: u64| -> io::Result<Option<Vec<u8>>> {
-                    let Some(offset) = file_offset(&segments, addr) else {
+                    let Some(offset) = file_offset(segments, addr) else {
                         return Ok(None);
                     };
                     let header = read_at(stream, offset, 2 * ptr_size as u64)?;
-                    let word = |at: usize| {
-                        if ptr_size == 4 {
-                            e.u32(&header, at).map(u64::from)
-                        } else {
-                            e.u64(&header, at)
-                        }
-                    };
-                    let (Some(data), Some(len)) = (word(0), word(ptr_size)) else {
+                    let (Some(data), Some(len)) = (
+                        word(endian, &header, 0, ptr_size),
+                        word(endian, &header, ptr_size, ptr_size),
+                    ) else {
                         return Ok(None);
                     };
                     if len > MAX_INFO as u64 {
                         return Ok(None);
                     }
-                    let Some(data_offset) = file_offset(&segments, data) else {
+                    let Some(data_offset) = file_offset(segments, data) else {
                         return Ok(None);
                     };
                     Ok(Some(read_at(stream, data_offset, len)?))
@@ -616,6 +551,16 @@ fn random_access(stream: &mut FileStream<'_>, elf: &Elf) -> io::Result<Outcome> 
             }
             _ => return Ok(Outcome::NotGo),
         }
+    }
+}
+
+/// A pointer-sized word (4 or 8 bytes) at `at`.
+fn word(endian: Endianness, bytes: &[u8], at: usize, size: usize) -> Option<u64> {
+    let raw = bytes.get(at..at.checked_add(size)?)?;
+    match size {
+        4 => Some(endian.read_u32(raw.try_into().ok()?).into()),
+        8 => Some(endian.read_u64(raw.try_into().ok()?)),
+        _ => None,
     }
 }
 
@@ -675,7 +620,7 @@ enum Decoded {
     Strings(String, Vec<u8>),
     Pointers {
         ptr_size: usize,
-        big_endian: bool,
+        endian: Endianness,
         version: u64,
         modinfo: u64,
     },
@@ -695,18 +640,19 @@ fn decode(blob: &[u8]) -> Decoded {
         return Decoded::Invalid;
     }
     if flags & FLAG_INLINE == 0 {
-        let e = Endian(flags == 0);
-        let word = |at: usize| {
-            if ptr_size == 4 {
-                e.u32(blob, at).map(u64::from)
-            } else {
-                e.u64(blob, at)
-            }
+        // Flag 1: big-endian pointers.
+        let endian = if flags == 0 {
+            Endianness::Little
+        } else {
+            Endianness::Big
         };
-        return match (word(16), word(16 + ptr_size)) {
+        return match (
+            word(endian, blob, 16, ptr_size),
+            word(endian, blob, 16 + ptr_size, ptr_size),
+        ) {
             (Some(version), Some(modinfo)) => Decoded::Pointers {
                 ptr_size,
-                big_endian: flags != 0,
+                endian,
                 version,
                 modinfo,
             },
@@ -778,9 +724,9 @@ fn find_aligned(data: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-fn file_offset(segments: &[(u64, u64, u64, u32)], addr: u64) -> Option<u64> {
-    segments.iter().find_map(|&(offset, vaddr, filesz, _)| {
-        (addr >= vaddr && addr - vaddr < filesz).then(|| offset + (addr - vaddr))
+fn file_offset(segments: &[Segment], addr: u64) -> Option<u64> {
+    segments.iter().find_map(|s| {
+        (addr >= s.vaddr && addr - s.vaddr < s.filesz).then(|| s.offset + (addr - s.vaddr))
     })
 }
 
