@@ -49,18 +49,14 @@ fuzz_target!(init: fuzz::seeds(seeds), |data: &[u8]| {
             let Some(package) = &affected.package else {
                 continue;
             };
-            let mut versions: Vec<&String> = affected.versions.iter().collect();
+            let mut versions: Vec<&str> = affected.versions.iter().map(String::as_str).collect();
             for range in &affected.ranges {
                 for event in &range.events {
-                    versions.extend(
-                        [&event.introduced, &event.fixed, &event.last_affected, &event.limit]
-                            .into_iter()
-                            .flatten(),
-                    );
+                    versions.push(event.version());
                 }
             }
             for version in versions {
-                wanted.push((package.ecosystem.clone(), package.name.clone(), version.clone()));
+                wanted.push((package.ecosystem.clone(), package.name.clone(), version.to_owned()));
             }
         }
     }

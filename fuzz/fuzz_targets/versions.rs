@@ -104,10 +104,8 @@ fn seeds() -> Vec<fuzz::Seed> {
                     let versions: Vec<String> = range
                         .events
                         .iter()
-                        .flat_map(|e| [&e.introduced, &e.fixed, &e.last_affected, &e.limit])
-                        .flatten()
+                        .map(|e| e.version().to_owned())
                         .take(3)
-                        .cloned()
                         .collect();
                     push("osv", scheme, versions);
                 }
