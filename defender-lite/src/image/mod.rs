@@ -158,34 +158,37 @@ pub enum ImageError {
     Pattern { pattern: String, reason: String },
 }
 
-/// Warnings gathered while opening, capped so a hostile archive cannot grow them.
+/// Messages (warnings, notes) capped at `MAX`, so hostile input cannot grow them without
+/// bound; those past the cap are counted, and the count is the last message.
 #[derive(Debug, Default)]
-pub(crate) struct Warnings {
+pub(crate) struct Capped<const MAX: usize> {
     list: Vec<String>,
     dropped: usize,
 }
 
-const MAX_WARNINGS: usize = 100;
+/// Warnings gathered while opening an image.
+pub(crate) type Warnings = Capped<100>;
 
-impl Warnings {
+impl<const MAX: usize> Capped<MAX> {
     pub fn push(&mut self, message: String) {
-        if self.list.len() < MAX_WARNINGS {
+        if self.list.len() < MAX {
             self.list.push(message);
         } else {
             self.dropped += 1;
         }
     }
 
-    fn finish(mut self) -> Vec<String> {
+    /// The messages, then `N more <noun> not shown` if any were dropped.
+    pub fn finish(mut self, noun: &str) -> Vec<String> {
         if self.dropped > 0 {
             self.list
-                .push(format!("{} more warnings not shown", self.dropped));
+                .push(format!("{} more {noun} not shown", self.dropped));
         }
         self.list
     }
 }
 
-impl Extend<String> for Warnings {
+impl<const MAX: usize> Extend<String> for Capped<MAX> {
     fn extend<T: IntoIterator<Item = String>>(&mut self, iter: T) {
         for message in iter {
             self.push(message);
@@ -279,7 +282,7 @@ impl Image {
             }
         };
         Ok(Image {
-            warnings: warnings.finish(),
+            warnings: warnings.finish("warnings"),
             ..image
         })
     }

@@ -216,7 +216,7 @@ pub fn collect(image: &Image) -> Result<Inventory, ImageError> {
         os,
         packages,
         databases,
-        notes: notes.finish(),
+        notes: notes.finish("notes"),
     })
 }
 
@@ -298,31 +298,7 @@ impl Groups {
 }
 
 /// Notes, capped so a hostile image cannot grow them without bound.
-#[derive(Default)]
-struct Notes {
-    list: Vec<String>,
-    dropped: usize,
-}
-
-const MAX_NOTES: usize = 200;
-
-impl Notes {
-    fn push(&mut self, message: String) {
-        if self.list.len() < MAX_NOTES {
-            self.list.push(message);
-        } else {
-            self.dropped += 1;
-        }
-    }
-
-    fn finish(mut self) -> Vec<String> {
-        if self.dropped > 0 {
-            self.list
-                .push(format!("{} more notes not shown", self.dropped));
-        }
-        self.list
-    }
-}
+type Notes = crate::image::Capped<200>;
 
 /// The parent directory of a path ("" at the top).
 fn parent(path: &str) -> &str {
