@@ -14,6 +14,27 @@
 //! version starting with a letter, an apk version with an unknown suffix), we order
 //! the same way it does.
 
+/// `PartialEq`, `Eq` and `PartialOrd` from a scheme's `Ord`: two versions are equal when
+/// their scheme orders them equal (`1.0` and `1.0.0`, `1:2` and `1:2-0`), not when their
+/// text is.
+macro_rules! equal_by_order {
+    ($($version:ty),+) => {$(
+        impl PartialOrd for $version {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl PartialEq for $version {
+            fn eq(&self, other: &Self) -> bool {
+                self.cmp(other) == std::cmp::Ordering::Equal
+            }
+        }
+
+        impl Eq for $version {}
+    )+};
+}
+
 mod apk;
 mod dpkg;
 mod generic;
