@@ -15,7 +15,7 @@ use crate::bundle::{
 
 use super::endpoint::Endpoint;
 use super::error::{FailureKind, SyncError};
-use super::fetch::{FetchLimits, download};
+use super::fetch::{FetchLimits, Fetched, download};
 use super::segments::{
     HeldFile, Remote, SegmentFetch, build_by_segments, fetch_by_segments, fetch_index,
 };
@@ -259,15 +259,39 @@ async fn check_upstream(
             return Err(e);
         }
     };
-    let index = index_of(
-        endpoint,
-        client,
-        &format!("{bundle_url}/index"),
-        &fetched.path,
-        &verified.sha256(),
-    )
+    let index_url = format!("{bundle_url}/index");
+    Ok(came_whole(endpoint, client, &index_url, verified, fetched, fallback).await)
+}
+
+/// A bundle that came whole, verified: the outcome, with the bundle's index from the
+/// source when it has one, checked against the file (best effort: without it the next
+/// bundle comes whole too).
+async fn came_whole(
+    endpoint: &Endpoint,
+    client: &reqwest::Client,
+    index_url: &str,
+    verified: VerifiedBundle,
+    fetched: Fetched,
+    fallback: Option<String>,
+) -> CheckOutcome {
+    let sha256 = verified.sha256();
+    let file = fetched.path.clone();
+    let index = async {
+        let (index, _) = fetch_index(endpoint, client, index_url, Some(&sha256))
+            .await
+            .ok()?
+            .ok()?;
+        tokio::task::spawn_blocking(move || {
+            let mut f = std::io::BufReader::new(std::fs::File::open(file).ok()?);
+            index.check_against(&mut f).ok()?;
+            Some(Box::new(index))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
     .await;
-    Ok(CheckOutcome::New {
+    CheckOutcome::New {
         verified: Box::new(verified),
         file: fetched.path,
         transferred: fetched.transferred,
@@ -276,31 +300,7 @@ async fn check_upstream(
             fallback,
         },
         index,
-    })
-}
-
-/// After a whole download, the bundle's index from the source when it has one, checked
-/// against the file (best effort: without it the next bundle comes whole too).
-async fn index_of(
-    endpoint: &Endpoint,
-    client: &reqwest::Client,
-    index_url: &str,
-    file: &Path,
-    sha256: &Sha256,
-) -> Option<Box<crate::bundle::index::SegmentIndex>> {
-    let (index, _) = fetch_index(endpoint, client, index_url, Some(sha256))
-        .await
-        .ok()?
-        .ok()?;
-    let file = file.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut f = std::io::BufReader::new(std::fs::File::open(file).ok()?);
-        index.check_against(&mut f).ok()?;
-        Some(Box::new(index))
-    })
-    .await
-    .ok()
-    .flatten()
+    }
 }
 
 /// A file built from segments, verified: the outcome, or why the whole file is needed.
@@ -425,24 +425,8 @@ async fn check_custom(
             let _ = tokio::fs::remove_file(&last_etag_path).await;
         }
     }
-    let index = index_of(
-        endpoint,
-        client,
-        &format!("{url}.idx"),
-        &fetched.path,
-        &verified.sha256(),
-    )
-    .await;
-    Ok(CheckOutcome::New {
-        verified: Box::new(verified),
-        file: fetched.path,
-        transferred: fetched.transferred,
-        via: Via::Whole {
-            bytes: fetched.transferred,
-            fallback,
-        },
-        index,
-    })
+    let index_url = format!("{url}.idx");
+    Ok(came_whole(endpoint, client, &index_url, verified, fetched, fallback).await)
 }
 
 async fn verify_file(
