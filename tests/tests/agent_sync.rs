@@ -179,3 +179,65 @@ async fn the_agent_daemon_applies_a_new_bundle_as_soon_as_the_relay_announces_it
     let _ = daemon.wait();
     assert!(next.as_str() > "2000", "{next}");
 }
+
+/// A failed check is retried on `sync.retry_every`, not a day later: the daemon follows
+/// a custom location (no watch channel) whose relay holds nothing yet, and applies the
+/// bundle on a retry once it is uploaded. Its regular check and its polling are a day away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_daemon_retries_a_failed_check_on_its_retry_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (secret, public) = generate_key(tmp.path(), "origin");
+    let relay_dir = tmp.path().join("relay");
+    let relay = RelayProcess::start("relay", &relay_dir, &RelayConfig::ordinary(&[&public]));
+
+    let agent_dir = tmp.path().join("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    let config = agent_dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n\
+             [sync]\ncheck_every = \"24h\"\nretry_every = \"1s\"\njitter = \"0s\"\npoll_every = \"24h\"\n\
+             [[sources]]\nkind = \"custom_location\"\nurl = \"{}/intelligence/bundle.tar.gz\"\nuser = \"reader\"\npassword = \"{}\"\nca = {:?}\nno_proxy = true\n",
+            relay.url,
+            password("reader"),
+            relay.ca(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(binary("defender-lite"))
+        .args(["sync", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let failed = || {
+        std::fs::read(agent_dir.join("data/state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|s| s["last_error"].is_string() && s["current"].is_null())
+    };
+    // The first check fails: nothing to download yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !failed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed check recorded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let feeds = workspace_root().join("relay/samples/feeds");
+    let first = build_bundle(&feeds, &secret, 1, &tmp.path().join("b1.tar.gz"));
+    assert_eq!(relay.upload("uploader", first).await.0, 201);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let s = state(&agent_dir);
+        if s["current"]["sequence"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never retried: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
