@@ -21,6 +21,36 @@ fn state(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("data/state.json")).unwrap()).unwrap()
 }
 
+/// Starts `defender-lite sync` (the daemon) in `dir`, trusting `public`, with `[sync]`
+/// settings `sync` and one source of `kind` at `url` on `relay` (reader's credentials).
+fn start_daemon(
+    dir: &Path,
+    public: &Path,
+    relay: &RelayProcess,
+    sync: &str,
+    kind: &str,
+    url: &str,
+) -> std::process::Child {
+    std::fs::create_dir(dir).unwrap();
+    let config = dir.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n[sync]\n{sync}\n\
+             [[sources]]\nkind = \"{kind}\"\nurl = \"{url}\"\nuser = \"reader\"\npassword = \"{}\"\nca = {:?}\nno_proxy = true\n",
+            password("reader"),
+            relay.ca(),
+        ),
+    )
+    .unwrap();
+    Command::new(binary("defender-lite"))
+        .args(["sync", "--config", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_applies_each_new_bundle_and_keeps_the_last_good_one() {
     let tmp = tempfile::tempdir().unwrap();
@@ -133,26 +163,14 @@ async fn the_agent_daemon_applies_a_new_bundle_as_soon_as_the_relay_announces_it
     assert_eq!(relay.upload("uploader", first).await.0, 201);
 
     let agent_dir = tmp.path().join("agent");
-    std::fs::create_dir(&agent_dir).unwrap();
-    let config = agent_dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n\
-             [sync]\ncheck_every = \"24h\"\njitter = \"1s\"\npoll_every = \"24h\"\n\
-             [[sources]]\nkind = \"upstream\"\nurl = \"{}\"\nuser = \"reader\"\npassword = \"{}\"\nca = {:?}\nno_proxy = true\n",
-            relay.url,
-            password("reader"),
-            relay.ca(),
-        ),
-    )
-    .unwrap();
-    let mut daemon = Command::new(binary("defender-lite"))
-        .args(["sync", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = start_daemon(
+        &agent_dir,
+        &public,
+        &relay,
+        "check_every = \"24h\"\njitter = \"1s\"\npoll_every = \"24h\"",
+        "upstream",
+        &relay.url,
+    );
     let sequence = |dir: &Path| {
         std::fs::read(dir.join("data/state.json"))
             .ok()
@@ -191,26 +209,14 @@ async fn the_agent_daemon_retries_a_failed_check_on_its_retry_schedule() {
     let relay = RelayProcess::start("relay", &relay_dir, &RelayConfig::ordinary(&[&public]));
 
     let agent_dir = tmp.path().join("agent");
-    std::fs::create_dir(&agent_dir).unwrap();
-    let config = agent_dir.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"data\"\n[trust]\nkeys = [{public:?}]\n\
-             [sync]\ncheck_every = \"24h\"\nretry_every = \"1s\"\njitter = \"0s\"\npoll_every = \"24h\"\n\
-             [[sources]]\nkind = \"custom_location\"\nurl = \"{}/intelligence/bundle.tar.gz\"\nuser = \"reader\"\npassword = \"{}\"\nca = {:?}\nno_proxy = true\n",
-            relay.url,
-            password("reader"),
-            relay.ca(),
-        ),
-    )
-    .unwrap();
-    let mut daemon = Command::new(binary("defender-lite"))
-        .args(["sync", "--config", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = start_daemon(
+        &agent_dir,
+        &public,
+        &relay,
+        "check_every = \"24h\"\nretry_every = \"1s\"\njitter = \"0s\"\npoll_every = \"24h\"",
+        "custom_location",
+        &format!("{}/intelligence/bundle.tar.gz", relay.url),
+    );
     let failed = || {
         std::fs::read(agent_dir.join("data/state.json"))
             .ok()
