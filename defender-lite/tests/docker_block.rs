@@ -140,14 +140,23 @@ async fn the_monitor_blocks_a_container_that_listens_where_its_model_does_not() 
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    monitor.stop();
-    let audits = monitor.output("stdout");
-    assert!(
+    // The audit is written once the engine has answered the stop, which can be a moment
+    // after the container is seen stopped.
+    let blocked = |audits: &str| {
         audits.contains("BLOCK listening_ports [busybox]")
             && audits.contains("listening on 4444/tcp is not in the model")
-            && audits.contains(&format!("blocked container {WATCHED}")),
-        "{audits}"
-    );
+            && audits.contains(&format!("blocked container {WATCHED}"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !blocked(&output("stdout")) {
+        assert!(
+            Instant::now() < deadline,
+            "no block audit within 30 s:\n{}",
+            output("stdout")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    monitor.stop();
     // And it stays down when the engine restarts.
     engine.restart();
     std::thread::sleep(Duration::from_secs(3));
