@@ -38,7 +38,8 @@ pub fn write(path: &Path, bytes: &[u8], access: Access) -> io::Result<()> {
 }
 
 /// Creates `path` with what `fill` writes to it, buffered; `fill`'s error (or any I/O
-/// error, converted) leaves nothing behind. The directory is made if missing.
+/// error, converted) leaves nothing behind: no temp file, and no directory this call made
+/// (the directory is made if missing).
 pub fn write_with<T, E: From<io::Error>>(
     path: &Path,
     access: Access,
@@ -49,7 +50,27 @@ pub fn write_with<T, E: From<io::Error>>(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir)?;
+    // The directories this call makes, deepest first, to take back on failure.
+    let made: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    let written = std::fs::create_dir_all(dir)
+        .map_err(E::from)
+        .and_then(|()| write_in(dir, path, access, existing, fill));
+    if written.is_err() {
+        for d in made {
+            // Only an empty directory goes; one another process filled meanwhile stays.
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+    written
+}
+
+fn write_in<T, E: From<io::Error>>(
+    dir: &Path,
+    path: &Path,
+    access: Access,
+    existing: Existing,
+    fill: impl FnOnce(&mut BufWriter<&mut File>) -> Result<T, E>,
+) -> Result<T, E> {
     let mut builder = tempfile::Builder::new();
     if access == Access::Public {
         builder.permissions(std::fs::Permissions::from_mode(0o666));
@@ -133,5 +154,23 @@ mod tests {
         assert!(failed.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"held");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_failed_fill_takes_back_the_directories_it_made_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("held")).unwrap();
+        let path = dir.path().join("held/new/deeper/bundle.tar.gz");
+        let failed: io::Result<()> = write_with(&path, Access::Public, Existing::Replace, |_| {
+            Err(io::Error::other("the feeds did not validate"))
+        });
+        assert!(failed.is_err());
+        assert!(
+            dir.path().join("held").is_dir(),
+            "a directory it found stays"
+        );
+        assert!(!dir.path().join("held/new").exists(), "the ones it made go");
+        write(&path, b"ok", Access::Public).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"ok");
     }
 }
