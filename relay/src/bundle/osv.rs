@@ -13,6 +13,12 @@
 //! must hold beyond reading is [`check_osv_record`]'s: a range type the schema defines,
 //! ranges that open with `introduced`, semantic versions in `SEMVER` ranges, and so on,
 //! each refusal under a stable rule name.
+//!
+//! Cost, measured on the 2-core machine (release build) over the Go and RustSec
+//! databases of `../shared/data` (5,497 records, 7.4 MB, read 20 times): the agent reads a
+//! record in about 3.3 µs (4.6 to 6.2 with its former types of its own, which built a JSON
+//! tree of every `*_specific` object); [`check_osv_record`] takes about 4.2 µs (3.5 with
+//! the validator's former types, which skipped the summary, aliases and severities).
 
 use std::fmt;
 
