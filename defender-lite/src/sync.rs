@@ -480,10 +480,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         if polling {
             let secs = i64::try_from(poll.as_secs()).unwrap_or(i64::MAX);
             let at = Timestamp::from_unix(Timestamp::now().unix().saturating_add(secs));
-            next = match (next, at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            next = next.into_iter().chain(at).min();
         }
         let mut state = State::load(&config.data_dir)?;
         state.next_check = next;

@@ -201,18 +201,19 @@ impl VulnIndexBuilder {
                 continue;
             }
             let why = match serde_json::from_slice::<OsvRecord>(text) {
-                Ok(record) => match &record.modified {
-                    Ok(_) => {
-                        match self.add(record) {
-                            Added::New | Added::Replaced => stats.records += 1,
-                            Added::Duplicate => stats.duplicates += 1,
-                            Added::Withdrawn => stats.withdrawn += 1,
-                            Added::Unreadable => stats.invalid += 1,
-                        }
-                        continue;
+                Ok(record) => {
+                    let modified = record.modified.clone();
+                    match self.add(record) {
+                        Added::New | Added::Replaced => stats.records += 1,
+                        Added::Duplicate => stats.duplicates += 1,
+                        Added::Withdrawn => stats.withdrawn += 1,
+                        Added::Unreadable => {}
                     }
-                    Err(text) => format!("modified {text:?} is not an RFC 3339 timestamp"),
-                },
+                    match modified {
+                        Ok(_) => continue,
+                        Err(text) => format!("modified {text:?} is not an RFC 3339 timestamp"),
+                    }
+                }
                 Err(e) => e.to_string(),
             };
             stats.invalid += 1;

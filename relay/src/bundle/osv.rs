@@ -157,7 +157,12 @@ impl<'de> Visitor<'de> for SpecificVisitor {
         }
         while let Some(key) = map.next_key::<Field>()? {
             match key {
-                Field::Severity => specific.severity = map.next_value::<StringOrOther>()?.0,
+                Field::Severity => {
+                    specific.severity = match map.next_value::<Word>()? {
+                        Word::Text(text) => Some(text),
+                        Word::Other(_) => None,
+                    }
+                }
                 Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -191,49 +196,12 @@ impl<'de> Visitor<'de> for SpecificVisitor {
     }
 }
 
-/// A string, or `None` for any other JSON value.
-struct StringOrOther(Option<String>);
-
-impl<'de> Deserialize<'de> for StringOrOther {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StringOrOther;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, s: &str) -> Result<StringOrOther, E> {
-                Ok(StringOrOther(Some(s.to_owned())))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringOrOther, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(StringOrOther(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<StringOrOther, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(StringOrOther(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<StringOrOther, E> {
-                Ok(StringOrOther(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<StringOrOther, E> {
-                Ok(StringOrOther(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<StringOrOther, E> {
-                Ok(StringOrOther(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<StringOrOther, E> {
-                Ok(StringOrOther(None))
-            }
-            fn visit_unit<E>(self) -> Result<StringOrOther, E> {
-                Ok(StringOrOther(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
+/// A severity word: a string, or any other JSON value, which says nothing.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Word {
+    Text(String),
+    Other(IgnoredAny),
 }
 
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>

@@ -139,10 +139,7 @@ impl Schedule {
                 .ok()
                 .flatten()
                 .and_then(|t| Timestamp::from_unix(t.timestamp()));
-            soonest = match (soonest, tick) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            soonest = soonest.into_iter().chain(tick).min();
         }
         soonest
     }
