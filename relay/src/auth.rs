@@ -266,11 +266,7 @@ impl Authenticator {
             return Decision::Unauthorized;
         };
         let key = Sha256::of(header).0;
-        let cached = lock(&self.cache)
-            .get(&key)
-            .filter(|e| e.expires > now)
-            .map(|e| e.principal.clone());
-        let principal = match cached {
+        let principal = match self.cached_principal(&key, now) {
             Some(p) => p,
             None => {
                 let who = claimed_user(header);
@@ -281,11 +277,7 @@ impl Authenticator {
                 // starts at once with the same credential waits for the first check, then
                 // finds it cached, instead of each one hashing (or being refused).
                 let _turn = self.credential_turn(key).await;
-                let cached = lock(&self.cache)
-                    .get(&key)
-                    .filter(|e| e.expires > Instant::now())
-                    .map(|e| e.principal.clone());
-                if let Some(p) = cached {
+                if let Some(p) = self.cached_principal(&key, Instant::now()) {
                     return decide(p, need);
                 }
                 let Some(_in_flight) = self.in_flight.enter(client) else {
@@ -316,6 +308,24 @@ impl Authenticator {
             }
         };
         decide(principal, need)
+    }
+
+    /// The decision for a header verified before and still cached, made at once, without
+    /// waiting, verifying or counting anything: what [`check`](Self::check) decides for
+    /// it. `None` when it is not cached: only `check` can decide then.
+    pub fn cached(&self, authorization: &[u8], need: Role) -> Option<Decision> {
+        let key = Sha256::of(authorization).0;
+        self.cached_principal(&key, Instant::now())
+            .map(|p| decide(p, need))
+    }
+
+    /// The principal a cached verification of the header with digest `key` found, unless
+    /// it expired by `now`.
+    fn cached_principal(&self, key: &[u8; 32], now: Instant) -> Option<Principal> {
+        lock(&self.cache)
+            .get(key)
+            .filter(|e| e.expires > now)
+            .map(|e| e.principal.clone())
     }
 
     /// Waits for this credential's turn: checks of one credential (by the digest of its

@@ -13,6 +13,7 @@ mod import;
 mod projects;
 mod segments;
 mod server_http;
+mod server_lean;
 mod server_process;
 mod store;
 mod sync;

@@ -804,7 +804,7 @@ async fn the_lean_watch_path_reads_bare_lf_heads_as_hyper_does() {
 }
 
 /// A TLS connection to the relay that sends nothing.
-async fn idle_tls(
+pub(crate) async fn idle_tls(
     relay: &TestRelay,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     use rustls_pki_types::pem::PemObject;
@@ -827,7 +827,7 @@ async fn idle_tls(
 }
 
 /// Whether the server closes `conn` within `secs`.
-async fn closed_within(
+pub(crate) async fn closed_within(
     conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     secs: u64,
 ) -> bool {
@@ -880,7 +880,7 @@ async fn idle_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http1_watch_path_behaves_like_the_other() {
-    // HTTP/1.1 watchers take the lean path (`server/fastwatch.rs`); its answers must be the
+    // HTTP/1.1 watchers take the lean path (`server/lean.rs`); its answers must be the
     // same: auth, catch-up, keep-alives, events, metrics.
     let relay = TestRelay::start_with(|c| {
         c.routes.watch_keepalive = relay::config::HumanDuration::secs(1);

@@ -1064,6 +1064,33 @@ fn requests_for_the_access_log(dir: &Path, url: &str) -> usize {
         "/api/v1/feeds/watch",
         &["--http1.1", "--max-time", "1"],
     );
+    // Two daily checks on one HTTP/1.1 connection, answered 304 by the lean path (the
+    // reader's credentials are cached by now).
+    let etag = format!(
+        "If-None-Match: \"{}\"",
+        relay::bundle::Sha256::of(&bundle).to_hex()
+    );
+    let manifest = format!("{url}/api/v1/feeds/manifest");
+    let (code, out) = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "reader:reader-pw",
+        "-A",
+        "daily-check/1.0",
+        "--http1.1",
+        "-H",
+        &etag,
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} ",
+        &manifest,
+        &manifest,
+    ]);
+    assert_eq!((code, String::from_utf8_lossy(&out).trim()), (0, "304 304"));
     bundle.len()
 }
 
@@ -1140,6 +1167,23 @@ fn the_access_log_has_a_line_per_request_and_names_failed_logins() {
         watch.contains("path=\"/api/v1/feeds/watch\"") && watch.contains("status=200"),
         "{watch}"
     );
+    let checks: Vec<&&str> = access
+        .iter()
+        .filter(|l| l.contains("user_agent=\"daily-check/1.0\""))
+        .collect();
+    assert_eq!(checks.len(), 2, "{logs}");
+    for check in checks {
+        for field in [
+            "user=\"reader\"",
+            "method=\"GET\"",
+            "path=\"/api/v1/feeds/manifest\"",
+            "status=304",
+            " bytes=0 ",
+            "complete=true",
+        ] {
+            assert!(check.contains(field), "{field} missing: {check}");
+        }
+    }
     let upload = access
         .iter()
         .find(|l| l.contains("method=\"PUT\""))

@@ -258,6 +258,10 @@ async fn lookup<T: Send + 'static>(
 /// `GET /api/v1/feeds/manifest`: the cheap "anything new?" check. The body carries the
 /// exact signed manifest text and its signature, so a client can verify it, and the
 /// digest and size of the bundle file to fetch.
+/// The manifest's path: routed in `routes.rs`, and its conditional checks answered by the
+/// lean path (`lean.rs`) too.
+pub const MANIFEST_PATH: &str = "/api/v1/feeds/manifest";
+
 pub async fn manifest(State(relay): State<Arc<Relay>>, headers: HeaderMap) -> Response {
     let Some(current) = relay.store.current() else {
         return problem(StatusCode::NOT_FOUND, "no bundle held yet");
@@ -554,13 +558,13 @@ fn validators_of(record: &Served) -> Validators {
 }
 
 /// The current bundle's validators, made on first use.
-fn current_validators(current: &Current) -> &Validators {
+pub(super) fn current_validators(current: &Current) -> &Validators {
     current
         .validators
         .get_or_init(|| validators_of(&Served::from(&current.record)))
 }
 
-fn etag_text(v: &Validators) -> &str {
+pub(super) fn etag_text(v: &Validators) -> &str {
     std::str::from_utf8(&v.etag).unwrap_or_default()
 }
 
@@ -593,7 +597,14 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .any(|v| tag_list_matches(v, etag))
+}
+
+/// One `If-None-Match` value: `*`, or a list of (possibly weak) tags, one of which is
+/// `etag`. Also read by the lean path (`lean.rs`).
+pub(super) fn tag_list_matches(value: &str, etag: &str) -> bool {
+    value
+        .split(',')
         .map(str::trim)
         .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
 }

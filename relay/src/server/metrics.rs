@@ -99,6 +99,11 @@ impl Metrics {
         self.requests.with_label_values(&[route, status]).inc();
     }
 
+    /// Counts `bytes` of response body served on `route`.
+    pub fn served(&self, route: &str, bytes: u64) {
+        self.bytes_served.with_label_values(&[route]).inc_by(bytes);
+    }
+
     /// Records the request count now (every [`RATE_SAMPLE`]).
     pub fn sample_requests(&self) {
         let total = self

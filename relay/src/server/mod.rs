@@ -9,9 +9,9 @@
 mod access;
 mod bootstrap;
 mod console;
-mod fastwatch;
 mod files;
 mod idle;
+mod lean;
 mod metrics;
 pub mod origin;
 mod projects;
@@ -24,11 +24,11 @@ mod upload;
 mod watch;
 
 /// The connection-level entry points the fuzz targets (`fuzz/`) drive with arbitrary
-/// client bytes: the lean watch path's head reader and the TLS connection driver, with
+/// client bytes: the lean HTTP/1.1 path's head reader and the TLS connection driver, with
 /// the relay's own TLS configuration. Not an API.
 #[doc(hidden)]
 pub mod fuzzing {
-    pub use super::fastwatch::{Lean, Rewind, try_serve};
+    pub use super::lean::{Lean, Rewind, try_serve};
     pub use super::tls::Reloadable as TlsConfig;
     pub use super::tlsconn::TlsConn;
 }
@@ -330,14 +330,14 @@ impl Relay {
                         };
                         tls.limit_write_queue(write_buffer);
                         let io = if tls.alpn_protocol() == Some(b"h2".as_slice()) {
-                            fastwatch::Rewind::new(Vec::new(), tls)
+                            lean::Rewind::new(Vec::new(), tls)
                         } else {
-                            match Box::pin(fastwatch::try_serve(&relay, tls, client)).await {
-                                fastwatch::Lean::Other(io) => io,
-                                fastwatch::Lean::Watching(watcher) => {
+                            match Box::pin(lean::try_serve(&relay, tls, client)).await {
+                                lean::Lean::Other(io) => io,
+                                lean::Lean::Watching(watcher) => {
                                     return Some(Box::pin(watcher.run(slot)) as Watching);
                                 }
-                                fastwatch::Lean::Done => return None,
+                                lean::Lean::Done => return None,
                             }
                         };
                         let io = idle::IdleTimeout::new(io, idle_timeout);
@@ -348,13 +348,12 @@ impl Relay {
                         Box::pin(watcher.watch(conn.into_owned())).await
                     }
                     None => {
-                        let io = match Box::pin(fastwatch::try_serve(&relay, stream, client)).await
-                        {
-                            fastwatch::Lean::Other(io) => io,
-                            fastwatch::Lean::Watching(watcher) => {
+                        let io = match Box::pin(lean::try_serve(&relay, stream, client)).await {
+                            lean::Lean::Other(io) => io,
+                            lean::Lean::Watching(watcher) => {
                                 return Some(Box::pin(watcher.run(slot)) as Watching);
                             }
-                            fastwatch::Lean::Done => return None,
+                            lean::Lean::Done => return None,
                         };
                         let io = idle::IdleTimeout::new(io, idle_timeout);
                         let conn =

@@ -1,4 +1,10 @@
 //! Every route and every layer, listed once.
+//!
+//! Two routes are also answered, in their most frequent case, by the lean HTTP/1.1 path
+//! before hyper (`lean.rs`): the watch channel ([`watch::PATH`]) and a conditional
+//! manifest check ([`files::MANIFEST_PATH`]) that would be answered 304. That path uses
+//! these same constants, and does what the layers below do (span, metrics, access line,
+//! the auth cache).
 
 use std::sync::Arc;
 
@@ -28,7 +34,7 @@ pub fn router(relay: Arc<Relay>) -> Router {
     let public = Router::new().route("/api/v1/_ping", get(ping));
 
     let mut readers = Router::new()
-        .route("/api/v1/feeds/manifest", get(files::manifest))
+        .route(files::MANIFEST_PATH, get(files::manifest))
         .route("/api/v1/archives/{name}", get(files::archive_by_name))
         .route(watch::PATH, get(watch::watch))
         .route("/api/v1/bundles/{sha256}", get(files::held_bundle))
@@ -254,11 +260,7 @@ async fn observe(State(relay): State<Arc<Relay>>, req: Request, next: Next) -> R
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if let Some(len) = declared.or_else(|| axum::body::HttpBody::size_hint(response.body()).exact())
     {
-        relay
-            .metrics
-            .bytes_served
-            .with_label_values(&[route])
-            .inc_by(len);
+        relay.metrics.served(route, len);
     }
     match access {
         Some(begun) => super::access::finish(begun, response),

@@ -5,7 +5,7 @@
 //!
 //! The channel's core is [`Channel`]: subscription, catch-up, the last sequence sent and
 //! the frames written. Both paths run it: [`watch`], the routed handler (HTTP/2, and
-//! HTTP/1.1 requests the lean path hands to hyper), and `fastwatch.rs`, the lean HTTP/1.1
+//! HTTP/1.1 requests the lean path hands to hyper), and `lean.rs`, the lean HTTP/1.1
 //! path most watchers take. They differ only in how the bytes reach the socket.
 //!
 //! An idle watcher costs its task's state and two `watch::Receiver`s: no buffer per
