@@ -86,10 +86,11 @@ where
         match parsed {
             Parsed::Check(check) => {
                 let started = std::time::Instant::now();
+                let span = request_span(files::MANIFEST_PATH, client);
                 check.write(&mut out);
                 let limit = relay.config.listen.idle_timeout.0;
                 let sent = send(&mut io, &out, limit).await;
-                check.finish(relay, client, started);
+                check.finish(relay, client, started, &span);
                 if let Err(e) = sent {
                     tracing::debug!(error = %e, "a client went away before its 304");
                     return Lean::Done;
@@ -137,6 +138,20 @@ async fn read_head<I: AsyncRead + Unpin>(
     }
 }
 
+/// A request's span, and its first event: the same as `TraceLayer` gives a routed request
+/// (only `GET` over HTTP/1.1 comes this way).
+fn request_span(uri: &'static str, client: ClientAddr) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "request",
+        method = "GET",
+        uri,
+        version = "HTTP/1.1",
+        client = %client.0,
+    );
+    tracing::debug!(parent: &span, "started processing request");
+    span
+}
+
 /// Answers an HTTP/1.1 watch request: refused, or opened and caught up.
 async fn open_watch<I>(
     relay: &Arc<Relay>,
@@ -149,15 +164,7 @@ where
 {
     let started = std::time::Instant::now();
     let idle = relay.config.listen.idle_timeout.0;
-    // The same span and events as TraceLayer gives every routed request.
-    let span = tracing::debug_span!(
-        "request",
-        method = "GET",
-        uri = watch::PATH,
-        version = "HTTP/1.1",
-        client = %client.0,
-    );
-    tracing::debug!(parent: &span, "started processing request");
+    let span = request_span(watch::PATH, client);
     let decision = relay
         .auth
         .check(
@@ -335,17 +342,15 @@ impl Check {
         out.extend_from_slice(b"\r\n\r\n");
     }
 
-    /// What the routed path's layers do once a response is sent: the span's events, the
-    /// metrics, the access line.
-    fn finish(&self, relay: &Relay, client: ClientAddr, started: std::time::Instant) {
-        let span = tracing::debug_span!(
-            "request",
-            method = "GET",
-            uri = files::MANIFEST_PATH,
-            version = "HTTP/1.1",
-            client = %client.0,
-        );
-        tracing::debug!(parent: &span, "started processing request");
+    /// What the routed path's layers do once a response is sent: the span's last event,
+    /// the metrics, the access line.
+    fn finish(
+        &self,
+        relay: &Relay,
+        client: ClientAddr,
+        started: std::time::Instant,
+        span: &tracing::Span,
+    ) {
         relay.metrics.answered(files::MANIFEST_PATH, "304");
         relay.metrics.served(files::MANIFEST_PATH, 0);
         if let Some(user) = &self.user {
@@ -361,7 +366,7 @@ impl Check {
             .write(0, true);
         }
         tracing::debug!(
-            parent: &span,
+            parent: span,
             latency = ?started.elapsed(),
             status = 304,
             "finished processing request"
