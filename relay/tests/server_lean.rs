@@ -268,3 +268,48 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout()
     );
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_own_client_speaks_http1_so_its_checks_and_watch_take_the_lean_path() {
+    let relay = TestRelay::start().await;
+    relay.upload(fresh_bundle(1)).await;
+    // As a source, `relay download` and the agent build it.
+    let mut endpoint = relay::client::Endpoint::new(&relay.url);
+    endpoint.ca = Some(relay.ca.clone());
+    endpoint.no_env_proxy = true;
+    endpoint.credential = relay::client::Credential::Basic {
+        user: "reader".into(),
+        password: relay::client::Secret::new("reader-pw"),
+    };
+    let client = endpoint.client().unwrap();
+    let manifest = format!("{}/api/v1/feeds/manifest", relay.url);
+    let first = endpoint
+        .authorize(client.get(&manifest))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.status().as_u16(), first.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+    let etag = first.headers()["etag"].clone();
+    let check = endpoint
+        .authorize(client.get(&manifest))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (check.status().as_u16(), check.version()),
+        (304, reqwest::Version::HTTP_11)
+    );
+    let watch = endpoint
+        .authorize(client.get(format!("{}/api/v1/feeds/watch", relay.url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.version(), reqwest::Version::HTTP_11);
+    assert_eq!(watch.headers()["content-type"], "text/event-stream");
+    drop(watch);
+    relay.stop().await;
+}
